@@ -1,0 +1,182 @@
+// Dense GEMM front: weight packing per path, path choice by CPU and shape, and the thread split.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "common/ukernel.h"
+#include "dispatch/threadpool.h"
+#include "edgeopt/gemm.h"
+
+namespace edgeopt {
+namespace {
+
+std::shared_ptr<void> aligned_buffer(size_t bytes) {
+  const size_t rounded = ((bytes + 63) / 64) * 64 + 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (p == nullptr) throw std::bad_alloc();
+  std::memset(p, 0, rounded);
+  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+}
+
+// Best int8 path for this shape among those available. AMX tiles hold 16 rows, so for a handful
+// of rows VNNI's register tiles win (and skip the tile configuration cost).
+Path select_qs8(int m, int /*n*/, int k) {
+  const uint32_t av = available_paths();
+  if ((av & kAmxInt8) && m >= 16 && k >= 64 && qs8_gemm_ukernel(kAmxInt8)) return kAmxInt8;
+  for (Path p : {kAvx512Vnni, kAvx2, kNeonDot, kNeon}) {
+    if ((av & p) && qs8_gemm_ukernel(p)) return p;
+  }
+  return kScalar;
+}
+
+Path select_f32() {
+  const uint32_t av = available_paths();
+  for (Path p : {kAvx512Vnni, kAvx2, kNeonDot, kNeon}) {
+    if ((av & p) && f32_gemm_ukernel(p)) return p;
+  }
+  return kScalar;
+}
+
+// How one call is cut into tasks: column blocks (multiples of nr) when N is wide enough to give
+// every thread a few panels, else row blocks. Each output element is computed by exactly one task
+// with the same kernel, so the result does not depend on the thread count.
+struct Split {
+  bool by_rows;
+  int tasks;
+  int chunk;  // rows or columns per task
+};
+
+Split plan_split(int m, int n, int nr, int threads, bool allow_rows) {
+  if (threads <= 1) return {false, 1, n};
+  const int panels = (n + nr - 1) / nr;
+  if (!allow_rows || panels >= 2 * threads || m < 2 * threads) {
+    const int tasks = std::min(panels, threads);
+    const int per = (panels + tasks - 1) / tasks;
+    return {false, (panels + per - 1) / per, per * nr};
+  }
+  const int tasks = threads;
+  const int per = (m + tasks - 1) / tasks;
+  return {true, (m + per - 1) / per, per};
+}
+
+template <typename Fn>
+void run_split(int m, int n, int nr, int threads, bool allow_rows, Fn fn) {
+  const Split s = plan_split(m, n, nr, threads, allow_rows);
+  if (s.tasks <= 1) {
+    fn(0, m, 0, n);
+    return;
+  }
+  ThreadPool::instance().run(s.tasks, threads, [&](int t) {
+    if (s.by_rows) {
+      const int m0 = t * s.chunk, m1 = std::min(m, m0 + s.chunk);
+      if (m0 < m1) fn(m0, m1, 0, n);
+    } else {
+      const int n0 = t * s.chunk, n1 = std::min(n, n0 + s.chunk);
+      if (n0 < n1) fn(0, m, n0, n1);
+    }
+  });
+}
+
+}  // namespace
+
+PackedS8::PackedS8(const int8_t* w, int n, int k)
+    : n_(n), k_(k), w_(w, w + static_cast<size_t>(n) * k), row_sums_(n) {
+  for (int j = 0; j < n; ++j) {
+    int32_t s = 0;
+    for (int kk = 0; kk < k; ++kk) {
+      const int8_t v = w[static_cast<size_t>(j) * k + kk];
+      s += v;
+      has_min_ |= v == -128;
+    }
+    row_sums_[j] = s;
+  }
+}
+
+const void* PackedS8::packed_for(Path p) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto& e : packs_) {
+    if (e.first == p) return e.second.get();
+  }
+  const QS8GemmUKernel* uk = qs8_gemm_ukernel(p);
+  if (uk == nullptr) return nullptr;
+  const size_t bytes = uk->packed_size(n_, k_);
+  auto buf = aligned_buffer(bytes);
+  uk->pack(w_.data(), n_, k_, row_sums_.data(), buf.get());
+  packs_.emplace_back(p, buf);
+  sizes_.emplace_back(p, bytes);
+  return buf.get();
+}
+
+size_t PackedS8::packed_bytes(Path p) const {
+  packed_for(p);
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto& e : sizes_) {
+    if (e.first == p) return e.second;
+  }
+  return 0;
+}
+
+PackedF32::PackedF32(const float* w, int n, int k)
+    : n_(n), k_(k), w_(w, w + static_cast<size_t>(n) * k) {}
+
+const void* PackedF32::packed_for(Path p) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto& e : packs_) {
+    if (e.first == p) return e.second.get();
+  }
+  const F32GemmUKernel* uk = f32_gemm_ukernel(p);
+  if (uk == nullptr) return nullptr;
+  auto buf = aligned_buffer(uk->packed_size(n_, k_));
+  uk->pack(w_.data(), n_, k_, buf.get());
+  packs_.emplace_back(p, buf);
+  return buf.get();
+}
+
+void gemm_s8s8s32(int m, const int8_t* a, size_t lda, const PackedS8& b, int32_t* c, size_t ldc,
+                  int threads) {
+  if (m <= 0 || b.n() <= 0) return;
+  const Path path = select_qs8(m, b.n(), b.k());
+  const QS8GemmUKernel* uk = qs8_gemm_ukernel(path);
+  const void* packed = b.packed_for(path);
+  set_last_path(path);
+  run_split(m, b.n(), uk->nr, threads, true, [&](int m0, int m1, int n0, int n1) {
+    uk->gemm_s32(m1 - m0, b.k(), a + m0 * lda, lda, packed, b.n(), n0, n1, c + m0 * ldc, ldc);
+  });
+}
+
+void linear_s8(int m, const int8_t* a, size_t lda, const PackedS8& w, const QS8Params& p,
+               int8_t* out, size_t ldo, int threads) {
+  if (m <= 0 || w.n() <= 0) return;
+  const Path path = select_qs8(m, w.n(), w.k());
+  const QS8GemmUKernel* uk = qs8_gemm_ukernel(path);
+  const void* packed = w.packed_for(path);
+  set_last_path(path);
+  run_split(m, w.n(), uk->nr, threads, true, [&](int m0, int m1, int n0, int n1) {
+    uk->linear_s8(m1 - m0, w.k(), a + m0 * lda, lda, packed, w.n(), n0, n1, p, out + m0 * ldo,
+                  ldo);
+  });
+}
+
+void linear_f32(int m, const float* a, size_t lda, const PackedF32& w, const F32Params& p,
+                float* out, size_t ldo, int threads) {
+  if (m <= 0 || w.n() <= 0) return;
+  const Path path = select_f32();
+  const F32GemmUKernel* uk = f32_gemm_ukernel(path);
+  const void* packed = w.packed_for(path);
+  set_last_path(path);
+  // Columns only: a float kernel may pick its micro-tile by the row count, which would change
+  // the summation order; splitting columns keeps every thread count bit-identical.
+  run_split(m, w.n(), uk->nr, threads, false, [&](int m0, int m1, int n0, int n1) {
+    uk->linear_f32(m1 - m0, w.k(), a + m0 * lda, lda, packed, w.n(), n0, n1, p, out + m0 * ldo,
+                   ldo);
+  });
+}
+
+void gemm_s8s8s32_unpacked(int m, int n, int k, const int8_t* a, const int8_t* b, int32_t* c,
+                           int threads) {
+  PackedS8 packed(b, n, k);
+  gemm_s8s8s32(m, a, k, packed, c, n, threads);
+}
+
+}  // namespace edgeopt

@@ -1,0 +1,88 @@
+// Public API of the dense GEMM kernels: raw int8, fused int8 linear, fp32 linear.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "edgeopt/path.h"
+
+namespace edgeopt {
+
+// Fused int8 output stage (TFLite int8 spec). For output channel n:
+//   acc = sum_k (a[m,k] - input_zero_point) * w[n,k] + bias[n]
+//   out = clamp(MultiplyByQuantizedMultiplier(acc, multiplier[n], shift[n]) + output_zero_point,
+//               qmin, qmax)
+// shift > 0 is a left shift, shift < 0 a right shift (TFLite convention).
+struct QS8Params {
+  const int32_t* bias = nullptr;        // [N] or nullptr (zero)
+  const int32_t* multiplier = nullptr;  // [N], in [2^30, 2^31) for a normalized scale, or 0
+  const int32_t* shift = nullptr;       // [N], in [-31, 30]
+  int32_t input_zero_point = 0;         // [-128, 127]
+  int32_t output_zero_point = 0;        // [-128, 127]
+  int32_t qmin = -128;
+  int32_t qmax = 127;
+};
+
+struct F32Params {
+  const float* bias = nullptr;  // [N] or nullptr
+  float min = -__builtin_inff();
+  float max = __builtin_inff();
+};
+
+// Weights int8 [N, K] row-major, packed once per path on first use. The plain copy is kept so
+// any path (forced in tests) can pack lazily; pack_for() is thread-safe.
+class PackedS8 {
+ public:
+  PackedS8(const int8_t* w, int n, int k);
+  int n() const { return n_; }
+  int k() const { return k_; }
+  const int8_t* weight() const { return w_.data(); }
+  // Per-row sums of w (used for zero-point compensation): int32 [N].
+  const int32_t* row_sums() const { return row_sums_.data(); }
+  bool has_min_value() const { return has_min_; }  // some weight == -128
+  const void* packed_for(Path p) const;
+  size_t packed_bytes(Path p) const;
+
+ private:
+  int n_, k_;
+  std::vector<int8_t> w_;
+  std::vector<int32_t> row_sums_;
+  bool has_min_ = false;
+  mutable std::mutex mu_;
+  mutable std::vector<std::pair<Path, std::shared_ptr<void>>> packs_;
+  mutable std::vector<std::pair<Path, size_t>> sizes_;
+};
+
+class PackedF32 {
+ public:
+  PackedF32(const float* w, int n, int k);
+  int n() const { return n_; }
+  int k() const { return k_; }
+  const float* weight() const { return w_.data(); }
+  const void* packed_for(Path p) const;
+
+ private:
+  int n_, k_;
+  std::vector<float> w_;
+  mutable std::mutex mu_;
+  mutable std::vector<std::pair<Path, std::shared_ptr<void>>> packs_;
+};
+
+// C[M,N] = A[M,K] . B[N,K]^T, exact int32. A rows lda apart (bytes), C rows ldc apart (elements).
+void gemm_s8s8s32(int m, const int8_t* a, size_t lda, const PackedS8& b, int32_t* c, size_t ldc,
+                  int threads = 1);
+// int8 fused linear. out rows ldo apart (bytes).
+void linear_s8(int m, const int8_t* a, size_t lda, const PackedS8& w, const QS8Params& p,
+               int8_t* out, size_t ldo, int threads = 1);
+// fp32 linear with bias and clamp.
+void linear_f32(int m, const float* a, size_t lda, const PackedF32& w, const F32Params& p,
+                float* out, size_t ldo, int threads = 1);
+
+// Convenience: pack + gemm, for tests and one-off calls.
+void gemm_s8s8s32_unpacked(int m, int n, int k, const int8_t* a, const int8_t* b, int32_t* c,
+                           int threads = 1);
+
+}  // namespace edgeopt

@@ -1,0 +1,23 @@
+// The oracle: the plainest loops for every kernel family. No tiling, no ISA flags (ruy reference_mul).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "edgeopt/gemm.h"
+
+namespace edgeopt {
+namespace ref {
+
+// c[i,j] = sum_k a[i,k] * w[j,k]
+void gemm_s8s8s32(int m, int n, int k, const int8_t* a, size_t lda, const int8_t* w, size_t ldw,
+                  int32_t* c, size_t ldc);
+// out[i,j] = requantize(sum_k (a[i,k] - za) * w[j,k] + bias[j])
+void linear_s8(int m, int n, int k, const int8_t* a, size_t lda, const int8_t* w, size_t ldw,
+               const QS8Params& p, int8_t* out, size_t ldo);
+// out[i,j] = clamp(sum_k a[i,k] * w[j,k] + bias[j], min, max), accumulated in double.
+void linear_f32(int m, int n, int k, const float* a, size_t lda, const float* w, size_t ldw,
+                const F32Params& p, float* out, size_t ldo);
+
+}  // namespace ref
+}  // namespace edgeopt

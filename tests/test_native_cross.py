@@ -1,0 +1,117 @@
+"""The C++ kernel tests on this CPU, on emulated older x86 CPUs, and on ARM under qemu-user.
+
+Each emulated CPU must pass the whole C++ test with the path run-time dispatch should pick for it,
+and never die with SIGILL (a kernel path built for a newer CPU must not leak into an older one).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST_BUILD = ROOT / "build" / "host"
+TEST_BIN = "edgeopt_test_gemm"
+BENCH_BIN = "edgeopt-gemm-bench"
+IS_X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _run(cmd: list[str], timeout: int = 900) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if proc.returncode < 0:
+        pytest.fail(f"{' '.join(cmd)} died with signal {-proc.returncode} (SIGILL is 4):\n{out[-3000:]}")
+    summary = re.findall(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$", out, re.M)
+    assert proc.returncode == 0 and summary and summary[-1][1] == "0", (
+        f"{' '.join(cmd)} exited {proc.returncode}:\n{out[-6000:]}"
+    )
+    assert int(summary[-1][0]) > 0, f"{' '.join(cmd)} ran no check:\n{out[-2000:]}"
+    return out
+
+
+def _host_binary() -> Path:
+    exe = HOST_BUILD / TEST_BIN
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: `make native` builds it (make test does this first)")
+    return exe
+
+
+def test_host_cpu_all_paths():
+    out = _run([str(_host_binary())])
+    # Paths compiled in but missing on this CPU must be reported by name, never silently dropped.
+    for line in out.splitlines():
+        if line.startswith("skip "):
+            print(line)
+
+
+def _qemu(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        pytest.skip(f"{name} not found: install Debian's qemu-user (.ci/run does)")
+    return exe
+
+
+@pytest.mark.skipif(not IS_X86, reason="emulated x86 CPUs: host is not x86_64")
+@pytest.mark.parametrize(("cpu", "path"), [("Haswell", "avx2"), ("Nehalem", "scalar")])
+def test_emulated_x86_cpu_picks_its_path(cpu, path):
+    qemu = _qemu("qemu-x86_64")
+    _run([qemu, "-cpu", cpu, str(_host_binary()), "--quick", "--expect-path", path])
+
+
+def _cross_build(arch: str, compiler: str) -> Path:
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} not found: install Debian's g++-{compiler.rsplit('-g++', 1)[0]} (.ci/run does)")
+    build = ROOT / "build" / arch
+    cmake = shutil.which("cmake", path=str(ROOT / ".venv" / "bin")) or shutil.which("cmake")
+    ninja = shutil.which("ninja", path=str(ROOT / ".venv" / "bin")) or shutil.which("ninja")
+    cfg = [
+        cmake, "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
+        f"-DCMAKE_MAKE_PROGRAM={ninja}",
+        f"-DCMAKE_TOOLCHAIN_FILE={ROOT / 'targets' / arch / 'toolchain.cmake'}",
+        "-DCMAKE_BUILD_TYPE=Release", "-DEDGEOPT_STATIC_EXE=ON", "-DEDGEOPT_BUILD_PYTHON=OFF",
+    ]  # fmt: skip
+    for cmd in (cfg, [cmake, "--build", str(build), "-j", str(os.cpu_count() or 2)]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
+    return build
+
+
+@pytest.fixture(scope="module")
+def aarch64_build() -> Path:
+    return _cross_build("aarch64", "aarch64-linux-gnu-g++")
+
+
+@pytest.fixture(scope="module")
+def armv7_build() -> Path:
+    return _cross_build("armv7", "arm-linux-gnueabihf-g++")
+
+
+@pytest.mark.parametrize(("cpu", "path"), [("max", "neondot"), ("cortex-a72", "neon")])
+def test_aarch64_under_qemu(aarch64_build, cpu, path):
+    qemu = _qemu("qemu-aarch64")
+    args = [] if cpu == "max" else ["--quick"]  # one full run per architecture keeps CI short
+    _run([qemu, "-cpu", cpu, str(aarch64_build / TEST_BIN), *args, "--expect-path", path])
+
+
+def test_armv7_under_qemu(armv7_build):
+    qemu = _qemu("qemu-arm")
+    _run([qemu, "-cpu", "cortex-a7", str(armv7_build / TEST_BIN), "--expect-path", "neon"])
+
+
+@pytest.mark.parametrize("arch", ["aarch64", "armv7"])
+def test_benchmark_binary_runs_on_arm(arch, request):
+    build = request.getfixturevalue(f"{arch}_build")
+    qemu = _qemu("qemu-aarch64" if arch == "aarch64" else "qemu-arm")
+    cpu = "max" if arch == "aarch64" else "cortex-a7"
+    proc = subprocess.run(
+        [qemu, "-cpu", cpu, str(build / BENCH_BIN), "--quick"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^neon\w*\s+16x256x256\s+[\d.]+", proc.stdout, re.M), proc.stdout
