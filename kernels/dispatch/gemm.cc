@@ -49,14 +49,17 @@ struct Split {
 
 Split plan_split(int m, int n, int nr, int threads, bool allow_rows) {
   if (threads <= 1) return {false, 1, n};
+  // A few tasks per thread: a thread the OS descheduled then holds back at most one small task
+  // while the others (the caller included) take the rest.
+  const int want = 4 * threads;
   const int panels = (n + nr - 1) / nr;
   if (!allow_rows || panels >= 2 * threads || m < 2 * threads) {
-    const int tasks = std::min(panels, threads);
-    const int per = (panels + tasks - 1) / tasks;
+    const int per = (panels + std::min(panels, want) - 1) / std::min(panels, want);
     return {false, (panels + per - 1) / per, per * nr};
   }
-  const int tasks = threads;
-  const int per = (m + tasks - 1) / tasks;
+  // Row blocks stay a multiple of 16 rows (every kernel's row tile divides it) where M allows.
+  int per = (m + want - 1) / want;
+  if (m >= 16 * want) per = (per + 15) / 16 * 16;
   return {true, (m + per - 1) / per, per};
 }
 

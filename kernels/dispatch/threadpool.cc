@@ -1,5 +1,7 @@
-// Persistent worker threads with a short spin before sleeping.
+// Persistent worker threads that claim tasks from a generation-tagged counter.
 #include "dispatch/threadpool.h"
+
+#include <sched.h>
 
 #include <chrono>
 
@@ -13,6 +15,17 @@
 #endif
 
 namespace edgeopt {
+namespace {
+
+constexpr int kIndexBits = 20;
+constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
+constexpr int kGenShift = 2 * kIndexBits;
+
+uint64_t gen_of(uint64_t s) { return s >> kGenShift; }
+int tasks_of(uint64_t s) { return static_cast<int>((s >> kIndexBits) & kIndexMask); }
+int next_of(uint64_t s) { return static_cast<int>(s & kIndexMask); }
+
+}  // namespace
 
 ThreadPool& ThreadPool::instance() {
   static ThreadPool* pool = new ThreadPool();  // never destroyed: workers may outlive statics
@@ -35,59 +48,75 @@ void ThreadPool::ensure_workers(int n) {
   }
 }
 
-void ThreadPool::work(const std::function<void(int)>& fn, int tasks) {
+void ThreadPool::work(uint64_t gen) {
+  uint64_t s = state_.load(std::memory_order_acquire);
   for (;;) {
-    const int t = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (t >= tasks) break;
-    fn(t);
+    if (gen_of(s) != gen || next_of(s) >= tasks_of(s)) return;
+    if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+      continue;
+    }
+    // A claimed task keeps its call alive (the caller waits for done_), so fn_ is still valid.
+    (*fn_)(next_of(s));
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    s = state_.load(std::memory_order_acquire);
   }
 }
 
 void ThreadPool::worker_loop(int id) {
   uint64_t seen = 0;
   for (;;) {
-    // Spin for a while (~50 us) waiting for the next generation, then sleep on the condvar.
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
-    int spins = 0;
-    while (gen == seen) {
-      EDGEOPT_PAUSE();
-      if (++spins % 64 == 0 && std::chrono::steady_clock::now() > spin_until) {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
-        if (stop_) return;
+    uint64_t gen = gen_of(state_.load(std::memory_order_acquire));
+    if (gen == seen) {
+      // Spin ~50 us for the next call, then sleep on the condition variable.
+      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      int spins = 0;
+      while (gen == seen) {
+        EDGEOPT_PAUSE();
+        if (++spins % 64 == 0 && std::chrono::steady_clock::now() > spin_until) {
+          std::unique_lock<std::mutex> lk(mu_);
+          cv_.wait(lk, [&] {
+            return stop_ || gen_of(state_.load(std::memory_order_acquire)) != seen;
+          });
+          if (stop_) return;
+        }
+        gen = gen_of(state_.load(std::memory_order_acquire));
       }
-      gen = generation_.load(std::memory_order_acquire);
     }
     seen = gen;
-    if (id < active_workers_) {
-      work(*fn_, tasks_);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
-    }
+    // Workers beyond the call's thread count stay out, so `threads` means what it says.
+    if (id < participants_.load(std::memory_order_acquire)) work(gen);
   }
 }
 
 void ThreadPool::run(int tasks, int threads, const std::function<void(int)>& fn) {
   if (tasks <= 0) return;
   if (threads > tasks) threads = tasks;
-  if (threads <= 1) {
+  if (threads <= 1 || tasks > static_cast<int>(kIndexMask)) {
     for (int t = 0; t < tasks; ++t) fn(t);
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
   ensure_workers(threads - 1);
+  uint64_t gen;
   {
     std::lock_guard<std::mutex> lk(mu_);
     fn_ = &fn;
-    tasks_ = tasks;
-    active_workers_ = threads - 1;
-    next_task_.store(0, std::memory_order_relaxed);
-    pending_.store(threads - 1, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+    participants_.store(threads - 1, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    gen = gen_of(state_.load(std::memory_order_relaxed)) + 1;
+    state_.store((gen << kGenShift) | (static_cast<uint64_t>(tasks) << kIndexBits),
+                 std::memory_order_release);
   }
   cv_.notify_all();
-  work(fn, tasks);
-  while (pending_.load(std::memory_order_acquire) != 0) EDGEOPT_PAUSE();
+  work(gen);
+  // Only tasks already claimed by a worker remain; wait for them, yielding the core now and then
+  // in case the worker shares it with us.
+  int spins = 0;
+  while (done_.load(std::memory_order_acquire) != tasks) {
+    EDGEOPT_PAUSE();
+    if (++spins % 256 == 0) sched_yield();
+  }
 }
 
 }  // namespace edgeopt
