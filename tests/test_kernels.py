@@ -59,7 +59,14 @@ def test_gemm_all_small_shapes_bit_exact(path):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     ("m", "n", "k"),
-    [(1, 1024, 1024), (4, 64, 4096), (16, 48, 1023), (65, 17, 257), (33, 129, 8192), (196, 64, 576)],
+    [
+        (1, 1024, 1024),
+        (4, 64, 4096),
+        (16, 48, 1023),
+        (65, 17, 257),
+        (33, 129, 8192),
+        (196, 64, 576),
+    ],
 )
 def test_linear_s8_tile_shapes_bit_exact(path, m, n, k):
     rng = np.random.default_rng(m * 1000 + n + k)
@@ -69,8 +76,10 @@ def test_linear_s8_tile_shapes_bit_exact(path, m, n, k):
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize(("zx", "zo", "clamp"), [(-128, 127, (0, 127)), (127, -128, (-128, 0)),
-                                                  (0, 0, (-5, 6)), (-128, -128, (-128, 127))])
+@pytest.mark.parametrize(
+    ("zx", "zo", "clamp"),
+    [(-128, 127, (0, 127)), (127, -128, (-128, 0)), (0, 0, (-5, 6)), (-128, -128, (-128, 127))],
+)
 def test_linear_s8_extreme_zero_points_and_clamps(path, zx, zo, clamp):
     rng = np.random.default_rng(7)
     with kernels.force_path(path):
@@ -122,7 +131,9 @@ def test_linear_s8_property_matches_reference(m, n, k, zx, zo, seed, threads):
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize(("m", "n", "k"), [(1, 1024, 1024), (5, 33, 17), (64, 96, 768), (3, 7, 4099)])
+@pytest.mark.parametrize(
+    ("m", "n", "k"), [(1, 1024, 1024), (5, 33, 17), (64, 96, 768), (3, 7, 4099)]
+)
 def test_linear_f32_within_k_scaled_tolerance(path, m, n, k):
     rng = np.random.default_rng(5)
     x = rng.uniform(-1, 1, (m, k)).astype(np.float32)
@@ -180,7 +191,9 @@ def test_bad_clamp_and_threads_raise():
 
 
 def test_gemm_shape_mismatch_names_argument():
-    with pytest.raises(ValueError, match=r"gemm_s8s8s32: `b` must be \[N, K\] with K = a.shape\[1\]"):
+    with pytest.raises(
+        ValueError, match=r"gemm_s8s8s32: `b` must be \[N, K\] with K = a.shape\[1\]"
+    ):
         kernels.gemm_s8s8s32(np.zeros((2, 4), np.int8), np.zeros((3, 5), np.int8))
     with pytest.raises(ValueError, match=r"PackedLinearS8: `weight` must have dtype int8"):
         kernels.PackedLinearS8(np.zeros((3, 5), np.float32))

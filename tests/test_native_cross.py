@@ -26,7 +26,9 @@ def _run(cmd: list[str], timeout: int = 900) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
     if proc.returncode < 0:
-        pytest.fail(f"{' '.join(cmd)} died with signal {-proc.returncode} (SIGILL is 4):\n{out[-3000:]}")
+        pytest.fail(
+            f"{' '.join(cmd)} died with signal {-proc.returncode} (SIGILL is 4):\n{out[-3000:]}"
+        )
     summary = re.findall(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$", out, re.M)
     assert proc.returncode == 0 and summary and summary[-1][1] == "0", (
         f"{' '.join(cmd)} exited {proc.returncode}:\n{out[-6000:]}"
@@ -66,7 +68,9 @@ def test_emulated_x86_cpu_picks_its_path(cpu, path):
 
 def _cross_build(arch: str, compiler: str) -> Path:
     if shutil.which(compiler) is None:
-        pytest.skip(f"{compiler} not found: install Debian's g++-{compiler.rsplit('-g++', 1)[0]} (.ci/run does)")
+        pytest.skip(
+            f"{compiler} not found: install Debian's g++-{compiler[: -len('-g++')]} (.ci/run does)"
+        )
     build = ROOT / "build" / arch
     cmake = shutil.which("cmake", path=str(ROOT / ".venv" / "bin")) or shutil.which("cmake")
     ninja = shutil.which("ninja", path=str(ROOT / ".venv" / "bin")) or shutil.which("ninja")
@@ -78,7 +82,9 @@ def _cross_build(arch: str, compiler: str) -> Path:
     ]  # fmt: skip
     for cmd in (cfg, [cmake, "--build", str(build), "-j", str(os.cpu_count() or 2)]):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
+        assert proc.returncode == 0, (
+            f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
+        )
     return build
 
 

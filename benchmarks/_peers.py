@@ -1,0 +1,696 @@
+"""Peers of benchmarks/gemm.py: one int8 Linear problem, run by PyTorch, ONNX Runtime, LiteRT.
+
+Every peer gets the same quantized problem (`LinearProblem`: int8 activations with a zero point,
+symmetric per-channel int8 weights, int32 bias, an int8 output scale and zero point) and returns a
+`Runner`: a zero-argument callable that performs one inference on pre-bound inputs, plus a
+`result()` that returns the output as numpy so the benchmark can check it before timing it.
+
+Peers are timed on their lowest-overhead call: inputs are quantized and bound once, outputs land in
+pre-allocated buffers where the runtime allows it (ONNX Runtime IOBinding, LiteRT's own output
+tensor). That favours the peers, so the ratios the benchmark prints are conservative for us.
+
+The LiteRT model is written here without TensorFlow: `TfliteModelBuilder` emits the TFLite
+flatbuffer (schema.fbs, file identifier "TFL3") with the `flatbuffers` package, and
+`build_fully_connected_int8` uses it for one int8 FULLY_CONNECTED.
+
+Example:
+    >>> p = make_problem(4, 64, 32, seed=0)
+    >>> r = litert_fully_connected(p, threads=1)
+    >>> r.run()  # one timed call
+    >>> bool(np.abs(r.result().astype(int) - reference_linear_s8(p)).max() <= 1)
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from optimizer.quantize import arithmetic
+
+# --------------------------------------------------------------------------------------------
+# The problem and its references
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinearProblem:
+    """One quantized Linear: y = requant((x - input_zero_point) @ w.T + bias).
+
+    Attributes:
+        x: int8 [M, K] activations; real value = input_scale * (x - input_zero_point).
+        w: int8 [N, K] weights in [-127, 127]; real value = weight_scales[n] * w[n, k].
+        bias: int32 [N], scale input_scale * weight_scales[n].
+        multiplier, shift: int32 [N], TFLite fixed-point form of
+            input_scale * weight_scales[n] / output_scale.
+        x_f32, w_f32, bias_f32: the dequantized tensors, for the fp32 runs.
+    """
+
+    m: int
+    k: int
+    n: int
+    x: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray
+    input_zero_point: int
+    input_scale: float
+    weight_scales: np.ndarray
+    output_zero_point: int
+    output_scale: float
+    multiplier: np.ndarray
+    shift: np.ndarray
+    x_f32: np.ndarray = field(repr=False)
+    w_f32: np.ndarray = field(repr=False)
+    bias_f32: np.ndarray = field(repr=False)
+
+    @property
+    def ops(self) -> int:
+        """Operations of one call (a multiply-add counts as two)."""
+        return 2 * self.m * self.n * self.k
+
+    @property
+    def effective_scales(self) -> np.ndarray:
+        """float64 [N]: input_scale * weight_scales / output_scale."""
+        return self.input_scale * self.weight_scales / self.output_scale
+
+
+def make_problem(m: int, k: int, n: int, seed: int = 0) -> LinearProblem:
+    """A random problem whose outputs spread over the int8 range (few clamp to -128/127)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+    w = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
+    input_zero_point, output_zero_point = 3, -5
+    input_scale = 0.02
+    weight_scales = rng.uniform(0.5, 1.5, size=n) * 0.01
+    acc_std = math.sqrt(k) * 74.0 * 73.5  # std of (x - zp) . w for uniform int8 entries
+    bias = rng.integers(-int(acc_std), int(acc_std) + 1, size=n).astype(np.int32)
+    output_scale = 3.0 * acc_std * input_scale * float(weight_scales.mean()) / 127.0
+    multiplier, shift = arithmetic.quantize_multiplier(input_scale * weight_scales / output_scale)
+    x_f32 = (input_scale * (x.astype(np.float32) - input_zero_point)).astype(np.float32)
+    w_f32 = (weight_scales[:, None] * w.astype(np.float64)).astype(np.float32)
+    bias_f32 = (bias * input_scale * weight_scales).astype(np.float32)
+    return LinearProblem(
+        m,
+        k,
+        n,
+        x,
+        w,
+        bias,
+        input_zero_point,
+        input_scale,
+        weight_scales,
+        output_zero_point,
+        output_scale,
+        multiplier,
+        shift,
+        np.ascontiguousarray(x_f32),
+        np.ascontiguousarray(w_f32),
+        bias_f32,
+    )
+
+
+def reference_acc(p: LinearProblem, with_bias: bool = True) -> np.ndarray:
+    """int64 [M, N]: sum_k (x - input_zero_point) * w (+ bias), exact."""
+    acc = (p.x.astype(np.int64) - p.input_zero_point) @ p.w.astype(np.int64).T
+    return acc + p.bias.astype(np.int64) if with_bias else acc
+
+
+def reference_linear_s8(p: LinearProblem, with_bias: bool = True) -> np.ndarray:
+    """int8 [M, N] with real-valued requantization (round half away from zero).
+
+    Runtimes that requantize in float or fixed point land within one unit of this.
+    """
+    y = reference_acc(p, with_bias) * p.effective_scales[None, :]
+    y = np.sign(y) * np.floor(np.abs(y) + 0.5) + p.output_zero_point
+    return np.clip(y, -128, 127).astype(np.int8)
+
+
+def reference_linear_f32(p: LinearProblem) -> np.ndarray:
+    """float64 [M, N] = x_f32 @ w_f32.T + bias_f32."""
+    return p.x_f32.astype(np.float64) @ p.w_f32.astype(np.float64).T + p.bias_f32
+
+
+# --------------------------------------------------------------------------------------------
+# Runners
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Runner:
+    """A prepared peer call.
+
+    Attributes:
+        name: short label ("torch", "ort:qgemm-u8", "litert", ...).
+        run: performs one inference on the pre-bound inputs (the timed call).
+        result: runs once and returns the output as numpy; int8 [M, N] for `kind` "s8",
+            int32 [M, N] without bias for "s32", float32 [M, N] for "f32".
+        kind: "s8", "s32" or "f32".
+        detail: what exactly runs (engine, op), for the report.
+        with_bias: False where the op has no bias input (MatMulInteger, QLinearMatMul).
+        keep: objects that must outlive the runner (sessions, interpreters, buffers).
+    """
+
+    name: str
+    run: Callable[[], Any]
+    result: Callable[[], np.ndarray]
+    kind: str
+    detail: str = ""
+    with_bias: bool = True
+    keep: list[Any] = field(default_factory=list, repr=False)
+
+
+def check_runner(r: Runner, p: LinearProblem) -> float:
+    """Max deviation of the runner's output from the reference (LSB for int, relative for f32)."""
+    out = np.asarray(r.result())
+    if r.kind == "s8":
+        ref = reference_linear_s8(p, with_bias=r.with_bias)
+        return float(np.abs(out.astype(np.int64) - ref).max())
+    if r.kind == "s32":
+        return float(np.abs(out.astype(np.int64) - reference_acc(p, with_bias=False)).max())
+    ref = reference_linear_f32(p)
+    return float(np.abs(out - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+
+
+def silence_quantization_warnings() -> None:
+    """Hide PyTorch's deprecation warnings for quantized tensors and torch.ao (benchmark only)."""
+    for pattern in (".*quantiz.*", ".*torch\\.ao.*", ".*deprecat.*"):
+        warnings.filterwarnings("ignore", message=pattern, category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+        warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
+
+
+# ---- PyTorch -------------------------------------------------------------------------------
+
+
+def torch_int8_linear(p: LinearProblem, engine: str = "x86") -> Runner:
+    """torch.ops.quantized.linear with a prepacked per-channel qint8 weight.
+
+    PyTorch wants quint8 activations: x + 128 with zero point + 128 is the same real tensor, and the
+    quint8 output minus 128 is the int8 output. Threads follow torch.set_num_threads (the caller's).
+    """
+    import torch
+
+    silence_quantization_warnings()
+    torch.backends.quantized.engine = engine
+    qw = torch._make_per_channel_quantized_tensor(
+        torch.from_numpy(p.w.copy()),
+        torch.from_numpy(p.weight_scales.astype(np.float64)),
+        torch.zeros(p.n, dtype=torch.int64),
+        0,
+    )
+    packed = torch.ops.quantized.linear_prepack(qw, torch.from_numpy(p.bias_f32.copy()))
+    x_u8 = (p.x.astype(np.int16) + 128).astype(np.uint8)
+    qx = torch._make_per_tensor_quantized_tensor(
+        torch.from_numpy(x_u8), p.input_scale, p.input_zero_point + 128
+    )
+    # functools.partial: a call costs no Python frame beyond the op's own.
+    run = functools.partial(
+        torch.ops.quantized.linear, qx, packed, float(p.output_scale), p.output_zero_point + 128
+    )
+
+    def result() -> np.ndarray:
+        return (run().int_repr().numpy().astype(np.int16) - 128).astype(np.int8)
+
+    return Runner(
+        "torch", run, result, "s8", f"torch.ops.quantized.linear ({engine})", [packed, qx]
+    )
+
+
+def torch_f32_linear(p: LinearProblem) -> Runner:
+    """torch.nn.functional.linear in fp32 (tensors without requires_grad: no autograd work)."""
+    import torch
+
+    x, w, b = (torch.from_numpy(a.copy()) for a in (p.x_f32, p.w_f32, p.bias_f32))
+    run = functools.partial(torch.nn.functional.linear, x, w, b)
+
+    def result() -> np.ndarray:
+        return run().numpy()
+
+    return Runner("torch-f32", run, result, "f32", "torch.nn.functional.linear (fp32)", [x, w, b])
+
+
+# ---- ONNX Runtime --------------------------------------------------------------------------
+
+#: ORT int8 variants: (op, activations unsigned). The fastest one counts as "ORT int8".
+ORT_VARIANTS: tuple[tuple[str, bool], ...] = (
+    ("matmulinteger", False),
+    ("matmulinteger", True),
+    ("qlinearmatmul", False),
+    ("qlinearmatmul", True),
+    ("qgemm", False),
+    ("qgemm", True),
+)
+
+
+def _ort_model(p: LinearProblem, op: str, unsigned: bool) -> tuple[bytes, str]:
+    """An in-memory ONNX model with one quantized matmul; weights are initializers."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    shift = 128 if unsigned else 0
+    act_type = TensorProto.UINT8 if unsigned else TensorProto.INT8
+    act_np = np.uint8 if unsigned else np.int8
+    zp_in = np.array(p.input_zero_point + shift, dtype=act_np)
+    zp_out = np.array(p.output_zero_point + shift, dtype=act_np)
+    w_kn = np.ascontiguousarray(p.w.T)  # ONNX MatMul wants B as [K, N]
+    init = []
+    opsets = [helper.make_opsetid("", 17)]
+    if op == "matmulinteger":
+        init += [numpy_helper.from_array(w_kn, "w"), numpy_helper.from_array(zp_in, "x_zp")]
+        node = helper.make_node("MatMulInteger", ["x", "w", "x_zp"], ["y"])
+        out_type = TensorProto.INT32
+    elif op == "qlinearmatmul":
+        init += [
+            numpy_helper.from_array(np.array(p.input_scale, np.float32), "x_scale"),
+            numpy_helper.from_array(zp_in, "x_zp"),
+            numpy_helper.from_array(w_kn, "w"),
+            numpy_helper.from_array(p.weight_scales.astype(np.float32), "w_scale"),
+            numpy_helper.from_array(np.zeros(p.n, np.int8), "w_zp"),
+            numpy_helper.from_array(np.array(p.output_scale, np.float32), "y_scale"),
+            numpy_helper.from_array(zp_out, "y_zp"),
+        ]
+        node = helper.make_node(
+            "QLinearMatMul",
+            ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp"],
+            ["y"],
+        )
+        out_type = act_type
+    elif op == "qgemm":
+        init += [
+            numpy_helper.from_array(np.array(p.input_scale, np.float32), "x_scale"),
+            numpy_helper.from_array(zp_in, "x_zp"),
+            numpy_helper.from_array(np.ascontiguousarray(p.w), "w"),
+            numpy_helper.from_array(p.weight_scales.astype(np.float32), "w_scale"),
+            numpy_helper.from_array(np.zeros(p.n, np.int8), "w_zp"),
+            numpy_helper.from_array(p.bias.astype(np.int32), "bias"),
+            numpy_helper.from_array(np.array(p.output_scale, np.float32), "y_scale"),
+            numpy_helper.from_array(zp_out, "y_zp"),
+        ]
+        node = helper.make_node(
+            "QGemm",
+            ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "bias", "y_scale", "y_zp"],
+            ["y"],
+            domain="com.microsoft",
+            transB=1,
+        )
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
+        out_type = act_type
+    else:
+        raise ValueError(
+            f"_ort_model: unknown op; expected one of matmulinteger, "
+            f"qlinearmatmul, qgemm, got {op!r}"
+        )
+    graph = helper.make_graph(
+        [node],
+        f"{op}_{p.m}x{p.k}x{p.n}",
+        [helper.make_tensor_value_info("x", act_type, [p.m, p.k])],
+        [helper.make_tensor_value_info("y", out_type, [p.m, p.n])],
+        initializer=init,
+    )
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="edge-optimizer-bench")
+    model.ir_version = 8
+    return model.SerializeToString(), node.op_type
+
+
+def ort_int8(p: LinearProblem, threads: int, op: str, unsigned: bool) -> Runner:
+    """One ORT int8 variant, run through IOBinding on pre-allocated input and output buffers."""
+    import onnxruntime as ort
+
+    blob, op_type = _ort_model(p, op, unsigned)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+    x = (p.x.astype(np.int16) + 128).astype(np.uint8) if unsigned else p.x.copy()
+    out_np = np.int32 if op == "matmulinteger" else (np.uint8 if unsigned else np.int8)
+    x_val = ort.OrtValue.ortvalue_from_numpy(x)
+    y_val = ort.OrtValue.ortvalue_from_shape_and_type([p.m, p.n], out_np)
+    binding = sess.io_binding()
+    binding.bind_ortvalue_input("x", x_val)
+    binding.bind_ortvalue_output("y", y_val)
+    run = functools.partial(sess.run_with_iobinding, binding)
+
+    def result() -> np.ndarray:
+        run()
+        y = y_val.numpy()
+        if unsigned and op != "matmulinteger":
+            y = (y.astype(np.int16) - 128).astype(np.int8)
+        return y
+
+    tag = f"{op}-{'u8' if unsigned else 's8'}"
+    kind = "s32" if op == "matmulinteger" else "s8"
+    return Runner(
+        f"ort:{tag}",
+        run,
+        result,
+        kind,
+        f"onnxruntime {op_type} ({'u8' if unsigned else 's8'} x s8)",
+        with_bias=op == "qgemm",
+        keep=[sess, x_val, y_val, binding, x],
+    )
+
+
+# ---- LiteRT --------------------------------------------------------------------------------
+
+
+class TfliteModelBuilder:
+    """Writes a TFLite flatbuffer (schema.fbs v3) with the plain `flatbuffers` builder.
+
+    Only the tables a quantized single-subgraph model needs: Model, OperatorCode, SubGraph,
+    Tensor, QuantizationParameters, Operator, Buffer, and builtin-options tables
+    (`fully_connected_options`; add others the same way, through `self.builder`). Field slots
+    follow tensorflow/compiler/mlir/lite/schema/schema.fbs (the numbers below are the fields'
+    declaration order there). Buffer 0 is the empty sentinel buffer the format reserves; tensors
+    without data point to it. Checked by reading the output back with LiteRT's generated schema
+    (ai_edge_litert.schema_py_generated) and by running it.
+
+    Usage: `add_buffer`, `add_tensor`, `add_operator` in any order (indices are returned), then
+    `finish(inputs, outputs)` returns the file's bytes.
+    """
+
+    # TensorType
+    FLOAT32, INT32, INT8 = 0, 2, 9
+    # BuiltinOperator / BuiltinOptions
+    FULLY_CONNECTED = 9
+    FULLY_CONNECTED_OPTIONS = 8
+    # Table field slots.
+    _MODEL = {"version": 0, "operator_codes": 1, "subgraphs": 2, "description": 3, "buffers": 4}
+    _OPCODE = {"deprecated_builtin_code": 0, "version": 2, "builtin_code": 3}
+    _SUBGRAPH = {"tensors": 0, "inputs": 1, "outputs": 2, "operators": 3, "name": 4}
+    _TENSOR = {"shape": 0, "type": 1, "buffer": 2, "name": 3, "quantization": 4}
+    _QUANT = {"scale": 2, "zero_point": 3, "quantized_dimension": 6}
+    _OPERATOR = {
+        "opcode_index": 0,
+        "inputs": 1,
+        "outputs": 2,
+        "builtin_options_type": 3,
+        "builtin_options": 4,
+    }
+    _BUFFER = {"data": 0}
+
+    def __init__(self, description: str = "edge-optimizer") -> None:
+        import flatbuffers
+
+        self.builder = flatbuffers.Builder(1024)
+        self._description = description
+        self._buffers: list[int | None] = [None]  # buffer 0: the empty sentinel
+        self._tensors: list[int] = []
+        self._opcodes: list[tuple[int, int]] = []  # (builtin code, version)
+        self._operators: list[int] = []
+
+    # -- low-level helpers
+    def _vector(self, values: np.ndarray) -> int:
+        return self.builder.CreateNumpyVector(np.ascontiguousarray(values).ravel())
+
+    def _offset_vector(self, offsets: list[int]) -> int:
+        b = self.builder
+        b.StartVector(4, len(offsets), 4)
+        for off in reversed(offsets):
+            b.PrependUOffsetTRelative(off)
+        return b.EndVector()
+
+    def _aligned_bytes(self, data: bytes, alignment: int = 16) -> int:
+        """A [ubyte] vector whose payload starts on `alignment` (schema: force_align: 16)."""
+        b = self.builder
+        b.StartVector(1, len(data), alignment)
+        b.head = b.head - len(data)
+        b.Bytes[b.head : b.head + len(data)] = data
+        return b.EndVector()
+
+    # -- model pieces
+    def add_buffer(self, data: np.ndarray | bytes) -> int:
+        """A constant buffer (little-endian bytes); returns its index."""
+        if isinstance(data, bytes):
+            raw = data
+        else:
+            arr = np.asarray(data)
+            raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
+        data_off = self._aligned_bytes(raw)
+        b = self.builder
+        b.StartObject(3)
+        b.PrependUOffsetTRelativeSlot(self._BUFFER["data"], data_off, 0)
+        self._buffers.append(b.EndObject())
+        return len(self._buffers) - 1
+
+    def add_tensor(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: int,
+        buffer: int = 0,
+        scale: np.ndarray | float | None = None,
+        zero_point: np.ndarray | int | None = None,
+        quantized_dimension: int = 0,
+    ) -> int:
+        """A tensor; `scale`/`zero_point` scalar (per tensor) or [C] (per channel on
+        `quantized_dimension`). Returns its index."""
+        b = self.builder
+        quant = 0
+        if scale is not None:
+            s = np.atleast_1d(np.asarray(scale, dtype=np.float32))
+            z = np.atleast_1d(np.asarray(0 if zero_point is None else zero_point, np.int64))
+            if z.size == 1 and s.size > 1:
+                z = np.full(s.size, int(z[0]), np.int64)
+            s_off, z_off = self._vector(s), self._vector(z)
+            b.StartObject(7)
+            b.PrependUOffsetTRelativeSlot(self._QUANT["scale"], s_off, 0)
+            b.PrependUOffsetTRelativeSlot(self._QUANT["zero_point"], z_off, 0)
+            b.PrependInt32Slot(self._QUANT["quantized_dimension"], quantized_dimension, 0)
+            quant = b.EndObject()
+        name_off = b.CreateString(name)
+        shape_off = self._vector(np.asarray(shape, dtype=np.int32))
+        b.StartObject(5)
+        b.PrependUOffsetTRelativeSlot(self._TENSOR["shape"], shape_off, 0)
+        b.PrependInt8Slot(self._TENSOR["type"], dtype, 0)
+        b.PrependUint32Slot(self._TENSOR["buffer"], buffer, 0)
+        b.PrependUOffsetTRelativeSlot(self._TENSOR["name"], name_off, 0)
+        if quant:
+            b.PrependUOffsetTRelativeSlot(self._TENSOR["quantization"], quant, 0)
+        self._tensors.append(b.EndObject())
+        return len(self._tensors) - 1
+
+    def fully_connected_options(self, fused_activation: int = 0) -> int:
+        """FullyConnectedOptions {fused_activation_function (0 NONE, 1 RELU, 3 RELU6), DEFAULT
+        weights format, keep_num_dims false}."""
+        b = self.builder
+        b.StartObject(5)
+        b.PrependInt8Slot(0, fused_activation, 0)
+        return b.EndObject()
+
+    def add_operator(
+        self,
+        builtin_code: int,
+        inputs: list[int],
+        outputs: list[int],
+        options_type: int = 0,
+        options: int = 0,
+        version: int = 1,
+    ) -> int:
+        """An operator of a builtin op (its OperatorCode is shared per (code, version))."""
+        key = (builtin_code, version)
+        if key not in self._opcodes:
+            self._opcodes.append(key)
+        b = self.builder
+        in_off = self._vector(np.asarray(inputs, dtype=np.int32))
+        out_off = self._vector(np.asarray(outputs, dtype=np.int32))
+        b.StartObject(5)
+        b.PrependUint32Slot(self._OPERATOR["opcode_index"], self._opcodes.index(key), 0)
+        b.PrependUOffsetTRelativeSlot(self._OPERATOR["inputs"], in_off, 0)
+        b.PrependUOffsetTRelativeSlot(self._OPERATOR["outputs"], out_off, 0)
+        if options:
+            b.PrependUint8Slot(self._OPERATOR["builtin_options_type"], options_type, 0)
+            b.PrependUOffsetTRelativeSlot(self._OPERATOR["builtin_options"], options, 0)
+        self._operators.append(b.EndObject())
+        return len(self._operators) - 1
+
+    def finish(self, inputs: list[int], outputs: list[int], name: str = "main") -> bytes:
+        """Writes SubGraph and Model; returns the .tflite bytes."""
+        b = self.builder
+        opcodes = []
+        for code, version in self._opcodes:
+            b.StartObject(4)
+            b.PrependInt8Slot(self._OPCODE["deprecated_builtin_code"], min(code, 127), 0)
+            b.PrependInt32Slot(self._OPCODE["version"], version, 1)
+            b.PrependInt32Slot(self._OPCODE["builtin_code"], code, 0)
+            opcodes.append(b.EndObject())
+        buffers = []
+        for off in self._buffers:
+            if off is None:
+                b.StartObject(3)
+                off = b.EndObject()
+            buffers.append(off)
+        tensors_v = self._offset_vector(self._tensors)
+        inputs_v = self._vector(np.asarray(inputs, dtype=np.int32))
+        outputs_v = self._vector(np.asarray(outputs, dtype=np.int32))
+        operators_v = self._offset_vector(self._operators)
+        name_off = b.CreateString(name)
+        b.StartObject(5)
+        b.PrependUOffsetTRelativeSlot(self._SUBGRAPH["tensors"], tensors_v, 0)
+        b.PrependUOffsetTRelativeSlot(self._SUBGRAPH["inputs"], inputs_v, 0)
+        b.PrependUOffsetTRelativeSlot(self._SUBGRAPH["outputs"], outputs_v, 0)
+        b.PrependUOffsetTRelativeSlot(self._SUBGRAPH["operators"], operators_v, 0)
+        b.PrependUOffsetTRelativeSlot(self._SUBGRAPH["name"], name_off, 0)
+        subgraph = b.EndObject()
+        opcodes_v = self._offset_vector(opcodes)
+        subgraphs_v = self._offset_vector([subgraph])
+        buffers_v = self._offset_vector(buffers)
+        desc = b.CreateString(self._description)
+        b.StartObject(5)
+        b.PrependUint32Slot(self._MODEL["version"], 3, 0)
+        b.PrependUOffsetTRelativeSlot(self._MODEL["operator_codes"], opcodes_v, 0)
+        b.PrependUOffsetTRelativeSlot(self._MODEL["subgraphs"], subgraphs_v, 0)
+        b.PrependUOffsetTRelativeSlot(self._MODEL["description"], desc, 0)
+        b.PrependUOffsetTRelativeSlot(self._MODEL["buffers"], buffers_v, 0)
+        model = b.EndObject()
+        b.Finish(model, file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+
+def build_fully_connected_int8(p: LinearProblem, per_channel: bool = True) -> bytes:
+    """A .tflite with one int8 FULLY_CONNECTED: x int8 [M, K] -> y int8 [M, N].
+
+    Weights int8 [N, K] (zero point 0, per-channel scales on dimension 0, or their mean per
+    tensor), bias int32 [N] with scale input_scale * weight_scale, per the TFLite int8 spec.
+    """
+    tb = TfliteModelBuilder(description=f"edge-optimizer bench FC {p.m}x{p.k}x{p.n}")
+    w_scales = p.weight_scales if per_channel else np.array([p.weight_scales.mean()])
+    w_buf = tb.add_buffer(np.ascontiguousarray(p.w, dtype=np.int8))
+    if per_channel:
+        bias_q = p.bias.astype(np.int32)
+    else:  # re-express the bias at the one scale
+        bias_q = np.round(p.bias * p.weight_scales / w_scales[0]).astype(np.int32)
+    b_buf = tb.add_buffer(bias_q)
+    t_x = tb.add_tensor(
+        "x", (p.m, p.k), tb.INT8, scale=p.input_scale, zero_point=p.input_zero_point
+    )
+    t_w = tb.add_tensor("w", (p.n, p.k), tb.INT8, w_buf, scale=w_scales, zero_point=0)
+    t_b = tb.add_tensor(
+        "bias", (p.n,), tb.INT32, b_buf, scale=p.input_scale * w_scales, zero_point=0
+    )
+    t_y = tb.add_tensor(
+        "y", (p.m, p.n), tb.INT8, scale=p.output_scale, zero_point=p.output_zero_point
+    )
+    # Op version: 4 = int8 FC, 12 = per-channel int8 weights (lite/tools/versioning/op_version.cc).
+    tb.add_operator(
+        tb.FULLY_CONNECTED,
+        [t_x, t_w, t_b],
+        [t_y],
+        tb.FULLY_CONNECTED_OPTIONS,
+        tb.fully_connected_options(),
+        version=12 if per_channel else 4,
+    )
+    return tb.finish([t_x], [t_y])
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silences the C++ runtime's log lines on file descriptor 2 (errors still raise)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _litert_interpreter_cls() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            from tensorflow.lite import Interpreter
+    return Interpreter
+
+
+def litert_delegated_ops(interpreter: Any) -> list[str]:
+    """Op names of the interpreter's nodes.
+
+    The original FULLY_CONNECTED stays listed; when the XNNPACK delegate claims it, a 'DELEGATE'
+    node is added, which replaces it in the execution plan.
+    """
+    try:
+        return [str(d.get("op_name", "")) for d in interpreter._get_ops_details()]
+    except Exception:  # private API; only used to report
+        return []
+
+
+def litert_fully_connected(p: LinearProblem, threads: int, model: bytes | None = None) -> Runner:
+    """LiteRT with its default XNNPACK delegate, num_threads=threads."""
+    interpreter_cls = _litert_interpreter_cls()
+    blob = model if model is not None else build_fully_connected_int8(p)
+    with _quiet_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" on every creation
+        interp = interpreter_cls(model_content=blob, num_threads=threads)
+        interp.allocate_tensors()
+    ops = litert_delegated_ops(interp)
+    if ops and "DELEGATE" not in ops:
+        raise RuntimeError(
+            f"litert_fully_connected: FULLY_CONNECTED was not delegated to XNNPACK; nodes {ops}"
+        )
+    in_idx = interp.get_input_details()[0]["index"]
+    out_idx = interp.get_output_details()[0]["index"]
+    x = p.x.copy()
+    set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
+
+    def run() -> Any:
+        set_tensor(in_idx, x)
+        invoke()
+
+    def result() -> np.ndarray:
+        run()
+        return get_tensor(out_idx)
+
+    how = "XNNPACK delegate" if "DELEGATE" in ops else "delegation unknown"
+    return Runner(
+        "litert", run, result, "s8", f"LiteRT FULLY_CONNECTED int8 ({how})", [interp, x, blob]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Versions
+# --------------------------------------------------------------------------------------------
+
+
+def peer_versions() -> dict[str, str]:
+    """Installed versions of the peers ("missing" when not importable)."""
+    out: dict[str, str] = {}
+    for label, mod in (
+        ("torch", "torch"),
+        ("onnxruntime", "onnxruntime"),
+        ("onnx", "onnx"),
+        ("ai-edge-litert", "ai_edge_litert"),
+        ("numpy", "numpy"),
+        ("flatbuffers", "flatbuffers"),
+    ):
+        try:
+            m = __import__(mod)
+            out[label] = str(getattr(m, "__version__", None) or _dist_version(label))
+        except ImportError:
+            out[label] = "missing"
+    return out
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:
+        return "?"
