@@ -1,0 +1,1173 @@
+// Dense int8 GEMM and fused int8 linear with AVX-512 VNNI (vpdpbusd), exact int32 accumulation.
+//
+// Operands. vpdpbusd multiplies unsigned bytes (its register source) by signed bytes (the source
+// that may come from memory). We make the *weights* the unsigned side: pack() stores w + 128
+// (w ^ 0x80, in [0, 255]), and the activations are broadcast straight from the caller's rows,
+// 4 k at a time, with no per-call copy of A. Then
+//   sum_k a*(w + 128) = sum_k a*w + 128 * sum_k a,
+// so every accumulator of row i starts at -128 * row_sum(a)[i] (one pass over A per call);
+// for linear_s8 it also starts at bias[n] - input_zero_point * row_sum(w)[n]. Every product is
+// exact and int32 sums wrap exactly as the reference does, including weights equal to -128.
+//
+// Packed layout: a 64-byte header, row_sum(w) padded to whole panels, then panels of kNR = 64
+// output channels x K (K padded to a multiple of 4). Within a panel, group g of 4 k's holds 256
+// contiguous bytes = 4 zmm vectors of 16 channels x 4 k (the VNNI interleave): the weights are
+// read strictly linearly, one 64-byte line per vpdpbusd.
+//
+// Tile choice: 6x64 (MR = 6 rows x 4 zmm vectors). 24 accumulators + 4 weight registers + the
+// activation broadcasts fit the 32 zmm registers; per group it issues 24 vpdpbusd for 4 weight
+// loads + 6 broadcast loads, which keeps Zen 5's two 512-bit VNNI pipes busy (measured peak
+// 2 vpdpbusd/cycle) with 24 independent chains, the weights streaming from L1/L2. NR = 64 divides
+// the common channel counts (64, 128, 256, 768, 3072) and matches the conv-like shapes with
+// N = 64 exactly; 8x48 would waste a third of a tile there and 12x32 needs 50% more broadcasts per
+// vpdpbusd. Panels are the outer loop and row tiles the inner one, so a panel (64*K bytes) stays
+// in L1/L2 while A (M*K bytes) is re-read per panel from L2. Measured single-thread on Zen 5:
+// 95-100% of the vpdpbusd peak for M >= 16 (int32 output), 83% at K = 147.
+//
+// Small M is bound by the weight stream: MR = 1 and 2 run 4 resp. 2 groups per iteration into
+// separate accumulator sets (16 independent chains), so the loads never wait on vpdpbusd latency
+// and there is no horizontal reduction anywhere; MR = 1 also prefetches 4 KiB ahead (+5% when the
+// weights come from L3). Measured: ~140-150 GB/s from a 1 MiB weight set (L2 + L3), ~105 GB/s
+// from 16 MiB (L3; a plain streaming read loop gets 89 GB/s there).
+
+// GCC 12 warns -Wmaybe-uninitialized inside its own AVX-512 intrinsic headers (GCC PR105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "common/requant.h"
+#include "common/ukernel.h"
+
+namespace edgeopt {
+namespace {
+
+#define EO_INLINE inline __attribute__((always_inline))
+
+constexpr int kNR = 64;        // output channels per packed panel
+constexpr int kNV = kNR / 16;  // zmm vectors per panel row
+constexpr int kMR = 6;         // rows per register tile
+constexpr size_t kHeaderBytes = 64;
+
+struct Header {
+  int32_t n;
+  int32_t k;
+  int32_t groups;  // ceil(k / 4)
+  int32_t panels;  // ceil(n / kNR)
+  uint32_t magic;
+};
+constexpr uint32_t kMagic = 0x56533851u;  // "Q8SV"
+
+inline size_t panel_bytes(int groups) {
+  return static_cast<size_t>(groups) * kNR * 4;
+}
+
+size_t packed_size(int n, int k) {
+  const int groups = (k + 3) / 4;
+  const int panels = (n + kNR - 1) / kNR;
+  return kHeaderBytes + static_cast<size_t>(panels) * kNR * sizeof(int32_t) +
+         static_cast<size_t>(panels) * panel_bytes(groups);
+}
+
+void pack(const int8_t* w, int n, int k, const int32_t* row_sums, void* dst) {
+  const int groups = (k + 3) / 4;
+  const int panels = (n + kNR - 1) / kNR;
+  auto* base = static_cast<uint8_t*>(dst);
+  Header h{n, k, groups, panels, kMagic};
+  std::memset(base, 0, kHeaderBytes);
+  std::memcpy(base, &h, sizeof(h));
+  auto* wsum = reinterpret_cast<int32_t*>(base + kHeaderBytes);
+  for (int j = 0; j < panels * kNR; ++j) wsum[j] = j < n ? row_sums[j] : 0;
+  uint8_t* out = base + kHeaderBytes + static_cast<size_t>(panels) * kNR * sizeof(int32_t);
+  for (int p = 0; p < panels; ++p) {
+    uint8_t* panel = out + static_cast<size_t>(p) * panel_bytes(groups);
+    for (int g = 0; g < groups; ++g) {
+      for (int j = 0; j < kNR; ++j) {
+        const int row = p * kNR + j;
+        for (int kk = 0; kk < 4; ++kk) {
+          const int col = g * 4 + kk;
+          const int8_t v = (row < n && col < k) ? w[static_cast<size_t>(row) * k + col] : 0;
+          panel[static_cast<size_t>(g) * kNR * 4 + j * 4 + kk] = static_cast<uint8_t>(v) ^ 0x80u;
+        }
+      }
+    }
+  }
+}
+
+// Lane sums of 16 vectors: out lane r = sum of the 16 lanes of v[r]. A transposing add tree
+// (45 ops for 16 rows instead of a full horizontal reduction per row).
+inline __m512i sum16(const __m512i (&v)[16]) {
+  __m512i x[8], y[4], z[2];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3]
+    x[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                            _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+  }
+  for (int i = 0; i < 4; ++i) {  // per 128-bit lane: partial sums of rows 4i .. 4i+3
+    y[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(x[2 * i], x[2 * i + 1]),
+                            _mm512_unpackhi_epi64(x[2 * i], x[2 * i + 1]));
+  }
+  for (int i = 0; i < 2; ++i) {  // fold the four 128-bit lanes pairwise
+    z[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(y[2 * i], y[2 * i + 1], 0x88),
+                            _mm512_shuffle_i32x4(y[2 * i], y[2 * i + 1], 0xDD));
+  }
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(z[0], z[1], 0x88),
+                          _mm512_shuffle_i32x4(z[0], z[1], 0xDD));
+}
+
+// -128 * row_sum(a) for `rows` <= 16 rows into dst[0, rows): the accumulators of a row start at
+// this value. One pass over A per call (measured faster than interleaving it with the tiles).
+inline void row_terms(int rows, int k, const int8_t* a, size_t lda, int32_t* dst) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  const int full = k / 64;
+  const int rem = k % 64;
+  const __mmask64 tail = rem ? (~0ull >> (64 - rem)) : 0;
+  __m512i s[16];
+  for (int r = 0; r < 16; ++r) s[r] = _mm512_setzero_si512();
+  for (int r = 0; r < rows; ++r) {
+    const int8_t* row = a + r * lda;
+    __m512i acc = _mm512_setzero_si512();
+    for (int c = 0; c < full; ++c) {
+      acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(row + c * 64));
+    }
+    if (rem) acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(tail, row + full * 64));
+    s[r] = acc;
+  }
+  const __m512i t = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum16(s), 7));
+  _mm512_mask_storeu_epi32(dst, static_cast<__mmask16>((1u << rows) - 1), t);
+}
+
+// K loops in inline asm: GCC keeps 24 zmm accumulators held in an array (or in 24 named
+// variables) in registers, but then also spills them on every iteration. The asm pins them:
+// accumulator (set s, row r, vector v) = zmm(4*(s*MR + r) + v), weights in zmm20-27, activation
+// broadcasts in zmm28-31. Rows r = 0..5 are addressed as a0, a0+lda, a0+2*lda, a3, a3+lda,
+// a3+2*lda. Small MR runs kUnroll[MR] groups per iteration into separate accumulator sets, so the
+// vpdpbusd latency never stalls the weight stream; the sets are summed after the loop, then `nl`
+// leftover groups run one by one, then the partial last group of K (k % 4 bytes, `mask` in k1)
+// with byte-masked activation loads that never touch memory past a row's end. Accumulators
+// start at ri[r] + ci[j] (row and column terms, see run()) and are stored with row stride ldo
+// bytes, straight into C for whole int32 panels. The six templates were generated by
+// kernels/x86/gen/gen_qs8_kloop_avx512vnni.py (U1=4 U2=2 PF=4096 PFMR=1): edit the generator, not the asm.
+
+// Groups per asm loop iteration (accumulator sets summed at the end), by MR.
+constexpr int kUnroll[7] = {0, 4, 2, 1, 1, 1, 1};
+template <int MR>
+void kloop(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl, uint32_t mask,
+           const int32_t* ri, const int32_t* ci, int32_t* out, size_t ldo);
+template <>
+EO_INLINE void kloop<1>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
+                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
+                        size_t ldo) {
+  const int8_t* a3 = a0 + (1 * lda);
+  asm volatile(
+      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
+      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpxord %%zmm4, %%zmm4, %%zmm4\n\t"
+      "vpxord %%zmm5, %%zmm5, %%zmm5\n\t"
+      "vpxord %%zmm6, %%zmm6, %%zmm6\n\t"
+      "vpxord %%zmm7, %%zmm7, %%zmm7\n\t"
+      "vpxord %%zmm8, %%zmm8, %%zmm8\n\t"
+      "vpxord %%zmm9, %%zmm9, %%zmm9\n\t"
+      "vpxord %%zmm10, %%zmm10, %%zmm10\n\t"
+      "vpxord %%zmm11, %%zmm11, %%zmm11\n\t"
+      "vpxord %%zmm12, %%zmm12, %%zmm12\n\t"
+      "vpxord %%zmm13, %%zmm13, %%zmm13\n\t"
+      "vpxord %%zmm14, %%zmm14, %%zmm14\n\t"
+      "vpxord %%zmm15, %%zmm15, %%zmm15\n\t"
+      "test %[n], %[n]\n\t"
+      "jz 2f\n\t"
+      ".p2align 5\n\t"
+      "1:\n\t"
+      "prefetcht0 4096(%[w])\n\t"
+      "prefetcht0 4160(%[w])\n\t"
+      "prefetcht0 4224(%[w])\n\t"
+      "prefetcht0 4288(%[w])\n\t"
+      "prefetcht0 4352(%[w])\n\t"
+      "prefetcht0 4416(%[w])\n\t"
+      "prefetcht0 4480(%[w])\n\t"
+      "prefetcht0 4544(%[w])\n\t"
+      "prefetcht0 4608(%[w])\n\t"
+      "prefetcht0 4672(%[w])\n\t"
+      "prefetcht0 4736(%[w])\n\t"
+      "prefetcht0 4800(%[w])\n\t"
+      "prefetcht0 4864(%[w])\n\t"
+      "prefetcht0 4928(%[w])\n\t"
+      "prefetcht0 4992(%[w])\n\t"
+      "prefetcht0 5056(%[w])\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpbroadcastd (%[a0]), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vmovdqa64 256(%[w]), %%zmm20\n\t"
+      "vmovdqa64 320(%[w]), %%zmm21\n\t"
+      "vmovdqa64 384(%[w]), %%zmm22\n\t"
+      "vmovdqa64 448(%[w]), %%zmm23\n\t"
+      "vpbroadcastd 4(%[a0]), %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm20, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm21, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm22, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm23, %%zmm7\n\t"
+      "vmovdqa64 512(%[w]), %%zmm24\n\t"
+      "vmovdqa64 576(%[w]), %%zmm25\n\t"
+      "vmovdqa64 640(%[w]), %%zmm26\n\t"
+      "vmovdqa64 704(%[w]), %%zmm27\n\t"
+      "vpbroadcastd 8(%[a0]), %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
+      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
+      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vmovdqa64 768(%[w]), %%zmm20\n\t"
+      "vmovdqa64 832(%[w]), %%zmm21\n\t"
+      "vmovdqa64 896(%[w]), %%zmm22\n\t"
+      "vmovdqa64 960(%[w]), %%zmm23\n\t"
+      "vpbroadcastd 12(%[a0]), %%zmm31\n\t"
+      "vpdpbusd %%zmm31, %%zmm20, %%zmm12\n\t"
+      "vpdpbusd %%zmm31, %%zmm21, %%zmm13\n\t"
+      "vpdpbusd %%zmm31, %%zmm22, %%zmm14\n\t"
+      "vpdpbusd %%zmm31, %%zmm23, %%zmm15\n\t"
+      "add $1024, %[w]\n\t"
+      "add $16, %[a0]\n\t"
+      "add $16, %[a3]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      "vpaddd %%zmm4, %%zmm0, %%zmm0\n\t"
+      "vpaddd %%zmm5, %%zmm1, %%zmm1\n\t"
+      "vpaddd %%zmm6, %%zmm2, %%zmm2\n\t"
+      "vpaddd %%zmm7, %%zmm3, %%zmm3\n\t"
+      "vpaddd %%zmm8, %%zmm0, %%zmm0\n\t"
+      "vpaddd %%zmm9, %%zmm1, %%zmm1\n\t"
+      "vpaddd %%zmm10, %%zmm2, %%zmm2\n\t"
+      "vpaddd %%zmm11, %%zmm3, %%zmm3\n\t"
+      "vpaddd %%zmm12, %%zmm0, %%zmm0\n\t"
+      "vpaddd %%zmm13, %%zmm1, %%zmm1\n\t"
+      "vpaddd %%zmm14, %%zmm2, %%zmm2\n\t"
+      "vpaddd %%zmm15, %%zmm3, %%zmm3\n\t"
+      "test %[nl], %[nl]\n\t"
+      "jz 4f\n\t"
+      "3:\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpbroadcastd (%[a0]), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "add $256, %[w]\n\t"
+      "add $4, %[a0]\n\t"
+      "add $4, %[a3]\n\t"
+      "dec %[nl]\n\t"
+      "jnz 3b\n\t"
+      "4:\n\t"
+      "kmovw %k[mask], %%k1\n\t"
+      "ktestw %%k1, %%k1\n\t"
+      "jz 5f\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "5:\n\t"
+      "vmovdqu32 %%zmm0, 0(%[out])\n\t"
+      "vmovdqu32 %%zmm1, 64(%[out])\n\t"
+      "vmovdqu32 %%zmm2, 128(%[out])\n\t"
+      "vmovdqu32 %%zmm3, 192(%[out])\n\t"
+      : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci), [nl] "+r"(nl)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+        "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
+        "xmm31", "k1", "memory", "cc");
+}
+
+template <>
+EO_INLINE void kloop<2>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
+                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
+                        size_t ldo) {
+  const int8_t* a3 = a0 + (2 * lda);
+  asm volatile(
+      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
+      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
+      "vpxord %%zmm8, %%zmm8, %%zmm8\n\t"
+      "vpxord %%zmm9, %%zmm9, %%zmm9\n\t"
+      "vpxord %%zmm10, %%zmm10, %%zmm10\n\t"
+      "vpxord %%zmm11, %%zmm11, %%zmm11\n\t"
+      "vpxord %%zmm12, %%zmm12, %%zmm12\n\t"
+      "vpxord %%zmm13, %%zmm13, %%zmm13\n\t"
+      "vpxord %%zmm14, %%zmm14, %%zmm14\n\t"
+      "vpxord %%zmm15, %%zmm15, %%zmm15\n\t"
+      "test %[n], %[n]\n\t"
+      "jz 2f\n\t"
+      ".p2align 5\n\t"
+      "1:\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpbroadcastd (%[a0]), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vmovdqa64 256(%[w]), %%zmm20\n\t"
+      "vmovdqa64 320(%[w]), %%zmm21\n\t"
+      "vmovdqa64 384(%[w]), %%zmm22\n\t"
+      "vmovdqa64 448(%[w]), %%zmm23\n\t"
+      "vpbroadcastd 4(%[a0]), %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm20, %%zmm8\n\t"
+      "vpdpbusd %%zmm29, %%zmm21, %%zmm9\n\t"
+      "vpdpbusd %%zmm29, %%zmm22, %%zmm10\n\t"
+      "vpdpbusd %%zmm29, %%zmm23, %%zmm11\n\t"
+      "vpbroadcastd 4(%[a0],%[lda],1), %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm20, %%zmm12\n\t"
+      "vpdpbusd %%zmm30, %%zmm21, %%zmm13\n\t"
+      "vpdpbusd %%zmm30, %%zmm22, %%zmm14\n\t"
+      "vpdpbusd %%zmm30, %%zmm23, %%zmm15\n\t"
+      "add $512, %[w]\n\t"
+      "add $8, %[a0]\n\t"
+      "add $8, %[a3]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      "vpaddd %%zmm8, %%zmm0, %%zmm0\n\t"
+      "vpaddd %%zmm9, %%zmm1, %%zmm1\n\t"
+      "vpaddd %%zmm10, %%zmm2, %%zmm2\n\t"
+      "vpaddd %%zmm11, %%zmm3, %%zmm3\n\t"
+      "vpaddd %%zmm12, %%zmm4, %%zmm4\n\t"
+      "vpaddd %%zmm13, %%zmm5, %%zmm5\n\t"
+      "vpaddd %%zmm14, %%zmm6, %%zmm6\n\t"
+      "vpaddd %%zmm15, %%zmm7, %%zmm7\n\t"
+      "test %[nl], %[nl]\n\t"
+      "jz 4f\n\t"
+      "3:\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpbroadcastd (%[a0]), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "add $256, %[w]\n\t"
+      "add $4, %[a0]\n\t"
+      "add $4, %[a3]\n\t"
+      "dec %[nl]\n\t"
+      "jnz 3b\n\t"
+      "4:\n\t"
+      "kmovw %k[mask], %%k1\n\t"
+      "ktestw %%k1, %%k1\n\t"
+      "jz 5f\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm29, %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "5:\n\t"
+      "vmovdqu32 %%zmm0, 0(%[out])\n\t"
+      "vmovdqu32 %%zmm1, 64(%[out])\n\t"
+      "vmovdqu32 %%zmm2, 128(%[out])\n\t"
+      "vmovdqu32 %%zmm3, 192(%[out])\n\t"
+      "vmovdqu32 %%zmm4, 0(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm5, 64(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm6, 128(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm7, 192(%[out],%[ldo],1)\n\t"
+      : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci), [nl] "+r"(nl)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+        "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
+        "xmm31", "k1", "memory", "cc");
+}
+
+template <>
+EO_INLINE void kloop<3>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
+                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
+                        size_t ldo) {
+  const int8_t* a3 = a0 + (3 * lda);
+  asm volatile(
+      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
+      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
+      "vpbroadcastd 8(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm8\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm9\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm10\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm11\n\t"
+      "test %[n], %[n]\n\t"
+      "jz 2f\n\t"
+      ".p2align 5\n\t"
+      "1:\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpbroadcastd (%[a0]), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vpbroadcastd (%[a0],%[lda],2), %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
+      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
+      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "add $256, %[w]\n\t"
+      "add $4, %[a0]\n\t"
+      "add $4, %[a3]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      "kmovw %k[mask], %%k1\n\t"
+      "ktestw %%k1, %%k1\n\t"
+      "jz 5f\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm29, %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vmovdqu8 (%[a0],%[lda],2), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
+      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
+      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "5:\n\t"
+      "vmovdqu32 %%zmm0, 0(%[out])\n\t"
+      "vmovdqu32 %%zmm1, 64(%[out])\n\t"
+      "vmovdqu32 %%zmm2, 128(%[out])\n\t"
+      "vmovdqu32 %%zmm3, 192(%[out])\n\t"
+      "vmovdqu32 %%zmm4, 0(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm5, 64(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm6, 128(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm7, 192(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm8, 0(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm9, 64(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm10, 128(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm11, 192(%[out],%[ldo],2)\n\t"
+      : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask), [nl] "r"(nl)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+        "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
+        "xmm31", "k1", "memory", "cc");
+}
+
+template <>
+EO_INLINE void kloop<4>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
+                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
+                        size_t ldo) {
+  const int8_t* a3 = a0 + (3 * lda);
+  asm volatile(
+      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
+      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
+      "vpbroadcastd 8(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm8\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm9\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm10\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm11\n\t"
+      "vpbroadcastd 12(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm12\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm13\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm14\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm15\n\t"
+      "test %[n], %[n]\n\t"
+      "jz 2f\n\t"
+      ".p2align 5\n\t"
+      "1:\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpbroadcastd (%[a0]), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vpbroadcastd (%[a0],%[lda],2), %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
+      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
+      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vpbroadcastd (%[a3]), %%zmm31\n\t"
+      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
+      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
+      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
+      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
+      "add $256, %[w]\n\t"
+      "add $4, %[a0]\n\t"
+      "add $4, %[a3]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      "kmovw %k[mask], %%k1\n\t"
+      "ktestw %%k1, %%k1\n\t"
+      "jz 5f\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm29, %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vmovdqu8 (%[a0],%[lda],2), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
+      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
+      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vmovdqu8 (%[a3]), %%xmm31%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm31, %%zmm31\n\t"
+      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
+      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
+      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
+      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
+      "5:\n\t"
+      "lea (%[out],%[ldo],2), %[ci]\n\t"
+      "add %[ldo], %[ci]\n\t"
+      "vmovdqu32 %%zmm0, 0(%[out])\n\t"
+      "vmovdqu32 %%zmm1, 64(%[out])\n\t"
+      "vmovdqu32 %%zmm2, 128(%[out])\n\t"
+      "vmovdqu32 %%zmm3, 192(%[out])\n\t"
+      "vmovdqu32 %%zmm4, 0(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm5, 64(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm6, 128(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm7, 192(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm8, 0(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm9, 64(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm10, 128(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm11, 192(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm12, 0(%[ci])\n\t"
+      "vmovdqu32 %%zmm13, 64(%[ci])\n\t"
+      "vmovdqu32 %%zmm14, 128(%[ci])\n\t"
+      "vmovdqu32 %%zmm15, 192(%[ci])\n\t"
+      : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask), [nl] "r"(nl)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+        "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
+        "xmm31", "k1", "memory", "cc");
+}
+
+template <>
+EO_INLINE void kloop<5>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
+                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
+                        size_t ldo) {
+  const int8_t* a3 = a0 + (3 * lda);
+  asm volatile(
+      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
+      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
+      "vpbroadcastd 8(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm8\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm9\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm10\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm11\n\t"
+      "vpbroadcastd 12(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm12\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm13\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm14\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm15\n\t"
+      "vpbroadcastd 16(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm16\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm17\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm18\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm19\n\t"
+      "test %[n], %[n]\n\t"
+      "jz 2f\n\t"
+      ".p2align 5\n\t"
+      "1:\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpbroadcastd (%[a0]), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vpbroadcastd (%[a0],%[lda],2), %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
+      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
+      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vpbroadcastd (%[a3]), %%zmm31\n\t"
+      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
+      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
+      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
+      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
+      "vpbroadcastd (%[a3],%[lda],1), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm16\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm17\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm18\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm19\n\t"
+      "add $256, %[w]\n\t"
+      "add $4, %[a0]\n\t"
+      "add $4, %[a3]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      "kmovw %k[mask], %%k1\n\t"
+      "ktestw %%k1, %%k1\n\t"
+      "jz 5f\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm29, %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vmovdqu8 (%[a0],%[lda],2), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
+      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
+      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vmovdqu8 (%[a3]), %%xmm31%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm31, %%zmm31\n\t"
+      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
+      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
+      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
+      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
+      "vmovdqu8 (%[a3],%[lda],1), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm16\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm17\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm18\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm19\n\t"
+      "5:\n\t"
+      "lea (%[out],%[ldo],2), %[ci]\n\t"
+      "add %[ldo], %[ci]\n\t"
+      "vmovdqu32 %%zmm0, 0(%[out])\n\t"
+      "vmovdqu32 %%zmm1, 64(%[out])\n\t"
+      "vmovdqu32 %%zmm2, 128(%[out])\n\t"
+      "vmovdqu32 %%zmm3, 192(%[out])\n\t"
+      "vmovdqu32 %%zmm4, 0(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm5, 64(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm6, 128(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm7, 192(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm8, 0(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm9, 64(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm10, 128(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm11, 192(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm12, 0(%[ci])\n\t"
+      "vmovdqu32 %%zmm13, 64(%[ci])\n\t"
+      "vmovdqu32 %%zmm14, 128(%[ci])\n\t"
+      "vmovdqu32 %%zmm15, 192(%[ci])\n\t"
+      "vmovdqu32 %%zmm16, 0(%[ci],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm17, 64(%[ci],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm18, 128(%[ci],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm19, 192(%[ci],%[ldo],1)\n\t"
+      : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask), [nl] "r"(nl)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+        "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
+        "xmm31", "k1", "memory", "cc");
+}
+
+template <>
+EO_INLINE void kloop<6>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
+                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
+                        size_t ldo) {
+  const int8_t* a3 = a0 + (3 * lda);
+  asm volatile(
+      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
+      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
+      "vpbroadcastd 8(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm8\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm9\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm10\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm11\n\t"
+      "vpbroadcastd 12(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm12\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm13\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm14\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm15\n\t"
+      "vpbroadcastd 16(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm16\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm17\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm18\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm19\n\t"
+      "vpbroadcastd 20(%[ri]), %%zmm28\n\t"
+      "vpaddd %%zmm28, %%zmm24, %%zmm20\n\t"
+      "vpaddd %%zmm28, %%zmm25, %%zmm21\n\t"
+      "vpaddd %%zmm28, %%zmm26, %%zmm22\n\t"
+      "vpaddd %%zmm28, %%zmm27, %%zmm23\n\t"
+      "test %[n], %[n]\n\t"
+      "jz 2f\n\t"
+      ".p2align 5\n\t"
+      "1:\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpbroadcastd (%[a0]), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vpbroadcastd (%[a0],%[lda],2), %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
+      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
+      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vpbroadcastd (%[a3]), %%zmm31\n\t"
+      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
+      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
+      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
+      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
+      "vpbroadcastd (%[a3],%[lda],1), %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm16\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm17\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm18\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm19\n\t"
+      "vpbroadcastd (%[a3],%[lda],2), %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm20\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm21\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm22\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm23\n\t"
+      "add $256, %[w]\n\t"
+      "add $4, %[a0]\n\t"
+      "add $4, %[a3]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      "kmovw %k[mask], %%k1\n\t"
+      "ktestw %%k1, %%k1\n\t"
+      "jz 5f\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm29, %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vmovdqu8 (%[a0],%[lda],2), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
+      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
+      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vmovdqu8 (%[a3]), %%xmm31%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm31, %%zmm31\n\t"
+      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
+      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
+      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
+      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
+      "vmovdqu8 (%[a3],%[lda],1), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm28, %%zmm24, %%zmm16\n\t"
+      "vpdpbusd %%zmm28, %%zmm25, %%zmm17\n\t"
+      "vpdpbusd %%zmm28, %%zmm26, %%zmm18\n\t"
+      "vpdpbusd %%zmm28, %%zmm27, %%zmm19\n\t"
+      "vmovdqu8 (%[a3],%[lda],2), %%xmm29%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm29, %%zmm29\n\t"
+      "vpdpbusd %%zmm29, %%zmm24, %%zmm20\n\t"
+      "vpdpbusd %%zmm29, %%zmm25, %%zmm21\n\t"
+      "vpdpbusd %%zmm29, %%zmm26, %%zmm22\n\t"
+      "vpdpbusd %%zmm29, %%zmm27, %%zmm23\n\t"
+      "5:\n\t"
+      "lea (%[out],%[ldo],2), %[ci]\n\t"
+      "add %[ldo], %[ci]\n\t"
+      "vmovdqu32 %%zmm0, 0(%[out])\n\t"
+      "vmovdqu32 %%zmm1, 64(%[out])\n\t"
+      "vmovdqu32 %%zmm2, 128(%[out])\n\t"
+      "vmovdqu32 %%zmm3, 192(%[out])\n\t"
+      "vmovdqu32 %%zmm4, 0(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm5, 64(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm6, 128(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm7, 192(%[out],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm8, 0(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm9, 64(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm10, 128(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm11, 192(%[out],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm12, 0(%[ci])\n\t"
+      "vmovdqu32 %%zmm13, 64(%[ci])\n\t"
+      "vmovdqu32 %%zmm14, 128(%[ci])\n\t"
+      "vmovdqu32 %%zmm15, 192(%[ci])\n\t"
+      "vmovdqu32 %%zmm16, 0(%[ci],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm17, 64(%[ci],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm18, 128(%[ci],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm19, 192(%[ci],%[ldo],1)\n\t"
+      "vmovdqu32 %%zmm20, 0(%[ci],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm21, 64(%[ci],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm22, 128(%[ci],%[ldo],2)\n\t"
+      "vmovdqu32 %%zmm23, 192(%[ci],%[ldo],2)\n\t"
+      : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask), [nl] "r"(nl)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+        "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
+        "xmm31", "k1", "memory", "cc");
+}
+
+// Rows [0, MR) of one 64-channel panel over all K: out[r][j] = sum + ri[r] + ci[j], stored with
+// row stride ldo bytes.
+template <int MR>
+EO_INLINE void accumulate(int k, const int8_t* a, size_t lda, const uint8_t* w, const int32_t* ri,
+                          const int32_t* ci, int32_t* out, size_t ldo) {
+  const int full = k / 4;
+  const int iters = full / kUnroll[MR];
+  const uint32_t tail_mask = (1u << (k % 4)) - 1;
+  kloop<MR>(a, lda, w, iters, full - iters * kUnroll[MR], tail_mask, ri, ci, out, ldo);
+}
+
+inline __mmask16 col_mask(int cols) {  // cols may be <= 0 or >= 16
+  if (cols <= 0) return 0;
+  if (cols >= 16) return 0xFFFF;
+  return static_cast<__mmask16>((1u << cols) - 1);
+}
+
+// Bit-exact vector form of multiply_by_quantized_multiplier (see common/requant.h).
+// srdhm(x, m) == (x*m + 2^30) >> 31 (floor) for every pair except INT32_MIN*INT32_MIN, whose
+// result 2^31 is the only one that wraps to INT32_MIN: that lane is replaced by INT32_MAX.
+// kGeneral = false is the common case (no left shift, no INT32_MIN multiplier in the vector),
+// where the left shift and the saturation fix are no-ops and are skipped.
+template <bool kGeneral>
+EO_INLINE __m512i mbqm(__m512i x, __m512i mult, __m512i left, __m512i right) {
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i half = _mm512_set1_epi64(int64_t{1} << 30);
+  if (kGeneral) x = _mm512_sllv_epi32(x, left);
+  __m512i pe = _mm512_mul_epi32(x, mult);
+  __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32));
+  pe = _mm512_srli_epi64(_mm512_add_epi64(pe, half), 31);
+  po = _mm512_slli_epi64(_mm512_add_epi64(po, half), 1);
+  __m512i q = _mm512_mask_mov_epi32(pe, 0xAAAA, po);
+  if (kGeneral) {
+    const __m512i int_min = _mm512_set1_epi32(INT32_MIN);
+    q = _mm512_mask_mov_epi32(q, _mm512_cmpeq_epi32_mask(q, int_min), _mm512_set1_epi32(INT32_MAX));
+  }
+  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+  const __m512i rem = _mm512_and_si512(q, mask);
+  __m512i thr = _mm512_srli_epi32(mask, 1);
+  thr = _mm512_mask_add_epi32(thr, _mm512_movepi32_mask(q), thr, one);
+  __m512i res = _mm512_srav_epi32(q, right);
+  return _mm512_mask_add_epi32(res, _mm512_cmpgt_epi32_mask(rem, thr), res, one);
+}
+
+struct Panel {
+  const uint8_t* w;
+  const int32_t* ci;  // column start values [kNR]: 0 (gemm) or bias - za * row_sum(w) (linear)
+  int col0;           // first output column of the panel
+  int cols;           // valid columns in this panel within [n0, n1)
+};
+
+// Output-stage constants shared by all tiles of one call.
+struct Stage {
+  const QS8Params* p;
+  bool vector_ok;  // zero point and clamp bounds small enough for the int32 clamp below
+  __m512i lo, hi, zp;
+};
+
+// acc[MR][kNR] holds the finished int32 linear accumulators (row and column terms included).
+template <int MR>
+EO_INLINE void store_s8(const int32_t* acc, const Panel& pn, const Stage& st, int8_t* out,
+                        size_t ldo) {
+  const QS8Params& p = *st.p;
+  if (!st.vector_ok) {  // absurd zero point / bounds: exact scalar stage
+    for (int r = 0; r < MR; ++r) {
+      for (int j = 0; j < pn.cols; ++j) {
+        const int col = pn.col0 + j;
+        out[r * ldo + col] = requantize_s8(acc[r * kNR + j], p.multiplier[col], p.shift[col],
+                                           p.output_zero_point, p.qmin, p.qmax);
+      }
+    }
+    return;
+  }
+  const __m512i zero = _mm512_setzero_si512();
+  for (int v = 0; v < kNV; ++v) {
+    const int cols = pn.cols - v * 16;
+    if (cols <= 0) break;
+    const __mmask16 cm = col_mask(cols);
+    const int col = pn.col0 + v * 16;
+    const __m512i mult = _mm512_maskz_loadu_epi32(cm, p.multiplier + col);
+    const __m512i shift = _mm512_maskz_loadu_epi32(cm, p.shift + col);
+    const __m512i left = _mm512_max_epi32(shift, zero);
+    const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
+    const bool general = _mm512_test_epi32_mask(left, left) != 0 ||
+                         _mm512_cmpeq_epi32_mask(mult, _mm512_set1_epi32(INT32_MIN)) != 0;
+    auto rows = [&](auto general_tag) {
+      for (int r = 0; r < MR; ++r) {
+        __m512i x = _mm512_load_si512(acc + r * kNR + v * 16);
+        x = mbqm<decltype(general_tag)::value>(x, mult, left, right);
+        x = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(x, st.lo), st.hi), st.zp);
+        _mm_mask_storeu_epi8(out + r * ldo + col, cm, _mm512_cvtepi32_epi8(x));
+      }
+    };
+    if (general) {
+      rows(std::true_type());
+    } else {
+      rows(std::false_type());
+    }
+  }
+}
+
+template <int MR, bool kLinear>
+__attribute__((noinline)) void tile(int k, const int8_t* a, size_t lda, const Panel& pn,
+                                    const int32_t* ri, const Stage* st, void* out, size_t ldo) {
+  if (!kLinear && pn.cols == kNR) {  // whole panel of int32 output: stored straight from registers
+    accumulate<MR>(k, a, lda, pn.w, ri, pn.ci, static_cast<int32_t*>(out) + pn.col0, ldo * 4);
+    return;
+  }
+  alignas(64) int32_t acc[MR * kNR];
+  accumulate<MR>(k, a, lda, pn.w, ri, pn.ci, acc, kNR * 4);
+  if (kLinear) {
+    store_s8<MR>(acc, pn, *st, static_cast<int8_t*>(out), ldo);
+  } else {
+    auto* c = static_cast<int32_t*>(out);
+    for (int r = 0; r < MR; ++r) {
+      for (int v = 0; v * 16 < pn.cols; ++v) {
+        _mm512_mask_storeu_epi32(c + r * ldo + pn.col0 + v * 16, col_mask(pn.cols - v * 16),
+                                 _mm512_load_si512(acc + r * kNR + v * 16));
+      }
+    }
+  }
+}
+
+template <bool kLinear>
+void run(int m, int k, const int8_t* a, size_t lda, const void* packed, int n0, int n1,
+         const QS8Params* p, void* out, size_t ldo) {
+  if (m <= 0 || n1 <= n0) return;
+  const auto* base = static_cast<const uint8_t*>(packed);
+  Header h;
+  std::memcpy(&h, base, sizeof(h));
+  const auto* wsum = reinterpret_cast<const int32_t*>(base + kHeaderBytes);
+  const uint8_t* panels =
+      base + kHeaderBytes + static_cast<size_t>(h.panels) * kNR * sizeof(int32_t);
+  // Row start values (thread-local, grows once).
+  thread_local std::vector<int32_t> row_buf;
+  if (row_buf.size() < static_cast<size_t>(m) + 16) row_buf.resize(static_cast<size_t>(m) + 16);
+  int32_t* ri = row_buf.data();
+  for (int i0 = 0; i0 < m; i0 += 16) row_terms(std::min(16, m - i0), k, a + i0 * lda, lda, ri + i0);
+  const size_t esize = kLinear ? 1 : 4;
+  auto* o = static_cast<uint8_t*>(out);
+
+  Stage st{};
+  if (kLinear) {
+    st.p = p;
+    const int64_t lim = int64_t{1} << 30;
+    st.vector_ok = std::abs(int64_t{p->output_zero_point}) <= lim &&
+                   std::abs(int64_t{p->qmin}) <= lim && std::abs(int64_t{p->qmax}) <= lim;
+    st.lo = _mm512_set1_epi32(p->qmin - p->output_zero_point);
+    st.hi = _mm512_set1_epi32(p->qmax - p->output_zero_point);
+    st.zp = _mm512_set1_epi32(p->output_zero_point);
+  }
+  alignas(64) static const int32_t kZeros[kNR] = {};
+  alignas(64) int32_t cterm[kNR];
+  for (int pi = n0 / kNR; pi * kNR < n1; ++pi) {
+    Panel pn{panels + static_cast<size_t>(pi) * panel_bytes(h.groups), kZeros, pi * kNR,
+             std::min(kNR, n1 - pi * kNR)};
+    if (kLinear) {  // bias[n] - input_zero_point * row_sum(w)[n], wrapping like the reference
+      const __m512i za = _mm512_set1_epi32(p->input_zero_point);
+      for (int v = 0; v < kNV; ++v) {
+        const __mmask16 cm = col_mask(pn.cols - v * 16);
+        const __m512i ws = _mm512_load_si512(wsum + pi * kNR + v * 16);
+        __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(ws, za));
+        if (p->bias)
+          c = _mm512_add_epi32(c, _mm512_maskz_loadu_epi32(cm, p->bias + pn.col0 + v * 16));
+        _mm512_store_si512(cterm + v * 16, c);
+      }
+      pn.ci = cterm;
+    }
+    int i = 0;
+    for (; i + kMR <= m; i += kMR) {
+      tile<kMR, kLinear>(k, a + i * lda, lda, pn, ri + i, &st, o + i * ldo * esize, ldo);
+    }
+    const int8_t* ai = a + i * lda;
+    uint8_t* oi = o + i * ldo * esize;
+    switch (m - i) {
+      case 1: tile<1, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
+      case 2: tile<2, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
+      case 3: tile<3, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
+      case 4: tile<4, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
+      case 5: tile<5, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
+      default: break;
+    }
+  }
+}
+
+void gemm_s32(int m, int k, const int8_t* a, size_t lda, const void* packed, int /*n*/, int n0,
+              int n1, int32_t* c, size_t ldc) {
+  run<false>(m, k, a, lda, packed, n0, n1, nullptr, c, ldc);
+}
+
+void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, int /*n*/, int n0,
+               int n1, const QS8Params& p, int8_t* out, size_t ldo) {
+  run<true>(m, k, a, lda, packed, n0, n1, &p, out, ldo);
+}
+
+constexpr QS8GemmUKernel kTable = {
+    kAvx512Vnni, "eo_qs8_gemm_minmax_ukernel_6x64c4__avx512vnni", kNR, packed_size, pack, gemm_s32,
+    linear_s8,
+};
+
+}  // namespace
+
+const QS8GemmUKernel* qs8_gemm_ukernel__avx512vnni() {
+  return &kTable;
+}
+
+}  // namespace edgeopt
