@@ -21,3 +21,18 @@ void linear_f32(int m, int n, int k, const float* a, size_t lda, const float* w,
 
 }  // namespace ref
 }  // namespace edgeopt
+
+namespace edgeopt {
+struct BsrS8View;
+struct CodebookS8View;
+namespace ref {
+
+// Block-sparse and codebook twins: the same output stage as linear_s8, looping over the stored
+// blocks (resp. decoding each index) in the plainest way.
+void linear_s8_bsr(int m, const int8_t* a, size_t lda, const BsrS8View& w, const QS8Params& p,
+                   int8_t* out, size_t ldo);
+void linear_s8_codebook(int m, const int8_t* a, size_t lda, const CodebookS8View& w,
+                        const QS8Params& p, int8_t* out, size_t ldo);
+
+}  // namespace ref
+}  // namespace edgeopt
