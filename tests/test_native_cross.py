@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HOST_BUILD = ROOT / "build" / "host"
 TEST_BIN = "edgeopt_test_gemm"
+SPARSE_BIN = "edgeopt_test_sparse"
 BENCH_BIN = "edgeopt-gemm-bench"
 IS_X86 = platform.machine().lower() in ("x86_64", "amd64")
 
@@ -37,15 +38,16 @@ def _run(cmd: list[str], timeout: int = 900) -> str:
     return out
 
 
-def _host_binary() -> Path:
-    exe = HOST_BUILD / TEST_BIN
+def _host_binary(name: str = TEST_BIN) -> Path:
+    exe = HOST_BUILD / name
     if not exe.exists():
         pytest.fail(f"{exe} is missing: `make native` builds it (make test does this first)")
     return exe
 
 
-def test_host_cpu_all_paths():
-    out = _run([str(_host_binary())])
+@pytest.mark.parametrize("binary", [TEST_BIN, SPARSE_BIN])
+def test_host_cpu_all_paths(binary):
+    out = _run([str(_host_binary(binary))])
     # Paths compiled in but missing on this CPU must be reported by name, never silently dropped.
     for line in out.splitlines():
         if line.startswith("skip "):
@@ -64,6 +66,8 @@ def _qemu(name: str) -> str:
 def test_emulated_x86_cpu_picks_its_path(cpu, path):
     qemu = _qemu("qemu-x86_64")
     _run([qemu, "-cpu", cpu, str(_host_binary()), "--quick", "--expect-path", path])
+    out = _run([qemu, "-cpu", cpu, str(_host_binary(SPARSE_BIN)), "--quick"])
+    assert f"ok {path}:" in out, out[-3000:]
 
 
 def _cross_build(arch: str, compiler: str) -> Path:
@@ -103,11 +107,14 @@ def test_aarch64_under_qemu(aarch64_build, cpu, path):
     qemu = _qemu("qemu-aarch64")
     args = [] if cpu == "max" else ["--quick"]  # one full run per architecture keeps CI short
     _run([qemu, "-cpu", cpu, str(aarch64_build / TEST_BIN), *args, "--expect-path", path])
+    out = _run([qemu, "-cpu", cpu, str(aarch64_build / SPARSE_BIN), *args])
+    assert f"ok {path}:" in out, out[-3000:]
 
 
 def test_armv7_under_qemu(armv7_build):
     qemu = _qemu("qemu-arm")
     _run([qemu, "-cpu", "cortex-a7", str(armv7_build / TEST_BIN), "--expect-path", "neon"])
+    _run([qemu, "-cpu", "cortex-a7", str(armv7_build / SPARSE_BIN)])
 
 
 @pytest.mark.parametrize("arch", ["aarch64", "armv7"])
