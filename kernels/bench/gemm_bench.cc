@@ -44,16 +44,21 @@ int main(int argc, char** argv) {
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (arg == "--paths" && i + 1 < argc) only = parse_paths(argv[++i]);
-    else if (arg == "--quick") quick = true;
+    if (arg == "--threads" && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (arg == "--paths" && i + 1 < argc)
+      only = parse_paths(argv[++i]);
+    else if (arg == "--quick")
+      quick = true;
     else {
       std::fprintf(stderr, "usage: %s [--threads N] [--paths a,b] [--quick]\n", argv[0]);
       return 2;
     }
   }
-  struct Shape { int m, k, n; };
-  std::vector<Shape> shapes = {{1, 1024, 1024}, {4, 1024, 1024},  {16, 1024, 1024},
+  struct Shape {
+    int m, k, n;
+  };
+  std::vector<Shape> shapes = {{1, 1024, 1024},  {4, 1024, 1024}, {16, 1024, 1024},
                                {64, 1024, 1024}, {1, 4096, 4096}, {16, 4096, 4096},
                                {256, 256, 256},  {196, 576, 64},  {3136, 147, 64},
                                {128, 768, 768},  {128, 768, 3072}};
@@ -65,7 +70,8 @@ int main(int argc, char** argv) {
     if (!(avail & bit) || !(only & bit)) continue;
     force_paths(bit);
     for (const Shape& s : shapes) {
-      std::vector<int8_t> a(static_cast<size_t>(s.m) * s.k, 3), w(static_cast<size_t>(s.n) * s.k, -5), out(static_cast<size_t>(s.m) * s.n);
+      std::vector<int8_t> a(static_cast<size_t>(s.m) * s.k, 3),
+          w(static_cast<size_t>(s.n) * s.k, -5), out(static_cast<size_t>(s.m) * s.n);
       std::vector<int32_t> bias(s.n, 1), mult(s.n, 1 << 30), shift(s.n, -12);
       std::vector<float> af(a.begin(), a.end()), wf(w.begin(), w.end()), of(out.size());
       PackedS8 pw(w.data(), s.n, s.k);
@@ -75,10 +81,14 @@ int main(int argc, char** argv) {
       p.multiplier = mult.data();
       p.shift = shift.data();
       const double ops = 2.0 * s.m * s.n * s.k;
-      const double ti = median_seconds([&] { linear_s8(s.m, a.data(), s.k, pw, p, out.data(), s.n, threads); }, 0.02, quick ? 3 : 7);
+      const double ti =
+          median_seconds([&] { linear_s8(s.m, a.data(), s.k, pw, p, out.data(), s.n, threads); },
+                         0.02, quick ? 3 : 7);
       const Path ran = last_path();
       F32Params fp;
-      const double tf = median_seconds([&] { linear_f32(s.m, af.data(), s.k, pf, fp, of.data(), s.n, threads); }, 0.02, quick ? 3 : 7);
+      const double tf =
+          median_seconds([&] { linear_f32(s.m, af.data(), s.k, pf, fp, of.data(), s.n, threads); },
+                         0.02, quick ? 3 : 7);
       char shape[32];
       std::snprintf(shape, sizeof shape, "%dx%dx%d", s.m, s.k, s.n);
       std::printf("%-6s %-16s %10.1f %10.1f\n", path_name(ran), shape, ops / ti * 1e-9,

@@ -9,7 +9,8 @@ namespace edgeopt {
 // gemmlowp SaturatingRoundingDoublingHighMul: round(a * b / 2^31), ties away from zero,
 // saturating the single overflow case a == b == INT32_MIN.
 inline int32_t srdhm(int32_t a, int32_t b) {
-  if (a == b && a == std::numeric_limits<int32_t>::min()) return std::numeric_limits<int32_t>::max();
+  if (a == b && a == std::numeric_limits<int32_t>::min())
+    return std::numeric_limits<int32_t>::max();
   const int64_t ab = static_cast<int64_t>(a) * static_cast<int64_t>(b);
   const int64_t nudge = ab >= 0 ? (int64_t{1} << 30) : (1 - (int64_t{1} << 30));
   return static_cast<int32_t>((ab + nudge) / (int64_t{1} << 31));  // C++ division truncates
@@ -33,8 +34,8 @@ inline int32_t multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, i
 }
 
 // Full fused output stage for one accumulator that already holds sum((a - za) * w) + bias.
-inline int8_t requantize_s8(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_zero_point,
-                            int32_t qmin, int32_t qmax) {
+inline int8_t requantize_s8(int32_t acc, int32_t multiplier, int32_t shift,
+                            int32_t output_zero_point, int32_t qmin, int32_t qmax) {
   int32_t v = multiply_by_quantized_multiplier(acc, multiplier, shift);
   // Adding the zero point cannot overflow: |v| <= 2^31 / 2 after a right shift >= 1 and the
   // clamp below runs in int64 to stay exact for any multiplier.

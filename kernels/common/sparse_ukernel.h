@@ -38,7 +38,8 @@ struct BsrF32View {
 // One table per path. A path may serve only some block shapes: `supports(r, c)`.
 struct QS8BsrUKernel {
   Path path;
-  const char* name;  // e.g. eo_qs8_bsrgemm_minmax_ukernel_6x16_b16x4__avx512vnni ("b<R>x<C>" varies)
+  const char*
+      name;  // e.g. eo_qs8_bsrgemm_minmax_ukernel_6x16_b16x4__avx512vnni ("b<R>x<C>" varies)
   bool (*supports)(int r, int c);
   size_t (*packed_size)(const BsrS8View& w);
   void (*pack)(const BsrS8View& w, void* dst);

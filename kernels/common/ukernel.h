@@ -52,8 +52,8 @@ const QS8GemmUKernel* qs8_gemm_ukernel__amx();
 const QS8GemmUKernel* qs8_gemm_ukernel__neon();
 const QS8GemmUKernel* qs8_gemm_ukernel__neondot();
 const F32GemmUKernel* f32_gemm_ukernel__scalar();
-const F32GemmUKernel* f32_gemm_ukernel__avx2();       // AVX2 + FMA
-const F32GemmUKernel* f32_gemm_ukernel__avx512();     // AVX-512F; served under the kAvx512Vnni path
+const F32GemmUKernel* f32_gemm_ukernel__avx2();    // AVX2 + FMA
+const F32GemmUKernel* f32_gemm_ukernel__avx512();  // AVX-512F; served under the kAvx512Vnni path
 const F32GemmUKernel* f32_gemm_ukernel__neon();
 
 // Tables, or nullptr where the path was not compiled in (see dispatch/registry.cc).

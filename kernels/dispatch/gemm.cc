@@ -1,4 +1,6 @@
 // Dense GEMM front: weight packing per path, path choice by CPU and shape, and the thread split.
+#include "edgeopt/gemm.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -6,7 +8,6 @@
 
 #include "common/ukernel.h"
 #include "dispatch/split.h"
-#include "edgeopt/gemm.h"
 
 namespace edgeopt {
 namespace {
@@ -105,8 +106,7 @@ void linear_s8(int m, const int8_t* a, size_t lda, const PackedS8& w, const QS8P
   const void* packed = w.packed_for(path);
   set_last_path(path);
   run_split(m, w.n(), uk->nr, threads, true, [&](int m0, int m1, int n0, int n1) {
-    uk->linear_s8(m1 - m0, w.k(), a + m0 * lda, lda, packed, w.n(), n0, n1, p, out + m0 * ldo,
-                  ldo);
+    uk->linear_s8(m1 - m0, w.k(), a + m0 * lda, lda, packed, w.n(), n0, n1, p, out + m0 * ldo, ldo);
   });
 }
 

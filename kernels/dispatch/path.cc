@@ -83,7 +83,9 @@ uint32_t detect_cpu() {
   return paths;
 }
 #else
-uint32_t detect_cpu() { return kScalar; }
+uint32_t detect_cpu() {
+  return kScalar;
+}
 #endif
 
 uint32_t env_mask() {
@@ -129,10 +131,18 @@ uint32_t available_paths() {
   return forced ? (base & forced) | kScalar : base;
 }
 
-void force_paths(uint32_t mask) { g_forced.store(mask, std::memory_order_relaxed); }
-uint32_t forced_paths() { return g_forced.load(std::memory_order_relaxed); }
-Path last_path() { return static_cast<Path>(g_last.load(std::memory_order_relaxed)); }
-void set_last_path(Path p) { g_last.store(p, std::memory_order_relaxed); }
+void force_paths(uint32_t mask) {
+  g_forced.store(mask, std::memory_order_relaxed);
+}
+uint32_t forced_paths() {
+  return g_forced.load(std::memory_order_relaxed);
+}
+Path last_path() {
+  return static_cast<Path>(g_last.load(std::memory_order_relaxed));
+}
+void set_last_path(Path p) {
+  g_last.store(p, std::memory_order_relaxed);
+}
 
 const char* path_name(Path p) {
   switch (p) {

@@ -103,9 +103,11 @@ template <typename T>
 void build_bsr(const T* w, int n, int k, int r, int c, bool strict, const char* api,
                std::vector<int32_t>& row_ptr, std::vector<int32_t>& col_idx,
                std::vector<T>& values) {
-  if (n <= 0 || k <= 0) throw std::invalid_argument(std::string(api) + ": weight must be non-empty");
+  if (n <= 0 || k <= 0)
+    throw std::invalid_argument(std::string(api) + ": weight must be non-empty");
   if (r <= 0 || c <= 0 || r > 256 || c > 256) {
-    throw std::invalid_argument(std::string(api) + ": block must be (R, C) with 1 <= R, C <= 256, got (" +
+    throw std::invalid_argument(std::string(api) +
+                                ": block must be (R, C) with 1 <= R, C <= 256, got (" +
                                 std::to_string(r) + ", " + std::to_string(c) + ")");
   }
   const int brs = (n + r - 1) / r, bcs = (k + c - 1) / c;
@@ -146,9 +148,11 @@ void build_bsr(const T* w, int n, int k, int r, int c, bool strict, const char* 
 
 Path bsr_path(int r, int c, bool int8) {
   if (int8) {
-    return best_path<QS8BsrUKernel>(qs8_bsr_ukernel, [&](const QS8BsrUKernel* t) { return t->supports(r, c); });
+    return best_path<QS8BsrUKernel>(qs8_bsr_ukernel,
+                                    [&](const QS8BsrUKernel* t) { return t->supports(r, c); });
   }
-  return best_path<F32BsrUKernel>(f32_bsr_ukernel, [&](const F32BsrUKernel* t) { return t->supports(r, c); });
+  return best_path<F32BsrUKernel>(f32_bsr_ukernel,
+                                  [&](const F32BsrUKernel* t) { return t->supports(r, c); });
 }
 
 Path codebook_path(int bits, bool per_channel, bool int8) {
@@ -178,7 +182,8 @@ PackedBsrS8::PackedBsrS8(const int8_t* w, int n, int k, int r, int c, bool stric
 PackedBsrS8::~PackedBsrS8() = default;
 
 double PackedBsrS8::density() const {
-  return static_cast<double>(nnz_blocks()) / (static_cast<double>(block_rows()) * ((k_ + c_ - 1) / c_));
+  return static_cast<double>(nnz_blocks()) /
+         (static_cast<double>(block_rows()) * ((k_ + c_ - 1) / c_));
 }
 
 const void* PackedBsrS8::packed_for(Path p) const {
@@ -205,7 +210,8 @@ PackedBsrF32::PackedBsrF32(const float* w, int n, int k, int r, int c, bool stri
 PackedBsrF32::~PackedBsrF32() = default;
 
 double PackedBsrF32::density() const {
-  return static_cast<double>(nnz_blocks()) / (static_cast<double>(block_rows()) * ((k_ + c_ - 1) / c_));
+  return static_cast<double>(nnz_blocks()) /
+         (static_cast<double>(block_rows()) * ((k_ + c_ - 1) / c_));
 }
 
 const void* PackedBsrF32::packed_for(Path p) const {
@@ -251,9 +257,11 @@ void linear_f32(int m, const float* a, size_t lda, const PackedBsrF32& w, const 
 
 namespace {
 void check_codebook(const char* api, const uint8_t* idx, int n, int k, int bits) {
-  if (n <= 0 || k <= 0) throw std::invalid_argument(std::string(api) + ": indices must be non-empty");
+  if (n <= 0 || k <= 0)
+    throw std::invalid_argument(std::string(api) + ": indices must be non-empty");
   if (bits < 1 || bits > 8) {
-    throw std::invalid_argument(std::string(api) + ": bits must be in [1, 8], got " + std::to_string(bits));
+    throw std::invalid_argument(std::string(api) + ": bits must be in [1, 8], got " +
+                                std::to_string(bits));
   }
   const int entries = 1 << bits;
   for (size_t i = 0; i < static_cast<size_t>(n) * k; ++i) {
@@ -281,7 +289,8 @@ PackedCodebookS8::PackedCodebookS8(const uint8_t* idx, const int8_t* table, int 
     for (int kk = 0; kk < k; ++kk) s += t[idx_[static_cast<size_t>(j) * k + kk]];
     row_sums_[j] = s;
   }
-  view_.reset(new CodebookS8View{n, k, bits, per_channel, idx_.data(), table_.data(), row_sums_.data()});
+  view_.reset(
+      new CodebookS8View{n, k, bits, per_channel, idx_.data(), table_.data(), row_sums_.data()});
 }
 PackedCodebookS8::~PackedCodebookS8() = default;
 
@@ -334,8 +343,7 @@ void linear_s8(int m, const int8_t* a, size_t lda, const PackedCodebookS8& w, co
   const void* packed = w.packed_for(path);
   set_last_path(path);
   run_split(m, w.n(), uk->nr, threads, true, [&](int m0, int m1, int n0, int n1) {
-    uk->linear_s8(m1 - m0, w.k(), a + m0 * lda, lda, packed, w.n(), n0, n1, p, out + m0 * ldo,
-                  ldo);
+    uk->linear_s8(m1 - m0, w.k(), a + m0 * lda, lda, packed, w.n(), n0, n1, p, out + m0 * ldo, ldo);
   });
 }
 

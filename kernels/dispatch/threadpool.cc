@@ -21,9 +21,15 @@ constexpr int kIndexBits = 20;
 constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
 constexpr int kGenShift = 2 * kIndexBits;
 
-uint64_t gen_of(uint64_t s) { return s >> kGenShift; }
-int tasks_of(uint64_t s) { return static_cast<int>((s >> kIndexBits) & kIndexMask); }
-int next_of(uint64_t s) { return static_cast<int>(s & kIndexMask); }
+uint64_t gen_of(uint64_t s) {
+  return s >> kGenShift;
+}
+int tasks_of(uint64_t s) {
+  return static_cast<int>((s >> kIndexBits) & kIndexMask);
+}
+int next_of(uint64_t s) {
+  return static_cast<int>(s & kIndexMask);
+}
 
 }  // namespace
 
@@ -75,9 +81,8 @@ void ThreadPool::worker_loop(int id) {
         EDGEOPT_PAUSE();
         if (++spins % 64 == 0 && std::chrono::steady_clock::now() > spin_until) {
           std::unique_lock<std::mutex> lk(mu_);
-          cv_.wait(lk, [&] {
-            return stop_ || gen_of(state_.load(std::memory_order_acquire)) != seen;
-          });
+          cv_.wait(lk,
+                   [&] { return stop_ || gen_of(state_.load(std::memory_order_acquire)) != seen; });
           if (stop_) return;
         }
         gen = gen_of(state_.load(std::memory_order_acquire));

@@ -8,13 +8,17 @@ namespace {
 
 constexpr int kNr = 4;
 
-size_t packed_size(int n, int k) { return sizeof(float) * static_cast<size_t>(n) * k; }
+size_t packed_size(int n, int k) {
+  return sizeof(float) * static_cast<size_t>(n) * k;
+}
 
 void pack(const float* w, int n, int k, void* dst) {
   std::memcpy(dst, w, sizeof(float) * static_cast<size_t>(n) * k);
 }
 
-inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+inline float clampf(float v, float lo, float hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
 
 void linear_f32(int m, int k, const float* a, size_t lda, const void* packed, int /*n*/, int n0,
                 int n1, const F32Params& p, float* out, size_t ldo) {
@@ -38,11 +42,13 @@ void linear_f32(int m, int k, const float* a, size_t lda, const void* packed, in
   }
 }
 
-constexpr F32GemmUKernel kTable = {kScalar, "eo_f32_gemm_minmax_ukernel_1x1__scalar", kNr,
-                                   packed_size, pack, linear_f32};
+constexpr F32GemmUKernel kTable = {
+    kScalar, "eo_f32_gemm_minmax_ukernel_1x1__scalar", kNr, packed_size, pack, linear_f32};
 
 }  // namespace
 
-const F32GemmUKernel* f32_gemm_ukernel__scalar() { return &kTable; }
+const F32GemmUKernel* f32_gemm_ukernel__scalar() {
+  return &kTable;
+}
 
 }  // namespace edgeopt

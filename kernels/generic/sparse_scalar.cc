@@ -10,8 +10,12 @@
 namespace edgeopt {
 namespace {
 
-inline size_t align64(size_t v) { return (v + 63) & ~size_t{63}; }
-inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+inline size_t align64(size_t v) {
+  return (v + 63) & ~size_t{63};
+}
+inline float clampf(float v, float lo, float hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
 
 struct BsrHeader {
   int32_t n, k, r, c, block_rows, block_cols, nnz;
@@ -49,11 +53,21 @@ void bsr_pack(const View& w, const int32_t* row_sums, void* dst) {
   if (row_sums) std::memcpy(d + L.row_sums, row_sums, sizeof(int32_t) * w.n);
 }
 
-size_t qs8_bsr_size(const BsrS8View& w) { return bsr_size<int8_t>(w, true); }
-void qs8_bsr_pack(const BsrS8View& w, void* dst) { bsr_pack<int8_t>(w, w.row_sums, dst); }
-size_t f32_bsr_size(const BsrF32View& w) { return bsr_size<float>(w, false); }
-void f32_bsr_pack(const BsrF32View& w, void* dst) { bsr_pack<float>(w, nullptr, dst); }
-bool any_block(int, int) { return true; }
+size_t qs8_bsr_size(const BsrS8View& w) {
+  return bsr_size<int8_t>(w, true);
+}
+void qs8_bsr_pack(const BsrS8View& w, void* dst) {
+  bsr_pack<int8_t>(w, w.row_sums, dst);
+}
+size_t f32_bsr_size(const BsrF32View& w) {
+  return bsr_size<float>(w, false);
+}
+void f32_bsr_pack(const BsrF32View& w, void* dst) {
+  bsr_pack<float>(w, nullptr, dst);
+}
+bool any_block(int, int) {
+  return true;
+}
 
 void qs8_bsr_linear(int m, const int8_t* a, size_t lda, const void* packed, int br0, int br1,
                     const QS8Params& p, int8_t* out, size_t ldo) {
@@ -81,14 +95,16 @@ void qs8_bsr_linear(int m, const int8_t* a, size_t lda, const void* packed, int 
           for (int rr = 0; rr < rn; ++rr) {
             uint32_t s = 0;
             for (int cc = 0; cc < cn; ++cc) {
-              s += static_cast<uint32_t>(static_cast<int32_t>(ar[k0 + cc]) * blk[(rr0 + rr) * h.c + cc]);
+              s += static_cast<uint32_t>(static_cast<int32_t>(ar[k0 + cc]) *
+                                         blk[(rr0 + rr) * h.c + cc]);
             }
             acc[rr] += s;
           }
         }
         for (int rr = 0; rr < rn; ++rr) {
           const int j = j0 + rr0 + rr;
-          uint32_t v = acc[rr] - static_cast<uint32_t>(p.input_zero_point) * static_cast<uint32_t>(row_sums[j]);
+          uint32_t v = acc[rr] - static_cast<uint32_t>(p.input_zero_point) *
+                                     static_cast<uint32_t>(row_sums[j]);
           if (p.bias) v += static_cast<uint32_t>(p.bias[j]);
           out[i * ldo + j] = requantize_s8(static_cast<int32_t>(v), p.multiplier[j], p.shift[j],
                                            p.output_zero_point, p.qmin, p.qmax);
@@ -142,7 +158,9 @@ struct CbLayout {
   }
 };
 
-bool cb_supports(int bits, bool) { return bits >= 1 && bits <= 8; }
+bool cb_supports(int bits, bool) {
+  return bits >= 1 && bits <= 8;
+}
 
 template <typename T, typename View>
 size_t cb_size(const View& w) {
@@ -160,10 +178,18 @@ void cb_pack(const View& w, const int32_t* row_sums, void* dst) {
   if (row_sums) std::memcpy(d + L.row_sums, row_sums, sizeof(int32_t) * w.n);
 }
 
-size_t qs8_cb_size(const CodebookS8View& w) { return cb_size<int8_t>(w); }
-void qs8_cb_pack(const CodebookS8View& w, void* dst) { cb_pack<int8_t>(w, w.row_sums, dst); }
-size_t f32_cb_size(const CodebookF32View& w) { return cb_size<float>(w); }
-void f32_cb_pack(const CodebookF32View& w, void* dst) { cb_pack<float>(w, nullptr, dst); }
+size_t qs8_cb_size(const CodebookS8View& w) {
+  return cb_size<int8_t>(w);
+}
+void qs8_cb_pack(const CodebookS8View& w, void* dst) {
+  cb_pack<int8_t>(w, w.row_sums, dst);
+}
+size_t f32_cb_size(const CodebookF32View& w) {
+  return cb_size<float>(w);
+}
+void f32_cb_pack(const CodebookF32View& w, void* dst) {
+  cb_pack<float>(w, nullptr, dst);
+}
 
 void qs8_cb_linear(int m, int k, const int8_t* a, size_t lda, const void* packed, int n, int n0,
                    int n1, const QS8Params& p, int8_t* out, size_t ldo) {
@@ -181,7 +207,8 @@ void qs8_cb_linear(int m, int k, const int8_t* a, size_t lda, const void* packed
     for (int i = 0; i < m; ++i) {
       const int8_t* ar = a + i * lda;
       uint32_t s = 0;
-      for (int kk = 0; kk < k; ++kk) s += static_cast<uint32_t>(static_cast<int32_t>(ar[kk]) * t[ir[kk]]);
+      for (int kk = 0; kk < k; ++kk)
+        s += static_cast<uint32_t>(static_cast<int32_t>(ar[kk]) * t[ir[kk]]);
       s -= static_cast<uint32_t>(p.input_zero_point) * static_cast<uint32_t>(row_sums[j]);
       if (p.bias) s += static_cast<uint32_t>(p.bias[j]);
       out[i * ldo + j] = requantize_s8(static_cast<int32_t>(s), p.multiplier[j], p.shift[j],
@@ -211,20 +238,40 @@ void f32_cb_linear(int m, int k, const float* a, size_t lda, const void* packed,
   }
 }
 
-constexpr QS8BsrUKernel kQs8Bsr = {kScalar, "eo_qs8_bsrgemm_minmax_ukernel_1x1_bRxC__scalar",
-                                   any_block, qs8_bsr_size, qs8_bsr_pack, qs8_bsr_linear};
-constexpr F32BsrUKernel kF32Bsr = {kScalar, "eo_f32_bsrgemm_minmax_ukernel_1x1_bRxC__scalar",
-                                   any_block, f32_bsr_size, f32_bsr_pack, f32_bsr_linear};
-constexpr QS8CodebookUKernel kQs8Cb = {kScalar, "eo_qs8_cbgemm_minmax_ukernel_1x1_iN__scalar", 1,
-                                       cb_supports, qs8_cb_size, qs8_cb_pack, qs8_cb_linear};
-constexpr F32CodebookUKernel kF32Cb = {kScalar, "eo_f32_cbgemm_minmax_ukernel_1x1_iN__scalar", 1,
-                                       cb_supports, f32_cb_size, f32_cb_pack, f32_cb_linear};
+constexpr QS8BsrUKernel kQs8Bsr = {kScalar,      "eo_qs8_bsrgemm_minmax_ukernel_1x1_bRxC__scalar",
+                                   any_block,    qs8_bsr_size,
+                                   qs8_bsr_pack, qs8_bsr_linear};
+constexpr F32BsrUKernel kF32Bsr = {kScalar,      "eo_f32_bsrgemm_minmax_ukernel_1x1_bRxC__scalar",
+                                   any_block,    f32_bsr_size,
+                                   f32_bsr_pack, f32_bsr_linear};
+constexpr QS8CodebookUKernel kQs8Cb = {kScalar,
+                                       "eo_qs8_cbgemm_minmax_ukernel_1x1_iN__scalar",
+                                       1,
+                                       cb_supports,
+                                       qs8_cb_size,
+                                       qs8_cb_pack,
+                                       qs8_cb_linear};
+constexpr F32CodebookUKernel kF32Cb = {kScalar,
+                                       "eo_f32_cbgemm_minmax_ukernel_1x1_iN__scalar",
+                                       1,
+                                       cb_supports,
+                                       f32_cb_size,
+                                       f32_cb_pack,
+                                       f32_cb_linear};
 
 }  // namespace
 
-const QS8BsrUKernel* qs8_bsr_ukernel__scalar() { return &kQs8Bsr; }
-const F32BsrUKernel* f32_bsr_ukernel__scalar() { return &kF32Bsr; }
-const QS8CodebookUKernel* qs8_codebook_ukernel__scalar() { return &kQs8Cb; }
-const F32CodebookUKernel* f32_codebook_ukernel__scalar() { return &kF32Cb; }
+const QS8BsrUKernel* qs8_bsr_ukernel__scalar() {
+  return &kQs8Bsr;
+}
+const F32BsrUKernel* f32_bsr_ukernel__scalar() {
+  return &kF32Bsr;
+}
+const QS8CodebookUKernel* qs8_codebook_ukernel__scalar() {
+  return &kQs8Cb;
+}
+const F32CodebookUKernel* f32_codebook_ukernel__scalar() {
+  return &kF32Cb;
+}
 
 }  // namespace edgeopt

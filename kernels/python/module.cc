@@ -43,7 +43,9 @@ std::string shape_str(const py::array& a) {
   return os.str();
 }
 
-std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+std::string dtype_str(const py::array& a) {
+  return py::str(a.dtype()).cast<std::string>();
+}
 
 [[noreturn]] void fail(const char* api, const std::string& msg) {
   throw py::value_error(std::string(api) + ": " + msg);
@@ -109,9 +111,12 @@ struct S8Weight {
   const PackedBsrS8* bsr = nullptr;
   const PackedCodebookS8* codebook = nullptr;
   void run(int m, const int8_t* a, const QS8Params& p, int8_t* out, int threads) const {
-    if (dense) linear_s8(m, a, k, *dense, p, out, n, threads);
-    else if (bsr) linear_s8(m, a, k, *bsr, p, out, n, threads);
-    else linear_s8(m, a, k, *codebook, p, out, n, threads);
+    if (dense)
+      linear_s8(m, a, k, *dense, p, out, n, threads);
+    else if (bsr)
+      linear_s8(m, a, k, *bsr, p, out, n, threads);
+    else
+      linear_s8(m, a, k, *codebook, p, out, n, threads);
   }
 };
 
@@ -143,9 +148,12 @@ struct F32Weight {
   const PackedBsrF32* bsr = nullptr;
   const PackedCodebookF32* codebook = nullptr;
   void run(int m, const float* a, const F32Params& p, float* out, int threads) const {
-    if (dense) linear_f32(m, a, k, *dense, p, out, n, threads);
-    else if (bsr) linear_f32(m, a, k, *bsr, p, out, n, threads);
-    else linear_f32(m, a, k, *codebook, p, out, n, threads);
+    if (dense)
+      linear_f32(m, a, k, *dense, p, out, n, threads);
+    else if (bsr)
+      linear_f32(m, a, k, *bsr, p, out, n, threads);
+    else
+      linear_f32(m, a, k, *codebook, p, out, n, threads);
   }
 };
 
@@ -173,7 +181,8 @@ F32Weight f32_weight(const char* api, const py::handle& obj) {
 PyPackedS8 make_packed_s8(const py::object& weight) {
   const char* api = "PackedLinearS8";
   py::array a = as_array<int8_t>(api, "weight", weight, 2, "[N, K]");
-  if (a.shape(0) == 0 || a.shape(1) == 0) fail(api, "`weight` must be non-empty, got shape " + shape_str(a));
+  if (a.shape(0) == 0 || a.shape(1) == 0)
+    fail(api, "`weight` must be non-empty, got shape " + shape_str(a));
   auto w = std::make_shared<PackedS8>(static_cast<const int8_t*>(a.data()),
                                       static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)));
   // Pack now for the paths this CPU will pick, so the first call pays nothing.
@@ -186,7 +195,8 @@ PyPackedS8 make_packed_s8(const py::object& weight) {
 PyPackedF32 make_packed_f32(const py::object& weight) {
   const char* api = "PackedLinearF32";
   py::array a = as_array<float>(api, "weight", weight, 2, "[N, K]");
-  if (a.shape(0) == 0 || a.shape(1) == 0) fail(api, "`weight` must be non-empty, got shape " + shape_str(a));
+  if (a.shape(0) == 0 || a.shape(1) == 0)
+    fail(api, "`weight` must be non-empty, got shape " + shape_str(a));
   auto w = std::make_shared<PackedF32>(static_cast<const float*>(a.data()),
                                        static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)));
   return {w};
@@ -215,9 +225,9 @@ PyPackedBsrS8 make_bsr_s8(const py::object& weight, std::pair<long, long> block,
   py::array a = as_array<int8_t>(api, "weight", weight, 2, "[N, K]");
   const auto rc = check_block(api, block);
   return translate([&] {
-    auto w = std::make_shared<PackedBsrS8>(static_cast<const int8_t*>(a.data()),
-                                           static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
-                                           rc.first, rc.second, strict);
+    auto w = std::make_shared<PackedBsrS8>(
+        static_cast<const int8_t*>(a.data()), static_cast<int>(a.shape(0)),
+        static_cast<int>(a.shape(1)), rc.first, rc.second, strict);
     w->packed_for(bsr_path(rc.first, rc.second, true));
     return PyPackedBsrS8{w};
   });
@@ -228,9 +238,9 @@ PyPackedBsrF32 make_bsr_f32(const py::object& weight, std::pair<long, long> bloc
   py::array a = as_array<float>(api, "weight", weight, 2, "[N, K]");
   const auto rc = check_block(api, block);
   return translate([&] {
-    auto w = std::make_shared<PackedBsrF32>(static_cast<const float*>(a.data()),
-                                            static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
-                                            rc.first, rc.second, strict);
+    auto w = std::make_shared<PackedBsrF32>(
+        static_cast<const float*>(a.data()), static_cast<int>(a.shape(0)),
+        static_cast<int>(a.shape(1)), rc.first, rc.second, strict);
     w->packed_for(bsr_path(rc.first, rc.second, false));
     return PyPackedBsrF32{w};
   });
@@ -241,7 +251,8 @@ template <typename T>
 std::pair<py::array, bool> codebook_args(const char* api, const py::object& indices,
                                          const py::object& table, int bits, py::array* idx_out) {
   *idx_out = as_array<uint8_t>(api, "indices", indices, 2, "[N, K]");
-  if (bits < 1 || bits > 8) fail(api, "`bits` must be in [1, 8] (4 and 2 have fast kernels), got " + std::to_string(bits));
+  if (bits < 1 || bits > 8)
+    fail(api, "`bits` must be in [1, 8] (4 and 2 have fast kernels), got " + std::to_string(bits));
   const long entries = 1L << bits;
   if (!py::isinstance<py::array>(table)) fail(api, "`table` must be a numpy array");
   py::array t = py::reinterpret_borrow<py::array>(table);
@@ -251,9 +262,10 @@ std::pair<py::array, bool> codebook_args(const char* api, const py::object& indi
   const bool ok = per_channel ? (t.shape(0) == idx_out->shape(0) && t.shape(1) == entries)
                               : t.shape(0) == entries;
   if (!ok) {
-    fail(api, std::string("`table` must have shape (") + std::to_string(entries) + ",) for one table per layer or (" +
-                  std::to_string(idx_out->shape(0)) + ", " + std::to_string(entries) +
-                  ") for one per output channel (bits=" + std::to_string(bits) + "), got " + shape_str(t));
+    fail(api, std::string("`table` must have shape (") + std::to_string(entries) +
+                  ",) for one table per layer or (" + std::to_string(idx_out->shape(0)) + ", " +
+                  std::to_string(entries) + ") for one per output channel (bits=" +
+                  std::to_string(bits) + "), got " + shape_str(t));
   }
   return {t, per_channel};
 }
@@ -285,11 +297,13 @@ PyPackedCodebookF32 make_cb_f32(const py::object& indices, const py::object& tab
 }
 
 int check_threads(const char* api, int threads) {
-  if (threads < 1 || threads > 256) fail(api, "`threads` must be in [1, 256], got " + std::to_string(threads));
+  if (threads < 1 || threads > 256)
+    fail(api, "`threads` must be in [1, 256], got " + std::to_string(threads));
   return threads;
 }
 
-py::array_t<int32_t> py_gemm_s8s8s32(const py::object& a_obj, const py::object& b_obj, int threads) {
+py::array_t<int32_t> py_gemm_s8s8s32(const py::object& a_obj, const py::object& b_obj,
+                                     int threads) {
   const char* api = "gemm_s8s8s32";
   check_threads(api, threads);
   py::array a = as_array<int8_t>(api, "a", a_obj, 2, "[M, K]");
@@ -306,7 +320,8 @@ py::array_t<int32_t> py_gemm_s8s8s32(const py::object& a_obj, const py::object& 
                                    static_cast<int>(bb.shape(0)), static_cast<int>(bb.shape(1)));
   }
   if (a.shape(1) != b->k()) {
-    fail(api, "`a` must be [M, K] with K = " + std::to_string(b->k()) + ", got shape " + shape_str(a));
+    fail(api,
+         "`a` must be [M, K] with K = " + std::to_string(b->k()) + ", got shape " + shape_str(a));
   }
   const int m = static_cast<int>(a.shape(0));
   py::array_t<int32_t> c({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(b->n())});
@@ -325,7 +340,8 @@ const int32_t* check_vec_i32(const char* api, const char* name, const py::handle
                              bool allow_none, py::array* keep) {
   if (obj.is_none()) {
     if (allow_none) return nullptr;
-    fail(api, std::string("`") + name + "` must be an int32 array of shape (" + std::to_string(n) + ",), got None");
+    fail(api, std::string("`") + name + "` must be an int32 array of shape (" + std::to_string(n) +
+                  ",), got None");
   }
   *keep = as_array<int32_t>(api, name, obj, 1, "[N]");
   if (keep->shape(0) != n) {
@@ -354,7 +370,8 @@ py::array_t<int8_t> py_linear_s8(const py::object& x_obj, const py::object& pack
   p.shift = check_vec_i32(api, "shift", shift_obj, n, false, &ks);
   for (int j = 0; j < n; ++j) {
     if (p.shift[j] < -31 || p.shift[j] > 30) {
-      fail(api, "`shift[" + std::to_string(j) + "]` must be in [-31, 30], got " + std::to_string(p.shift[j]));
+      fail(api, "`shift[" + std::to_string(j) + "]` must be in [-31, 30], got " +
+                    std::to_string(p.shift[j]));
     }
   }
   p.input_zero_point = check_zero_point(api, "input_zero_point", input_zero_point);
@@ -399,8 +416,8 @@ py::array_t<float> py_linear_f32(const py::object& x_obj, const py::object& pack
     p.bias = static_cast<const float*>(kb.data());
   }
   if (std::isnan(clamp.first) || std::isnan(clamp.second) || clamp.first > clamp.second) {
-    fail(api, "`clamp` must be (lo, hi) with lo <= hi, got (" + std::to_string(clamp.first) +
-                  ", " + std::to_string(clamp.second) + ")");
+    fail(api, "`clamp` must be (lo, hi) with lo <= hi, got (" + std::to_string(clamp.first) + ", " +
+                  std::to_string(clamp.second) + ")");
   }
   p.min = static_cast<float>(clamp.first);
   p.max = static_cast<float>(clamp.second);
@@ -429,7 +446,8 @@ std::vector<std::string> names(uint32_t mask) {
 uint32_t mask_of(const char* api, const std::string& name) {
   const uint32_t m = parse_paths(name);
   if (m == 0) {
-    fail(api, "unknown path '" + name + "'; expected one of scalar, avx2, avx512vnni, amx, neon, neondot");
+    fail(api, "unknown path '" + name +
+                  "'; expected one of scalar, avx2, avx512vnni, amx, neon, neondot");
   }
   return m;
 }
@@ -443,73 +461,115 @@ PYBIND11_MODULE(_kernels, m) {
       .def(py::init(&make_packed_s8), py::arg("weight"))
       .def_property_readonly("n", [](const PyPackedS8& s) { return s.w->n(); })
       .def_property_readonly("k", [](const PyPackedS8& s) { return s.w->k(); })
-      .def_property_readonly("shape", [](const PyPackedS8& s) { return py::make_tuple(s.w->n(), s.w->k()); })
-      .def_property_readonly("nbytes", [](const PyPackedS8& s) {
-        uint32_t best = kScalar;
-        for (uint32_t bit = 1; bit & kAllPaths; bit <<= 1) {
-          if ((available_paths() & bit) && bit != kAmxInt8) best = bit;
-        }
-        return s.w->packed_bytes(static_cast<Path>(best));
-      })
-      .def("packed_bytes", [](const PyPackedS8& s, const std::string& path) {
-        return s.w->packed_bytes(static_cast<Path>(mask_of("packed_bytes", path)));
-      })
+      .def_property_readonly("shape",
+                             [](const PyPackedS8& s) { return py::make_tuple(s.w->n(), s.w->k()); })
+      .def_property_readonly("nbytes",
+                             [](const PyPackedS8& s) {
+                               uint32_t best = kScalar;
+                               for (uint32_t bit = 1; bit & kAllPaths; bit <<= 1) {
+                                 if ((available_paths() & bit) && bit != kAmxInt8) best = bit;
+                               }
+                               return s.w->packed_bytes(static_cast<Path>(best));
+                             })
+      .def("packed_bytes",
+           [](const PyPackedS8& s, const std::string& path) {
+             return s.w->packed_bytes(static_cast<Path>(mask_of("packed_bytes", path)));
+           })
       .def("__repr__", [](const PyPackedS8& s) {
-        return "PackedLinearS8(n=" + std::to_string(s.w->n()) + ", k=" + std::to_string(s.w->k()) + ")";
+        return "PackedLinearS8(n=" + std::to_string(s.w->n()) + ", k=" + std::to_string(s.w->k()) +
+               ")";
       });
   py::class_<PyPackedF32>(m, "PackedLinearF32", "fp32 weight [N, K], packed once.")
       .def(py::init(&make_packed_f32), py::arg("weight"))
       .def_property_readonly("n", [](const PyPackedF32& s) { return s.w->n(); })
       .def_property_readonly("k", [](const PyPackedF32& s) { return s.w->k(); })
-      .def_property_readonly("shape", [](const PyPackedF32& s) { return py::make_tuple(s.w->n(), s.w->k()); })
+      .def_property_readonly(
+          "shape", [](const PyPackedF32& s) { return py::make_tuple(s.w->n(), s.w->k()); })
       .def("__repr__", [](const PyPackedF32& s) {
-        return "PackedLinearF32(n=" + std::to_string(s.w->n()) + ", k=" + std::to_string(s.w->k()) + ")";
+        return "PackedLinearF32(n=" + std::to_string(s.w->n()) + ", k=" + std::to_string(s.w->k()) +
+               ")";
       });
-  py::class_<PyPackedBsrS8>(m, "PackedBsrS8",
-                           "Block-sparse int8 weight [N, K] in R x C blocks (only non-zero blocks stored).")
+  py::class_<PyPackedBsrS8>(
+      m, "PackedBsrS8",
+      "Block-sparse int8 weight [N, K] in R x C blocks (only non-zero blocks stored).")
       .def(py::init(&make_bsr_s8), py::arg("weight"), py::arg("block"), py::arg("strict") = true)
       .def_property_readonly("n", [](const PyPackedBsrS8& s) { return s.w->n(); })
       .def_property_readonly("k", [](const PyPackedBsrS8& s) { return s.w->k(); })
-      .def_property_readonly("shape", [](const PyPackedBsrS8& s) { return py::make_tuple(s.w->n(), s.w->k()); })
-      .def_property_readonly("block", [](const PyPackedBsrS8& s) { return py::make_tuple(s.w->r(), s.w->c()); })
+      .def_property_readonly(
+          "shape", [](const PyPackedBsrS8& s) { return py::make_tuple(s.w->n(), s.w->k()); })
+      .def_property_readonly(
+          "block", [](const PyPackedBsrS8& s) { return py::make_tuple(s.w->r(), s.w->c()); })
       .def_property_readonly("nnz_blocks", [](const PyPackedBsrS8& s) { return s.w->nnz_blocks(); })
       .def_property_readonly("density", [](const PyPackedBsrS8& s) { return s.w->density(); })
-      .def_property_readonly("path", [](const PyPackedBsrS8& s) { return std::string(path_name(bsr_path(s.w->r(), s.w->c(), true))); })
-      .def_property_readonly("nbytes", [](const PyPackedBsrS8& s) { return s.w->packed_bytes(bsr_path(s.w->r(), s.w->c(), true)); })
+      .def_property_readonly("path",
+                             [](const PyPackedBsrS8& s) {
+                               return std::string(path_name(bsr_path(s.w->r(), s.w->c(), true)));
+                             })
+      .def_property_readonly("nbytes",
+                             [](const PyPackedBsrS8& s) {
+                               return s.w->packed_bytes(bsr_path(s.w->r(), s.w->c(), true));
+                             })
       .def("__repr__", [](const PyPackedBsrS8& s) {
-        return "PackedBsrS8(n=" + std::to_string(s.w->n()) + ", k=" + std::to_string(s.w->k()) + ", block=(" +
-               std::to_string(s.w->r()) + ", " + std::to_string(s.w->c()) + "), nnz_blocks=" + std::to_string(s.w->nnz_blocks()) + ")";
+        return "PackedBsrS8(n=" + std::to_string(s.w->n()) + ", k=" + std::to_string(s.w->k()) +
+               ", block=(" + std::to_string(s.w->r()) + ", " + std::to_string(s.w->c()) +
+               "), nnz_blocks=" + std::to_string(s.w->nnz_blocks()) + ")";
       });
   py::class_<PyPackedBsrF32>(m, "PackedBsrF32", "Block-sparse fp32 weight [N, K] in R x C blocks.")
       .def(py::init(&make_bsr_f32), py::arg("weight"), py::arg("block"), py::arg("strict") = true)
       .def_property_readonly("n", [](const PyPackedBsrF32& s) { return s.w->n(); })
       .def_property_readonly("k", [](const PyPackedBsrF32& s) { return s.w->k(); })
-      .def_property_readonly("shape", [](const PyPackedBsrF32& s) { return py::make_tuple(s.w->n(), s.w->k()); })
-      .def_property_readonly("block", [](const PyPackedBsrF32& s) { return py::make_tuple(s.w->r(), s.w->c()); })
-      .def_property_readonly("nnz_blocks", [](const PyPackedBsrF32& s) { return s.w->nnz_blocks(); })
+      .def_property_readonly(
+          "shape", [](const PyPackedBsrF32& s) { return py::make_tuple(s.w->n(), s.w->k()); })
+      .def_property_readonly(
+          "block", [](const PyPackedBsrF32& s) { return py::make_tuple(s.w->r(), s.w->c()); })
+      .def_property_readonly("nnz_blocks",
+                             [](const PyPackedBsrF32& s) { return s.w->nnz_blocks(); })
       .def_property_readonly("density", [](const PyPackedBsrF32& s) { return s.w->density(); })
-      .def_property_readonly("path", [](const PyPackedBsrF32& s) { return std::string(path_name(bsr_path(s.w->r(), s.w->c(), false))); })
-      .def_property_readonly("nbytes", [](const PyPackedBsrF32& s) { return s.w->packed_bytes(bsr_path(s.w->r(), s.w->c(), false)); });
+      .def_property_readonly("path",
+                             [](const PyPackedBsrF32& s) {
+                               return std::string(path_name(bsr_path(s.w->r(), s.w->c(), false)));
+                             })
+      .def_property_readonly("nbytes", [](const PyPackedBsrF32& s) {
+        return s.w->packed_bytes(bsr_path(s.w->r(), s.w->c(), false));
+      });
   py::class_<PyPackedCodebookS8>(m, "PackedCodebookS8",
-                                 "int8 weight as `bits`-bit indices [N, K] into a table per layer [2**bits] or per channel [N, 2**bits].")
+                                 "int8 weight as `bits`-bit indices [N, K] into a table per layer "
+                                 "[2**bits] or per channel [N, 2**bits].")
       .def(py::init(&make_cb_s8), py::arg("indices"), py::arg("table"), py::arg("bits") = 4)
       .def_property_readonly("n", [](const PyPackedCodebookS8& s) { return s.w->n(); })
       .def_property_readonly("k", [](const PyPackedCodebookS8& s) { return s.w->k(); })
-      .def_property_readonly("shape", [](const PyPackedCodebookS8& s) { return py::make_tuple(s.w->n(), s.w->k()); })
+      .def_property_readonly(
+          "shape", [](const PyPackedCodebookS8& s) { return py::make_tuple(s.w->n(), s.w->k()); })
       .def_property_readonly("bits", [](const PyPackedCodebookS8& s) { return s.w->bits(); })
-      .def_property_readonly("per_channel", [](const PyPackedCodebookS8& s) { return s.w->per_channel(); })
-      .def_property_readonly("path", [](const PyPackedCodebookS8& s) { return std::string(path_name(codebook_path(s.w->bits(), s.w->per_channel(), true))); })
-      .def_property_readonly("nbytes", [](const PyPackedCodebookS8& s) { return s.w->packed_bytes(codebook_path(s.w->bits(), s.w->per_channel(), true)); });
-  py::class_<PyPackedCodebookF32>(m, "PackedCodebookF32",
-                                  "fp32 weight as `bits`-bit indices [N, K] into a float table per layer or per channel.")
+      .def_property_readonly("per_channel",
+                             [](const PyPackedCodebookS8& s) { return s.w->per_channel(); })
+      .def_property_readonly(
+          "path",
+          [](const PyPackedCodebookS8& s) {
+            return std::string(path_name(codebook_path(s.w->bits(), s.w->per_channel(), true)));
+          })
+      .def_property_readonly("nbytes", [](const PyPackedCodebookS8& s) {
+        return s.w->packed_bytes(codebook_path(s.w->bits(), s.w->per_channel(), true));
+      });
+  py::class_<PyPackedCodebookF32>(
+      m, "PackedCodebookF32",
+      "fp32 weight as `bits`-bit indices [N, K] into a float table per layer or per channel.")
       .def(py::init(&make_cb_f32), py::arg("indices"), py::arg("table"), py::arg("bits") = 4)
       .def_property_readonly("n", [](const PyPackedCodebookF32& s) { return s.w->n(); })
       .def_property_readonly("k", [](const PyPackedCodebookF32& s) { return s.w->k(); })
-      .def_property_readonly("shape", [](const PyPackedCodebookF32& s) { return py::make_tuple(s.w->n(), s.w->k()); })
+      .def_property_readonly(
+          "shape", [](const PyPackedCodebookF32& s) { return py::make_tuple(s.w->n(), s.w->k()); })
       .def_property_readonly("bits", [](const PyPackedCodebookF32& s) { return s.w->bits(); })
-      .def_property_readonly("per_channel", [](const PyPackedCodebookF32& s) { return s.w->per_channel(); })
-      .def_property_readonly("path", [](const PyPackedCodebookF32& s) { return std::string(path_name(codebook_path(s.w->bits(), s.w->per_channel(), false))); })
-      .def_property_readonly("nbytes", [](const PyPackedCodebookF32& s) { return s.w->packed_bytes(codebook_path(s.w->bits(), s.w->per_channel(), false)); });
+      .def_property_readonly("per_channel",
+                             [](const PyPackedCodebookF32& s) { return s.w->per_channel(); })
+      .def_property_readonly(
+          "path",
+          [](const PyPackedCodebookF32& s) {
+            return std::string(path_name(codebook_path(s.w->bits(), s.w->per_channel(), false)));
+          })
+      .def_property_readonly("nbytes", [](const PyPackedCodebookF32& s) {
+        return s.w->packed_bytes(codebook_path(s.w->bits(), s.w->per_channel(), false));
+      });
   m.def("gemm_s8s8s32", &py_gemm_s8s8s32, py::arg("a"), py::arg("b"), py::arg("threads") = 1,
         "C_s32[M,N] = a_s8[M,K] . b_s8[N,K]^T, exact. b: int8 array or PackedLinearS8.");
   m.def("linear_s8", &py_linear_s8, py::arg("x"), py::arg("packed"), py::arg("bias"),
@@ -531,10 +591,13 @@ PYBIND11_MODULE(_kernels, m) {
     for (const auto& n : ns) mask |= mask_of("force_path", n);
     force_paths(mask);
   });
-  m.def("peak_int8_gops", [](const std::string& path) {
-    const uint32_t mask = mask_of("peak_int8_gops", path);
-    if (!(available_paths() & mask)) return 0.0;
-    py::gil_scoped_release nogil;
-    return EDGEOPT_PEAK(static_cast<Path>(mask));
-  }, py::arg("path"), "Measured int8 MAC peak of one core on `path`, in GOPS (0 if unavailable).");
+  m.def(
+      "peak_int8_gops",
+      [](const std::string& path) {
+        const uint32_t mask = mask_of("peak_int8_gops", path);
+        if (!(available_paths() & mask)) return 0.0;
+        py::gil_scoped_release nogil;
+        return EDGEOPT_PEAK(static_cast<Path>(mask));
+      },
+      py::arg("path"), "Measured int8 MAC peak of one core on `path`, in GOPS (0 if unavailable).");
 }

@@ -1,14 +1,15 @@
 // Reference dense GEMM kernels: the oracle every optimized path is compared against.
-#include "ref/ref.h"
-
 #include "common/requant.h"
+#include "ref/ref.h"
 
 namespace edgeopt {
 namespace ref {
 namespace {
 // The int32 accumulator wraps modulo 2^32 (two's complement), as every SIMD path does; the
 // oracle computes exactly in int64 and wraps once, so it never relies on signed overflow.
-int32_t wrap_s32(int64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v))); }
+int32_t wrap_s32(int64_t v) {
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v)));
+}
 }  // namespace
 
 void gemm_s8s8s32(int m, int n, int k, const int8_t* a, size_t lda, const int8_t* w, size_t ldw,
@@ -33,8 +34,8 @@ void linear_s8(int m, int n, int k, const int8_t* a, size_t lda, const int8_t* w
         acc += (static_cast<int32_t>(a[i * lda + kk]) - p.input_zero_point) *
                static_cast<int32_t>(w[j * ldw + kk]);
       }
-      out[i * ldo + j] =
-          requantize_s8(wrap_s32(acc), p.multiplier[j], p.shift[j], p.output_zero_point, p.qmin, p.qmax);
+      out[i * ldo + j] = requantize_s8(wrap_s32(acc), p.multiplier[j], p.shift[j],
+                                       p.output_zero_point, p.qmin, p.qmax);
     }
   }
 }

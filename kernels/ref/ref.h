@@ -1,4 +1,5 @@
-// The oracle: the plainest loops for every kernel family. No tiling, no ISA flags (ruy reference_mul).
+// The oracle: the plainest loops for every kernel family. No tiling, no ISA flags (ruy
+// reference_mul).
 #pragma once
 
 #include <cstddef>

@@ -8,7 +8,9 @@
 namespace edgeopt {
 namespace ref {
 namespace {
-int32_t wrap_s32(int64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v))); }
+int32_t wrap_s32(int64_t v) {
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v)));
+}
 }  // namespace
 
 void linear_s8_bsr(int m, const int8_t* a, size_t lda, const BsrS8View& w, const QS8Params& p,

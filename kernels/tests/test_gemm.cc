@@ -28,7 +28,9 @@ int g_passed = 0, g_failed = 0, g_skipped = 0;
 bool g_quick = false;
 std::mt19937 g_rng(12345);
 
-int rnd(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(g_rng); }
+int rnd(int lo, int hi) {
+  return std::uniform_int_distribution<int>(lo, hi)(g_rng);
+}
 
 std::vector<int8_t> random_s8(size_t n, int lo = -128, int hi = 127) {
   std::vector<int8_t> v(n);
@@ -66,9 +68,12 @@ void random_requant(int n, std::vector<int32_t>& mult, std::vector<int32_t>& shi
 
 bool check_gemm(Path path, const Case& cs, int threads, bool extreme) {
   const int m = cs.m, n = cs.n, k = cs.k;
-  auto a = extreme ? std::vector<int8_t>(static_cast<size_t>(m) * k, -128) : random_s8(static_cast<size_t>(m) * k);
-  auto w = extreme ? std::vector<int8_t>(static_cast<size_t>(n) * k, -128) : random_s8(static_cast<size_t>(n) * k);
-  std::vector<int32_t> want(static_cast<size_t>(m) * n), got(static_cast<size_t>(m) * n, 0x5a5a5a5a);
+  auto a = extreme ? std::vector<int8_t>(static_cast<size_t>(m) * k, -128)
+                   : random_s8(static_cast<size_t>(m) * k);
+  auto w = extreme ? std::vector<int8_t>(static_cast<size_t>(n) * k, -128)
+                   : random_s8(static_cast<size_t>(n) * k);
+  std::vector<int32_t> want(static_cast<size_t>(m) * n),
+      got(static_cast<size_t>(m) * n, 0x5a5a5a5a);
   ref::gemm_s8s8s32(m, n, k, a.data(), k, w.data(), k, want.data(), n);
   PackedS8 packed(w.data(), n, k);
   gemm_s8s8s32(m, a.data(), k, packed, got.data(), n, threads);
@@ -80,9 +85,10 @@ bool check_gemm(Path path, const Case& cs, int threads, bool extreme) {
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < n; ++j) {
       if (want[i * n + j] != got[i * n + j]) {
-        std::printf("FAIL gemm_s8s8s32 i=%d j=%d M x N x K = %d x %d x %d path=%s threads=%d: "
-                    "reference %d, optimized %d\n",
-                    i, j, m, n, k, path_name(path), threads, want[i * n + j], got[i * n + j]);
+        std::printf(
+            "FAIL gemm_s8s8s32 i=%d j=%d M x N x K = %d x %d x %d path=%s threads=%d: "
+            "reference %d, optimized %d\n",
+            i, j, m, n, k, path_name(path), threads, want[i * n + j], got[i * n + j]);
         return false;
       }
     }
@@ -121,10 +127,11 @@ bool check_linear(Path path, const Case& cs, int threads, int za, int zo, int qm
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < n; ++j) {
       if (want[i * ldo + j] != got[i * ldo + j]) {
-        std::printf("FAIL linear_s8 i=%d j=%d M x N x K = %d x %d x %d path=%s threads=%d za=%d "
-                    "zo=%d clamp=[%d,%d] mult=%d shift=%d: reference %d, optimized %d\n",
-                    i, j, m, n, k, path_name(path), threads, za, zo, qmin, qmax, mult[j],
-                    shift[j], want[i * ldo + j], got[i * ldo + j]);
+        std::printf(
+            "FAIL linear_s8 i=%d j=%d M x N x K = %d x %d x %d path=%s threads=%d za=%d "
+            "zo=%d clamp=[%d,%d] mult=%d shift=%d: reference %d, optimized %d\n",
+            i, j, m, n, k, path_name(path), threads, za, zo, qmin, qmax, mult[j], shift[j],
+            want[i * ldo + j], got[i * ldo + j]);
         return false;
       }
     }
@@ -149,10 +156,11 @@ bool check_subrange(Path path, const Case& cs) {
     for (int j = 0; j < n; ++j) {
       const int32_t expect = (j >= n0 && j < n1) ? want[i * n + j] : 7;
       if (expect != got[i * n + j]) {
-        std::printf("FAIL %s columns [%d,%d) i=%d j=%d M x N x K = %d x %d x %d: reference %d, "
-                    "optimized %d%s\n",
-                    uk->name, n0, n1, i, j, m, n, k, expect, got[i * n + j],
-                    (j < n0 || j >= n1) ? " (wrote outside its range)" : "");
+        std::printf(
+            "FAIL %s columns [%d,%d) i=%d j=%d M x N x K = %d x %d x %d: reference %d, "
+            "optimized %d%s\n",
+            uk->name, n0, n1, i, j, m, n, k, expect, got[i * n + j],
+            (j < n0 || j >= n1) ? " (wrote outside its range)" : "");
         return false;
       }
     }
@@ -187,22 +195,26 @@ bool check_f32(Path path, const Case& cs, int threads) {
   const float tol = 1e-6f * (k + 8) * 4;
   for (size_t i = 0; i < want.size(); ++i) {
     if (!(std::fabs(want[i] - got[i]) <= tol)) {
-      std::printf("FAIL linear_f32 i=%zu j=%zu M x N x K = %d x %d x %d path=%s: reference %.9g, "
-                  "optimized %.9g (tol %.3g)\n",
-                  i / n, i % n, m, n, k, path_name(path), want[i], got[i], tol);
+      std::printf(
+          "FAIL linear_f32 i=%zu j=%zu M x N x K = %d x %d x %d path=%s: reference %.9g, "
+          "optimized %.9g (tol %.3g)\n",
+          i / n, i % n, m, n, k, path_name(path), want[i], got[i], tol);
       return false;
     }
     if (std::memcmp(&got[i], &got2[i], sizeof(float)) != 0) {
-      std::printf("FAIL linear_f32 i=%zu j=%zu M x N x K = %d x %d x %d path=%s: threads=%d gave "
-                  "%.9g, threads=1 gave %.9g (must be identical)\n",
-                  i / n, i % n, m, n, k, path_name(path), threads, got2[i], got[i]);
+      std::printf(
+          "FAIL linear_f32 i=%zu j=%zu M x N x K = %d x %d x %d path=%s: threads=%d gave "
+          "%.9g, threads=1 gave %.9g (must be identical)\n",
+          i / n, i % n, m, n, k, path_name(path), threads, got2[i], got[i]);
       return false;
     }
   }
   return true;
 }
 
-void record(bool ok) { ok ? ++g_passed : ++g_failed; }
+void record(bool ok) {
+  ok ? ++g_passed : ++g_failed;
+}
 
 void test_path(Path path) {
   force_paths(path);
@@ -227,7 +239,8 @@ void test_path(Path path) {
   // 2. Tile multiples and one off, strides, threads.
   const int ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 15, 16, 17, 31, 32, 33, 63, 64, 65};
   const int ns[] = {15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 95, 96, 97, 127, 128, 129, 255};
-  const int ks[] = {3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1023, 1024};
+  const int ks[] = {3,  4,  5,  7,   8,   9,   15,  16,  17,  31,   32,  33,
+                    63, 64, 65, 127, 128, 129, 255, 256, 257, 1023, 1024};
   const int count = g_quick ? 40 : 400;
   for (int t = 0; t < count; ++t) {
     Case cs{ms[rnd(0, 18)], ns[rnd(0, 18)], ks[rnd(0, 22)]};
@@ -284,8 +297,8 @@ int main(int argc, char** argv) {
     std::vector<int32_t> c(64 * 64);
     gemm_s8s8s32_unpacked(64, 64, 256, a.data(), w.data(), c.data());
     const bool ok = expect == path_name(last_path());
-    std::printf("%s dispatch: picked %s, expected %s\n", ok ? "ok" : "FAIL",
-                path_name(last_path()), expect.c_str());
+    std::printf("%s dispatch: picked %s, expected %s\n", ok ? "ok" : "FAIL", path_name(last_path()),
+                expect.c_str());
     record(ok);
   }
   for (uint32_t bit = 1; bit & kAllPaths; bit <<= 1) {

@@ -21,7 +21,9 @@ namespace {
 int g_passed = 0, g_failed = 0, g_skipped = 0;
 bool g_quick = false;
 std::mt19937 g_rng(777);
-int rnd(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(g_rng); }
+int rnd(int lo, int hi) {
+  return std::uniform_int_distribution<int>(lo, hi)(g_rng);
+}
 
 enum Pattern { kRandom, kEmptyRows, kAllZero, kDense };
 
@@ -79,16 +81,18 @@ bool compare_s8(const char* what, Path path, int m, int n, int k, const std::vec
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < n; ++j)
       if (want[i * n + j] != got[i * n + j]) {
-        std::printf("FAIL %s i=%d j=%d M x N x K = %d x %d x %d path=%s %s: reference %d, "
-                    "optimized %d\n",
-                    what, i, j, m, n, k, path_name(path), extra.c_str(), want[i * n + j],
-                    got[i * n + j]);
+        std::printf(
+            "FAIL %s i=%d j=%d M x N x K = %d x %d x %d path=%s %s: reference %d, "
+            "optimized %d\n",
+            what, i, j, m, n, k, path_name(path), extra.c_str(), want[i * n + j], got[i * n + j]);
         return false;
       }
   return true;
 }
 
-void record(bool ok) { ok ? ++g_passed : ++g_failed; }
+void record(bool ok) {
+  ok ? ++g_passed : ++g_failed;
+}
 
 bool check_bsr(Path path, int m, int n, int k, int r, int c, double density, Pattern pat,
                int threads) {
@@ -133,9 +137,10 @@ bool check_bsr_f32(Path path, int m, int n, int k, int r, int c, double density,
   const float tol = 4e-6f * (k + 8) * 3.f;
   for (size_t i = 0; i < want.size(); ++i) {
     if (!(std::fabs(want[i] - got[i]) <= tol) || std::memcmp(&got[i], &got2[i], 4) != 0) {
-      std::printf("FAIL linear_f32(bsr) i=%zu j=%zu M x N x K = %d x %d x %d block %dx%d path=%s: "
-                  "reference %.9g, optimized %.9g, threads=%d %.9g\n",
-                  i / n, i % n, m, n, k, r, c, path_name(path), want[i], got[i], threads, got2[i]);
+      std::printf(
+          "FAIL linear_f32(bsr) i=%zu j=%zu M x N x K = %d x %d x %d block %dx%d path=%s: "
+          "reference %.9g, optimized %.9g, threads=%d %.9g\n",
+          i / n, i % n, m, n, k, r, c, path_name(path), want[i], got[i], threads, got2[i]);
       return false;
     }
   }
@@ -152,7 +157,8 @@ bool check_codebook(Path path, int m, int n, int k, int bits, bool per_channel, 
   std::vector<int8_t> w(idx.size());
   for (int j = 0; j < n; ++j)
     for (int kk = 0; kk < k; ++kk)
-      w[static_cast<size_t>(j) * k + kk] = table[(per_channel ? j * entries : 0) + idx[static_cast<size_t>(j) * k + kk]];
+      w[static_cast<size_t>(j) * k + kk] =
+          table[(per_channel ? j * entries : 0) + idx[static_cast<size_t>(j) * k + kk]];
   const size_t lda = k + (rnd(0, 2) ? 0 : rnd(1, 9));
   std::vector<int8_t> a(m * lda);
   for (auto& v : a) v = static_cast<int8_t>(rnd(-128, 127));
@@ -167,7 +173,8 @@ bool check_codebook(Path path, int m, int n, int k, int bits, bool per_channel, 
   if (!compare_s8("ref::linear_s8_codebook", kScalar, m, n, k, want, twin, extra)) return false;
   linear_s8(m, a.data(), lda, packed, q.p, got.data(), n, threads);
   if (last_path() != path) {
-    std::printf("FAIL codebook %s: ran %s, forced %s\n", extra, path_name(last_path()), path_name(path));
+    std::printf("FAIL codebook %s: ran %s, forced %s\n", extra, path_name(last_path()),
+                path_name(path));
     return false;
   }
   return compare_s8("linear_s8(codebook)", path, m, n, k, want, got, extra);
@@ -178,12 +185,14 @@ bool check_codebook_f32(Path path, int m, int n, int k, int bits, bool per_chann
   std::vector<uint8_t> idx(static_cast<size_t>(n) * k);
   for (auto& v : idx) v = static_cast<uint8_t>(rnd(0, entries - 1));
   std::uniform_real_distribution<float> u(-1.f, 1.f);
-  std::vector<float> table((per_channel ? n : 1) * entries), a(static_cast<size_t>(m) * k), w(idx.size());
+  std::vector<float> table((per_channel ? n : 1) * entries), a(static_cast<size_t>(m) * k),
+      w(idx.size());
   for (auto& v : table) v = u(g_rng);
   for (auto& v : a) v = u(g_rng);
   for (int j = 0; j < n; ++j)
     for (int kk = 0; kk < k; ++kk)
-      w[static_cast<size_t>(j) * k + kk] = table[(per_channel ? j * entries : 0) + idx[static_cast<size_t>(j) * k + kk]];
+      w[static_cast<size_t>(j) * k + kk] =
+          table[(per_channel ? j * entries : 0) + idx[static_cast<size_t>(j) * k + kk]];
   F32Params p;
   std::vector<float> want(static_cast<size_t>(m) * n), got(want.size()), got2(want.size());
   ref::linear_f32(m, n, k, a.data(), k, w.data(), k, p, want.data(), n);
@@ -193,9 +202,10 @@ bool check_codebook_f32(Path path, int m, int n, int k, int bits, bool per_chann
   const float tol = 4e-6f * (k + 8);
   for (size_t i = 0; i < want.size(); ++i) {
     if (!(std::fabs(want[i] - got[i]) <= tol) || std::memcmp(&got[i], &got2[i], 4) != 0) {
-      std::printf("FAIL linear_f32(codebook) i=%zu j=%zu M x N x K = %d x %d x %d %d-bit path=%s: "
-                  "reference %.9g, optimized %.9g, threads=%d %.9g\n",
-                  i / n, i % n, m, n, k, bits, path_name(path), want[i], got[i], threads, got2[i]);
+      std::printf(
+          "FAIL linear_f32(codebook) i=%zu j=%zu M x N x K = %d x %d x %d %d-bit path=%s: "
+          "reference %.9g, optimized %.9g, threads=%d %.9g\n",
+          i / n, i % n, m, n, k, bits, path_name(path), want[i], got[i], threads, got2[i]);
       return false;
     }
   }
@@ -224,8 +234,8 @@ void test_path(Path path) {
       record(check_bsr(path, 2, 64, 8192, r, c, 0.3, kRandom, 1));
       if (!g_quick) record(check_bsr(path, 64, 256, 1024, r, c, 0.1, kRandom, 2));
     } else if (bsr) {
-      std::printf("note %s: %s has no kernel for block %dx%d (scalar serves it)\n",
-                  path_name(path), bsr->name, r, c);
+      std::printf("note %s: %s has no kernel for block %dx%d (scalar serves it)\n", path_name(path),
+                  bsr->name, r, c);
     }
     if (bsrf && bsrf->supports(r, c)) {
       for (int t = 0; t < (g_quick ? 3 : 12); ++t) {
@@ -242,7 +252,8 @@ void test_path(Path path) {
         for (int t = 0; t < (g_quick ? 6 : 30); ++t) {
           const int used = t % 3 == 0 ? rnd(1, (1 << bits)) : (1 << bits);
           const int m = t < 4 ? t + 1 : rnd(1, 40);
-          record(check_codebook(path, m, rnd(1, 130), rnd(1, 300), bits, per_channel, used, rnd(1, 3)));
+          record(check_codebook(path, m, rnd(1, 130), rnd(1, 300), bits, per_channel, used,
+                                rnd(1, 3)));
         }
         record(check_codebook(path, 1, 257, 4099, bits, per_channel, 1 << bits, 1));
         record(check_codebook(path, 3, 64, 8192, bits, per_channel, 1 << bits, 2));
@@ -252,7 +263,8 @@ void test_path(Path path) {
       }
       if (cbf && cbf->supports(bits, per_channel)) {
         for (int t = 0; t < (g_quick ? 3 : 12); ++t) {
-          record(check_codebook_f32(path, rnd(1, 30), rnd(1, 80), rnd(1, 300), bits, per_channel, rnd(1, 3)));
+          record(check_codebook_f32(path, rnd(1, 30), rnd(1, 80), rnd(1, 300), bits, per_channel,
+                                    rnd(1, 3)));
         }
       }
       if (g_failed - before > 10) return;
@@ -266,8 +278,10 @@ int main(int argc, char** argv) {
   uint32_t only = kAllPaths;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--quick") g_quick = true;
-    else if (arg == "--paths" && i + 1 < argc) only = parse_paths(argv[++i]);
+    if (arg == "--quick")
+      g_quick = true;
+    else if (arg == "--paths" && i + 1 < argc)
+      only = parse_paths(argv[++i]);
     else {
       std::fprintf(stderr, "usage: %s [--quick] [--paths a,b]\n", argv[0]);
       return 2;
