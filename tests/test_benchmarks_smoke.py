@@ -27,3 +27,17 @@ def test_gemm_benchmark_quick_run_measures_ours_and_peers(tmp_path):
     assert row["max_error"]["ours"] == 0
     assert row["path"] in ("avx512vnni", "avx2", "amx", "neondot", "neon", "scalar")
     assert "call overhead" in proc.stdout
+
+
+def test_sparse_benchmark_quick_run_checks_every_contestant(tmp_path):
+    out = tmp_path / "sparse.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sparse.py"), "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    for row in data["rows"]:
+        bsr = row["entries"]["bsr-s8"]
+        assert bsr["ok"] and bsr["error"] == 0 and bsr["us"] > 0, row
+    assert data["codebook_rows"][0]["entries"]["cb4-layer"]["ok"], data["codebook_rows"][0]
