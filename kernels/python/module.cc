@@ -31,9 +31,9 @@ using namespace edgeopt;
 
 namespace {
 
-// Work below this many MACs runs with the GIL held: releasing and re-taking it costs more than
-// the kernel for the small layers edge models call often.
-constexpr double kReleaseGilMacs = 1 << 16;
+// Work below this many MACs (a few microseconds on a vector path) runs with the GIL held:
+// releasing and re-taking it costs a measurable share of the small calls edge models make often.
+constexpr double kReleaseGilMacs = 1 << 22;
 
 std::string shape_str(const py::array& a) {
   std::ostringstream os;
