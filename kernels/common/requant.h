@@ -5,6 +5,9 @@
 #include <limits>
 
 namespace edgeopt {
+// Internal linkage: these are compiled into files built with different ISA flags, and a shared
+// (weak) out-of-line copy could carry one ISA's instructions into another's code.
+namespace {
 
 // gemmlowp SaturatingRoundingDoublingHighMul: round(a * b / 2^31), ties away from zero,
 // saturating the single overflow case a == b == INT32_MIN.
@@ -45,4 +48,5 @@ inline int8_t requantize_s8(int32_t acc, int32_t multiplier, int32_t shift,
   return static_cast<int8_t>(o);
 }
 
+}  // namespace
 }  // namespace edgeopt
