@@ -1,18 +1,20 @@
 // Dense int8 GEMM and fused int8 linear with AVX-512 VNNI (vpdpbusd), exact int32 accumulation.
 //
-// Operands. vpdpbusd multiplies unsigned bytes (its register source) by signed bytes (the source
-// that may come from memory). We make the *weights* the unsigned side: pack() stores w + 128
-// (w ^ 0x80, in [0, 255]), and the activations are broadcast straight from the caller's rows,
-// 4 k at a time, with no per-call copy of A. Then
-//   sum_k a*(w + 128) = sum_k a*w + 128 * sum_k a,
-// so every accumulator of row i starts at -128 * row_sum(a)[i] (one pass over A per call);
-// for linear_s8 it also starts at bias[n] - input_zero_point * row_sum(w)[n]. Every product is
-// exact and int32 sums wrap exactly as the reference does, including weights equal to -128.
+// Operands. vpdpbusd multiplies unsigned bytes (its register source) by signed bytes. The
+// *activations* are the unsigned side: each 4-byte group of a row is broadcast and xor-ed with 0x80
+// in one instruction (vpxord m32bcst, a ^ 0x80 = a + 128, no copy of A), and pack() stores the
+// weights as raw int8. Then
+//   sum_k (a + 128) * w = sum_k a * w + 128 * row_sum(w)[n],
+// a per-column constant: every accumulator starts at bias[n] - (input_zero_point + 128) *
+// row_sum(w)[n] (gemm_s32: -128 * row_sum(w)[n]), so there is no pass over A per call (the old
+// scheme, u8 weights w ^ 0x80 and a -128 * row_sum(a) row term, spent 2-5% of a call on it at
+// N = 64). Every product is exact and int32 sums wrap exactly as the reference does, including
+// weights equal to -128 (the signed side).
 //
 // Packed layout: a 64-byte header, row_sum(w) padded to whole panels, then panels of kNR = 64
-// output channels x K (K padded to a multiple of 4). Within a panel, group g of 4 k's holds 256
-// contiguous bytes = 4 zmm vectors of 16 channels x 4 k (the VNNI interleave): the weights are
-// read strictly linearly, one 64-byte line per vpdpbusd.
+// output channels x K (raw int8, K padded with zeros to a multiple of 4). Within a panel, group g
+// of 4 k's holds 256 contiguous bytes = 4 zmm vectors of 16 channels x 4 k (the VNNI interleave):
+// the weights are read strictly linearly, one 64-byte line per vpdpbusd.
 //
 // Tile choice: 6x64 (MR = 6 rows x 4 zmm vectors). 24 accumulators + 4 weight registers + the
 // activation broadcasts fit the 32 zmm registers; per group it issues 24 vpdpbusd for 4 weight
@@ -37,6 +39,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -63,7 +66,7 @@ struct Header {
   int32_t panels;  // ceil(n / kNR)
   uint32_t magic;
 };
-constexpr uint32_t kMagic = 0x56533851u;  // "Q8SV"
+constexpr uint32_t kMagic = 0x57533851u;  // "Q8SW" (raw int8 weights)
 
 inline size_t panel_bytes(int groups) {
   return static_cast<size_t>(groups) * kNR * 4;
@@ -94,92 +97,43 @@ void pack(const int8_t* w, int n, int k, const int32_t* row_sums, void* dst) {
         for (int kk = 0; kk < 4; ++kk) {
           const int col = g * 4 + kk;
           const int8_t v = (row < n && col < k) ? w[static_cast<size_t>(row) * k + col] : 0;
-          panel[static_cast<size_t>(g) * kNR * 4 + j * 4 + kk] = static_cast<uint8_t>(v) ^ 0x80u;
+          panel[static_cast<size_t>(g) * kNR * 4 + j * 4 + kk] = static_cast<uint8_t>(v);
         }
       }
     }
   }
 }
 
-// Lane sums of 16 vectors: out lane r = sum of the 16 lanes of v[r]. A transposing add tree
-// (45 ops for 16 rows instead of a full horizontal reduction per row).
-inline __m512i sum16(const __m512i (&v)[16]) {
-  __m512i x[8], y[4], z[2];
-  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3]
-    x[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
-                            _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
-  }
-  for (int i = 0; i < 4; ++i) {  // per 128-bit lane: partial sums of rows 4i .. 4i+3
-    y[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(x[2 * i], x[2 * i + 1]),
-                            _mm512_unpackhi_epi64(x[2 * i], x[2 * i + 1]));
-  }
-  for (int i = 0; i < 2; ++i) {  // fold the four 128-bit lanes pairwise
-    z[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(y[2 * i], y[2 * i + 1], 0x88),
-                            _mm512_shuffle_i32x4(y[2 * i], y[2 * i + 1], 0xDD));
-  }
-  return _mm512_add_epi32(_mm512_shuffle_i32x4(z[0], z[1], 0x88),
-                          _mm512_shuffle_i32x4(z[0], z[1], 0xDD));
-}
-
-// -128 * row_sum(a) for `rows` <= 16 rows into dst[0, rows): the accumulators of a row start at
-// this value. One pass over A per call (measured faster than interleaving it with the tiles).
-inline void row_terms(int rows, int k, const int8_t* a, size_t lda, int32_t* dst) {
-  const __m512i ones = _mm512_set1_epi8(1);
-  const int full = k / 64;
-  const int rem = k % 64;
-  const __mmask64 tail = rem ? (~0ull >> (64 - rem)) : 0;
-  __m512i s[16];
-  // Fully unrolled so that the 16 sums live in registers (a loop over `rows` kept them on the
-  // stack, and the pass cost 8% of a 3136x147x64 call).
-#pragma GCC unroll 16
-  for (int r = 0; r < 16; ++r) {
-    __m512i acc = _mm512_setzero_si512();
-    if (r < rows) {
-      const int8_t* row = a + r * lda;
-      for (int c = 0; c < full; ++c) {
-        acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(row + c * 64));
-      }
-      if (rem) acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(tail, row + full * 64));
-    }
-    s[r] = acc;
-  }
-  const __m512i t = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum16(s), 7));
-  _mm512_mask_storeu_epi32(dst, static_cast<__mmask16>((1u << rows) - 1), t);
-}
-
 // K loops in inline asm: GCC keeps 24 zmm accumulators held in an array (or in 24 named
 // variables) in registers, but then also spills them on every iteration. The asm pins them:
 // accumulator (set s, row r, vector v) = zmm(4*(s*MR + r) + v), weights in zmm20-27, activation
-// broadcasts in zmm28-31. Rows r = 0..5 are addressed as a0, a0+lda, a0+2*lda, a3, a3+lda,
-// a3+2*lda. Small MR runs kUnroll[MR] groups per iteration into separate accumulator sets, so the
-// vpdpbusd latency never stalls the weight stream; the sets are summed after the loop, then `nl`
-// leftover groups run one by one, then the partial last group of K (k % 4 bytes, `mask` in k1)
-// with byte-masked activation loads that never touch memory past a row's end. Accumulators
-// start at ri[r] + ci[j] (row and column terms, see run()) and are stored with row stride ldo
-// bytes, straight into C for whole int32 panels. The six templates were generated by
-// kernels/x86/gen/gen_qs8_kloop_avx512vnni.py (U1=4 U2=2 PF=4096 PFMR=1): edit the generator, not
-// the asm.
+// broadcasts (a ^ 0x80) in zmm28, 30, 31, the 0x80 bytes in zmm29. Rows r = 0..5 are addressed as
+// a0, a0+lda, a0+2*lda, a3, a3+lda, a3+2*lda. Small MR runs kUnroll[MR] groups per iteration into
+// separate accumulator sets, so the vpdpbusd latency never stalls the weight stream; the sets are
+// summed after the loop, then `nl` leftover groups run one by one, then the partial last group of K
+// (k % 4 bytes, `mask` in k1) with byte-masked activation loads that never touch memory past a
+// row's end. Accumulators start at ci[j] (the column terms, see run()) and are stored with row
+// stride ldo bytes, straight into C for whole int32 panels. The six templates were generated by
+// kernels/x86/gen/gen_qs8_kloop_avx512vnni.py with its defaults (U1=4 U2=2 PF=4096 PFMR=1
+// PFHINT=prefetcht0 EPI=1; EPI adds kloop6e): edit the generator, not the asm. Tried without a
+// measurable change at M = 1, 4, 16: PF 1024/2048/8192, prefetch for MR <= 4, prefetchnta/t2.
 
 // Groups per asm loop iteration (accumulator sets summed at the end), by MR.
 constexpr int kUnroll[7] = {0, 4, 2, 1, 1, 1, 1};
 template <int MR>
 void kloop(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl, uint32_t mask,
-           const int32_t* ri, const int32_t* ci, int32_t* out, size_t ldo);
+           const int32_t* ci, int32_t* out, size_t ldo);
 template <>
 EO_INLINE void kloop<1>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
-                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
-                        size_t ldo) {
+                        uint32_t mask, const int32_t* ci, int32_t* out, size_t ldo) {
   const int8_t* a3 = a0 + (1 * lda);
   asm volatile(
-      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
-      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
-      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
-      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
-      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vmovdqa64 0(%[ci]), %%zmm0\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm1\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm2\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm3\n\t"
+      "mov $0x80808080, %k[ci]\n\t"
+      "vpbroadcastd %k[ci], %%zmm29\n\t"
       "vpxord %%zmm4, %%zmm4, %%zmm4\n\t"
       "vpxord %%zmm5, %%zmm5, %%zmm5\n\t"
       "vpxord %%zmm6, %%zmm6, %%zmm6\n\t"
@@ -216,38 +170,38 @@ EO_INLINE void kloop<1>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 64(%[w]), %%zmm25\n\t"
       "vmovdqa64 128(%[w]), %%zmm26\n\t"
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
-      "vpbroadcastd (%[a0]), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
       "vmovdqa64 256(%[w]), %%zmm20\n\t"
       "vmovdqa64 320(%[w]), %%zmm21\n\t"
       "vmovdqa64 384(%[w]), %%zmm22\n\t"
       "vmovdqa64 448(%[w]), %%zmm23\n\t"
-      "vpbroadcastd 4(%[a0]), %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm20, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm21, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm22, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm23, %%zmm7\n\t"
+      "vpxord 4(%[a0])%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm20, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm21, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm22, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm23, %%zmm30, %%zmm7\n\t"
       "vmovdqa64 512(%[w]), %%zmm24\n\t"
       "vmovdqa64 576(%[w]), %%zmm25\n\t"
       "vmovdqa64 640(%[w]), %%zmm26\n\t"
       "vmovdqa64 704(%[w]), %%zmm27\n\t"
-      "vpbroadcastd 8(%[a0]), %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
-      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
-      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
-      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vpxord 8(%[a0])%{1to16%}, %%zmm29, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm11\n\t"
       "vmovdqa64 768(%[w]), %%zmm20\n\t"
       "vmovdqa64 832(%[w]), %%zmm21\n\t"
       "vmovdqa64 896(%[w]), %%zmm22\n\t"
       "vmovdqa64 960(%[w]), %%zmm23\n\t"
-      "vpbroadcastd 12(%[a0]), %%zmm31\n\t"
-      "vpdpbusd %%zmm31, %%zmm20, %%zmm12\n\t"
-      "vpdpbusd %%zmm31, %%zmm21, %%zmm13\n\t"
-      "vpdpbusd %%zmm31, %%zmm22, %%zmm14\n\t"
-      "vpdpbusd %%zmm31, %%zmm23, %%zmm15\n\t"
+      "vpxord 12(%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm20, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm21, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm22, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm23, %%zmm28, %%zmm15\n\t"
       "add $1024, %[w]\n\t"
       "add $16, %[a0]\n\t"
       "add $16, %[a3]\n\t"
@@ -273,11 +227,11 @@ EO_INLINE void kloop<1>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 64(%[w]), %%zmm25\n\t"
       "vmovdqa64 128(%[w]), %%zmm26\n\t"
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
-      "vpbroadcastd (%[a0]), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
       "add $256, %[w]\n\t"
       "add $4, %[a0]\n\t"
       "add $4, %[a3]\n\t"
@@ -293,17 +247,18 @@ EO_INLINE void kloop<1>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
       "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm28, %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
       "5:\n\t"
       "vmovdqu32 %%zmm0, 0(%[out])\n\t"
       "vmovdqu32 %%zmm1, 64(%[out])\n\t"
       "vmovdqu32 %%zmm2, 128(%[out])\n\t"
       "vmovdqu32 %%zmm3, 192(%[out])\n\t"
       : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci), [nl] "+r"(nl)
-      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [mask] "r"(mask)
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
         "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
         "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
@@ -312,24 +267,19 @@ EO_INLINE void kloop<1>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
 
 template <>
 EO_INLINE void kloop<2>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
-                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
-                        size_t ldo) {
+                        uint32_t mask, const int32_t* ci, int32_t* out, size_t ldo) {
   const int8_t* a3 = a0 + (2 * lda);
   asm volatile(
-      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
-      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
-      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
-      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
-      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
+      "vmovdqa64 0(%[ci]), %%zmm0\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm1\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm2\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm3\n\t"
+      "vmovdqa64 %%zmm0, %%zmm4\n\t"
+      "vmovdqa64 %%zmm1, %%zmm5\n\t"
+      "vmovdqa64 %%zmm2, %%zmm6\n\t"
+      "vmovdqa64 %%zmm3, %%zmm7\n\t"
+      "mov $0x80808080, %k[ci]\n\t"
+      "vpbroadcastd %k[ci], %%zmm29\n\t"
       "vpxord %%zmm8, %%zmm8, %%zmm8\n\t"
       "vpxord %%zmm9, %%zmm9, %%zmm9\n\t"
       "vpxord %%zmm10, %%zmm10, %%zmm10\n\t"
@@ -346,30 +296,30 @@ EO_INLINE void kloop<2>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 64(%[w]), %%zmm25\n\t"
       "vmovdqa64 128(%[w]), %%zmm26\n\t"
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
-      "vpbroadcastd (%[a0]), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vpxord (%[a0],%[lda],1)%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
       "vmovdqa64 256(%[w]), %%zmm20\n\t"
       "vmovdqa64 320(%[w]), %%zmm21\n\t"
       "vmovdqa64 384(%[w]), %%zmm22\n\t"
       "vmovdqa64 448(%[w]), %%zmm23\n\t"
-      "vpbroadcastd 4(%[a0]), %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm20, %%zmm8\n\t"
-      "vpdpbusd %%zmm29, %%zmm21, %%zmm9\n\t"
-      "vpdpbusd %%zmm29, %%zmm22, %%zmm10\n\t"
-      "vpdpbusd %%zmm29, %%zmm23, %%zmm11\n\t"
-      "vpbroadcastd 4(%[a0],%[lda],1), %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm20, %%zmm12\n\t"
-      "vpdpbusd %%zmm30, %%zmm21, %%zmm13\n\t"
-      "vpdpbusd %%zmm30, %%zmm22, %%zmm14\n\t"
-      "vpdpbusd %%zmm30, %%zmm23, %%zmm15\n\t"
+      "vpxord 4(%[a0])%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm20, %%zmm30, %%zmm8\n\t"
+      "vpdpbusd %%zmm21, %%zmm30, %%zmm9\n\t"
+      "vpdpbusd %%zmm22, %%zmm30, %%zmm10\n\t"
+      "vpdpbusd %%zmm23, %%zmm30, %%zmm11\n\t"
+      "vpxord 4(%[a0],%[lda],1)%{1to16%}, %%zmm29, %%zmm31\n\t"
+      "vpdpbusd %%zmm20, %%zmm31, %%zmm12\n\t"
+      "vpdpbusd %%zmm21, %%zmm31, %%zmm13\n\t"
+      "vpdpbusd %%zmm22, %%zmm31, %%zmm14\n\t"
+      "vpdpbusd %%zmm23, %%zmm31, %%zmm15\n\t"
       "add $512, %[w]\n\t"
       "add $8, %[a0]\n\t"
       "add $8, %[a3]\n\t"
@@ -391,16 +341,16 @@ EO_INLINE void kloop<2>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 64(%[w]), %%zmm25\n\t"
       "vmovdqa64 128(%[w]), %%zmm26\n\t"
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
-      "vpbroadcastd (%[a0]), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vpxord (%[a0],%[lda],1)%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
       "add $256, %[w]\n\t"
       "add $4, %[a0]\n\t"
       "add $4, %[a3]\n\t"
@@ -416,16 +366,18 @@ EO_INLINE void kloop<2>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
       "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm28, %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
-      "vpbroadcastd %%xmm29, %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm30, %%zmm30\n\t"
+      "vpxord %%zmm29, %%zmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
       "5:\n\t"
       "vmovdqu32 %%zmm0, 0(%[out])\n\t"
       "vmovdqu32 %%zmm1, 64(%[out])\n\t"
@@ -436,7 +388,7 @@ EO_INLINE void kloop<2>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqu32 %%zmm6, 128(%[out],%[ldo],1)\n\t"
       "vmovdqu32 %%zmm7, 192(%[out],%[ldo],1)\n\t"
       : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci), [nl] "+r"(nl)
-      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [mask] "r"(mask)
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
         "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
         "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
@@ -445,29 +397,23 @@ EO_INLINE void kloop<2>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
 
 template <>
 EO_INLINE void kloop<3>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
-                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
-                        size_t ldo) {
+                        uint32_t mask, const int32_t* ci, int32_t* out, size_t ldo) {
   const int8_t* a3 = a0 + (3 * lda);
   asm volatile(
-      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
-      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
-      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
-      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
-      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
-      "vpbroadcastd 8(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm8\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm9\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm10\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm11\n\t"
+      "vmovdqa64 0(%[ci]), %%zmm0\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm1\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm2\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm3\n\t"
+      "vmovdqa64 %%zmm0, %%zmm4\n\t"
+      "vmovdqa64 %%zmm1, %%zmm5\n\t"
+      "vmovdqa64 %%zmm2, %%zmm6\n\t"
+      "vmovdqa64 %%zmm3, %%zmm7\n\t"
+      "vmovdqa64 %%zmm0, %%zmm8\n\t"
+      "vmovdqa64 %%zmm1, %%zmm9\n\t"
+      "vmovdqa64 %%zmm2, %%zmm10\n\t"
+      "vmovdqa64 %%zmm3, %%zmm11\n\t"
+      "mov $0x80808080, %k[ci]\n\t"
+      "vpbroadcastd %k[ci], %%zmm29\n\t"
       "test %[n], %[n]\n\t"
       "jz 2f\n\t"
       ".p2align 5\n\t"
@@ -476,21 +422,21 @@ EO_INLINE void kloop<3>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 64(%[w]), %%zmm25\n\t"
       "vmovdqa64 128(%[w]), %%zmm26\n\t"
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
-      "vpbroadcastd (%[a0]), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
-      "vpbroadcastd (%[a0],%[lda],2), %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
-      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
-      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
-      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vpxord (%[a0],%[lda],1)%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
+      "vpxord (%[a0],%[lda],2)%{1to16%}, %%zmm29, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm11\n\t"
       "add $256, %[w]\n\t"
       "add $4, %[a0]\n\t"
       "add $4, %[a3]\n\t"
@@ -506,22 +452,25 @@ EO_INLINE void kloop<3>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
       "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm28, %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
-      "vpbroadcastd %%xmm29, %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
-      "vmovdqu8 (%[a0],%[lda],2), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm30%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm30, %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
-      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
-      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
-      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
+      "vpxord %%zmm29, %%zmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
+      "vmovdqu8 (%[a0],%[lda],2), %%xmm31%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm31, %%zmm31\n\t"
+      "vpxord %%zmm29, %%zmm31, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm11\n\t"
       "5:\n\t"
       "vmovdqu32 %%zmm0, 0(%[out])\n\t"
       "vmovdqu32 %%zmm1, 64(%[out])\n\t"
@@ -536,7 +485,7 @@ EO_INLINE void kloop<3>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqu32 %%zmm10, 128(%[out],%[ldo],2)\n\t"
       "vmovdqu32 %%zmm11, 192(%[out],%[ldo],2)\n\t"
       : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci)
-      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask), [nl] "r"(nl)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [mask] "r"(mask), [nl] "r"(nl)
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
         "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
         "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
@@ -545,34 +494,27 @@ EO_INLINE void kloop<3>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
 
 template <>
 EO_INLINE void kloop<4>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
-                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
-                        size_t ldo) {
+                        uint32_t mask, const int32_t* ci, int32_t* out, size_t ldo) {
   const int8_t* a3 = a0 + (3 * lda);
   asm volatile(
-      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
-      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
-      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
-      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
-      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
-      "vpbroadcastd 8(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm8\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm9\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm10\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm11\n\t"
-      "vpbroadcastd 12(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm12\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm13\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm14\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm15\n\t"
+      "vmovdqa64 0(%[ci]), %%zmm0\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm1\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm2\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm3\n\t"
+      "vmovdqa64 %%zmm0, %%zmm4\n\t"
+      "vmovdqa64 %%zmm1, %%zmm5\n\t"
+      "vmovdqa64 %%zmm2, %%zmm6\n\t"
+      "vmovdqa64 %%zmm3, %%zmm7\n\t"
+      "vmovdqa64 %%zmm0, %%zmm8\n\t"
+      "vmovdqa64 %%zmm1, %%zmm9\n\t"
+      "vmovdqa64 %%zmm2, %%zmm10\n\t"
+      "vmovdqa64 %%zmm3, %%zmm11\n\t"
+      "vmovdqa64 %%zmm0, %%zmm12\n\t"
+      "vmovdqa64 %%zmm1, %%zmm13\n\t"
+      "vmovdqa64 %%zmm2, %%zmm14\n\t"
+      "vmovdqa64 %%zmm3, %%zmm15\n\t"
+      "mov $0x80808080, %k[ci]\n\t"
+      "vpbroadcastd %k[ci], %%zmm29\n\t"
       "test %[n], %[n]\n\t"
       "jz 2f\n\t"
       ".p2align 5\n\t"
@@ -581,26 +523,26 @@ EO_INLINE void kloop<4>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 64(%[w]), %%zmm25\n\t"
       "vmovdqa64 128(%[w]), %%zmm26\n\t"
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
-      "vpbroadcastd (%[a0]), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
-      "vpbroadcastd (%[a0],%[lda],2), %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
-      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
-      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
-      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
-      "vpbroadcastd (%[a3]), %%zmm31\n\t"
-      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
-      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
-      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
-      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vpxord (%[a0],%[lda],1)%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
+      "vpxord (%[a0],%[lda],2)%{1to16%}, %%zmm29, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm11\n\t"
+      "vpxord (%[a3])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm15\n\t"
       "add $256, %[w]\n\t"
       "add $4, %[a0]\n\t"
       "add $4, %[a3]\n\t"
@@ -616,28 +558,32 @@ EO_INLINE void kloop<4>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
       "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm28, %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
-      "vpbroadcastd %%xmm29, %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
-      "vmovdqu8 (%[a0],%[lda],2), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm30%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm30, %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
-      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
-      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
-      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
-      "vmovdqu8 (%[a3]), %%xmm31%{%%k1%}%{z%}\n\t"
+      "vpxord %%zmm29, %%zmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
+      "vmovdqu8 (%[a0],%[lda],2), %%xmm31%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm31, %%zmm31\n\t"
-      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
-      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
-      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
-      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
+      "vpxord %%zmm29, %%zmm31, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm11\n\t"
+      "vmovdqu8 (%[a3]), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm15\n\t"
       "5:\n\t"
       "lea (%[out],%[ldo],2), %[ci]\n\t"
       "add %[ldo], %[ci]\n\t"
@@ -658,7 +604,7 @@ EO_INLINE void kloop<4>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqu32 %%zmm14, 128(%[ci])\n\t"
       "vmovdqu32 %%zmm15, 192(%[ci])\n\t"
       : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci)
-      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask), [nl] "r"(nl)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [mask] "r"(mask), [nl] "r"(nl)
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
         "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
         "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
@@ -667,39 +613,31 @@ EO_INLINE void kloop<4>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
 
 template <>
 EO_INLINE void kloop<5>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
-                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
-                        size_t ldo) {
+                        uint32_t mask, const int32_t* ci, int32_t* out, size_t ldo) {
   const int8_t* a3 = a0 + (3 * lda);
   asm volatile(
-      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
-      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
-      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
-      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
-      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
-      "vpbroadcastd 8(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm8\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm9\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm10\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm11\n\t"
-      "vpbroadcastd 12(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm12\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm13\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm14\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm15\n\t"
-      "vpbroadcastd 16(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm16\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm17\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm18\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm19\n\t"
+      "vmovdqa64 0(%[ci]), %%zmm0\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm1\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm2\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm3\n\t"
+      "vmovdqa64 %%zmm0, %%zmm4\n\t"
+      "vmovdqa64 %%zmm1, %%zmm5\n\t"
+      "vmovdqa64 %%zmm2, %%zmm6\n\t"
+      "vmovdqa64 %%zmm3, %%zmm7\n\t"
+      "vmovdqa64 %%zmm0, %%zmm8\n\t"
+      "vmovdqa64 %%zmm1, %%zmm9\n\t"
+      "vmovdqa64 %%zmm2, %%zmm10\n\t"
+      "vmovdqa64 %%zmm3, %%zmm11\n\t"
+      "vmovdqa64 %%zmm0, %%zmm12\n\t"
+      "vmovdqa64 %%zmm1, %%zmm13\n\t"
+      "vmovdqa64 %%zmm2, %%zmm14\n\t"
+      "vmovdqa64 %%zmm3, %%zmm15\n\t"
+      "vmovdqa64 %%zmm0, %%zmm16\n\t"
+      "vmovdqa64 %%zmm1, %%zmm17\n\t"
+      "vmovdqa64 %%zmm2, %%zmm18\n\t"
+      "vmovdqa64 %%zmm3, %%zmm19\n\t"
+      "mov $0x80808080, %k[ci]\n\t"
+      "vpbroadcastd %k[ci], %%zmm29\n\t"
       "test %[n], %[n]\n\t"
       "jz 2f\n\t"
       ".p2align 5\n\t"
@@ -708,31 +646,31 @@ EO_INLINE void kloop<5>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 64(%[w]), %%zmm25\n\t"
       "vmovdqa64 128(%[w]), %%zmm26\n\t"
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
-      "vpbroadcastd (%[a0]), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
-      "vpbroadcastd (%[a0],%[lda],2), %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
-      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
-      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
-      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
-      "vpbroadcastd (%[a3]), %%zmm31\n\t"
-      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
-      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
-      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
-      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
-      "vpbroadcastd (%[a3],%[lda],1), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm16\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm17\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm18\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm19\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vpxord (%[a0],%[lda],1)%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
+      "vpxord (%[a0],%[lda],2)%{1to16%}, %%zmm29, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm11\n\t"
+      "vpxord (%[a3])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm15\n\t"
+      "vpxord (%[a3],%[lda],1)%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm16\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm17\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm18\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm19\n\t"
       "add $256, %[w]\n\t"
       "add $4, %[a0]\n\t"
       "add $4, %[a3]\n\t"
@@ -748,34 +686,39 @@ EO_INLINE void kloop<5>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
       "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm28, %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
-      "vpbroadcastd %%xmm29, %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
-      "vmovdqu8 (%[a0],%[lda],2), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm30%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm30, %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
-      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
-      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
-      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
-      "vmovdqu8 (%[a3]), %%xmm31%{%%k1%}%{z%}\n\t"
+      "vpxord %%zmm29, %%zmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
+      "vmovdqu8 (%[a0],%[lda],2), %%xmm31%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm31, %%zmm31\n\t"
-      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
-      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
-      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
-      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
-      "vmovdqu8 (%[a3],%[lda],1), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpxord %%zmm29, %%zmm31, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm11\n\t"
+      "vmovdqu8 (%[a3]), %%xmm28%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm28, %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm16\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm17\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm18\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm19\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm15\n\t"
+      "vmovdqu8 (%[a3],%[lda],1), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm30, %%zmm30\n\t"
+      "vpxord %%zmm29, %%zmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm16\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm17\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm18\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm19\n\t"
       "5:\n\t"
       "lea (%[out],%[ldo],2), %[ci]\n\t"
       "add %[ldo], %[ci]\n\t"
@@ -800,7 +743,7 @@ EO_INLINE void kloop<5>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqu32 %%zmm18, 128(%[ci],%[ldo],1)\n\t"
       "vmovdqu32 %%zmm19, 192(%[ci],%[ldo],1)\n\t"
       : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci)
-      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask), [nl] "r"(nl)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [mask] "r"(mask), [nl] "r"(nl)
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
         "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
         "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
@@ -809,44 +752,35 @@ EO_INLINE void kloop<5>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
 
 template <>
 EO_INLINE void kloop<6>(const int8_t* a0, size_t lda, const uint8_t* w, long n, long nl,
-                        uint32_t mask, const int32_t* ri, const int32_t* ci, int32_t* out,
-                        size_t ldo) {
+                        uint32_t mask, const int32_t* ci, int32_t* out, size_t ldo) {
   const int8_t* a3 = a0 + (3 * lda);
   asm volatile(
-      "vmovdqa64 0(%[ci]), %%zmm24\n\t"
-      "vmovdqa64 64(%[ci]), %%zmm25\n\t"
-      "vmovdqa64 128(%[ci]), %%zmm26\n\t"
-      "vmovdqa64 192(%[ci]), %%zmm27\n\t"
-      "vpbroadcastd 0(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd 4(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm4\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm5\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm6\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm7\n\t"
-      "vpbroadcastd 8(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm8\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm9\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm10\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm11\n\t"
-      "vpbroadcastd 12(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm12\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm13\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm14\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm15\n\t"
-      "vpbroadcastd 16(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm16\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm17\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm18\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm19\n\t"
-      "vpbroadcastd 20(%[ri]), %%zmm28\n\t"
-      "vpaddd %%zmm28, %%zmm24, %%zmm20\n\t"
-      "vpaddd %%zmm28, %%zmm25, %%zmm21\n\t"
-      "vpaddd %%zmm28, %%zmm26, %%zmm22\n\t"
-      "vpaddd %%zmm28, %%zmm27, %%zmm23\n\t"
+      "vmovdqa64 0(%[ci]), %%zmm0\n\t"
+      "vmovdqa64 64(%[ci]), %%zmm1\n\t"
+      "vmovdqa64 128(%[ci]), %%zmm2\n\t"
+      "vmovdqa64 192(%[ci]), %%zmm3\n\t"
+      "vmovdqa64 %%zmm0, %%zmm4\n\t"
+      "vmovdqa64 %%zmm1, %%zmm5\n\t"
+      "vmovdqa64 %%zmm2, %%zmm6\n\t"
+      "vmovdqa64 %%zmm3, %%zmm7\n\t"
+      "vmovdqa64 %%zmm0, %%zmm8\n\t"
+      "vmovdqa64 %%zmm1, %%zmm9\n\t"
+      "vmovdqa64 %%zmm2, %%zmm10\n\t"
+      "vmovdqa64 %%zmm3, %%zmm11\n\t"
+      "vmovdqa64 %%zmm0, %%zmm12\n\t"
+      "vmovdqa64 %%zmm1, %%zmm13\n\t"
+      "vmovdqa64 %%zmm2, %%zmm14\n\t"
+      "vmovdqa64 %%zmm3, %%zmm15\n\t"
+      "vmovdqa64 %%zmm0, %%zmm16\n\t"
+      "vmovdqa64 %%zmm1, %%zmm17\n\t"
+      "vmovdqa64 %%zmm2, %%zmm18\n\t"
+      "vmovdqa64 %%zmm3, %%zmm19\n\t"
+      "vmovdqa64 %%zmm0, %%zmm20\n\t"
+      "vmovdqa64 %%zmm1, %%zmm21\n\t"
+      "vmovdqa64 %%zmm2, %%zmm22\n\t"
+      "vmovdqa64 %%zmm3, %%zmm23\n\t"
+      "mov $0x80808080, %k[ci]\n\t"
+      "vpbroadcastd %k[ci], %%zmm29\n\t"
       "test %[n], %[n]\n\t"
       "jz 2f\n\t"
       ".p2align 5\n\t"
@@ -855,36 +789,36 @@ EO_INLINE void kloop<6>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 64(%[w]), %%zmm25\n\t"
       "vmovdqa64 128(%[w]), %%zmm26\n\t"
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
-      "vpbroadcastd (%[a0]), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vpbroadcastd (%[a0],%[lda],1), %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
-      "vpbroadcastd (%[a0],%[lda],2), %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
-      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
-      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
-      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
-      "vpbroadcastd (%[a3]), %%zmm31\n\t"
-      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
-      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
-      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
-      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
-      "vpbroadcastd (%[a3],%[lda],1), %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm16\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm17\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm18\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm19\n\t"
-      "vpbroadcastd (%[a3],%[lda],2), %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm20\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm21\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm22\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm23\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vpxord (%[a0],%[lda],1)%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
+      "vpxord (%[a0],%[lda],2)%{1to16%}, %%zmm29, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm11\n\t"
+      "vpxord (%[a3])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm15\n\t"
+      "vpxord (%[a3],%[lda],1)%{1to16%}, %%zmm29, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm16\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm17\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm18\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm19\n\t"
+      "vpxord (%[a3],%[lda],2)%{1to16%}, %%zmm29, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm20\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm21\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm22\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm23\n\t"
       "add $256, %[w]\n\t"
       "add $4, %[a0]\n\t"
       "add $4, %[a3]\n\t"
@@ -900,40 +834,46 @@ EO_INLINE void kloop<6>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqa64 192(%[w]), %%zmm27\n\t"
       "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm28, %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm0\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm1\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm2\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm3\n\t"
-      "vmovdqu8 (%[a0],%[lda],1), %%xmm29%{%%k1%}%{z%}\n\t"
-      "vpbroadcastd %%xmm29, %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm4\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm5\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm6\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm7\n\t"
-      "vmovdqu8 (%[a0],%[lda],2), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm30%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm30, %%zmm30\n\t"
-      "vpdpbusd %%zmm30, %%zmm24, %%zmm8\n\t"
-      "vpdpbusd %%zmm30, %%zmm25, %%zmm9\n\t"
-      "vpdpbusd %%zmm30, %%zmm26, %%zmm10\n\t"
-      "vpdpbusd %%zmm30, %%zmm27, %%zmm11\n\t"
-      "vmovdqu8 (%[a3]), %%xmm31%{%%k1%}%{z%}\n\t"
+      "vpxord %%zmm29, %%zmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm7\n\t"
+      "vmovdqu8 (%[a0],%[lda],2), %%xmm31%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm31, %%zmm31\n\t"
-      "vpdpbusd %%zmm31, %%zmm24, %%zmm12\n\t"
-      "vpdpbusd %%zmm31, %%zmm25, %%zmm13\n\t"
-      "vpdpbusd %%zmm31, %%zmm26, %%zmm14\n\t"
-      "vpdpbusd %%zmm31, %%zmm27, %%zmm15\n\t"
-      "vmovdqu8 (%[a3],%[lda],1), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpxord %%zmm29, %%zmm31, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm11\n\t"
+      "vmovdqu8 (%[a3]), %%xmm28%{%%k1%}%{z%}\n\t"
       "vpbroadcastd %%xmm28, %%zmm28\n\t"
-      "vpdpbusd %%zmm28, %%zmm24, %%zmm16\n\t"
-      "vpdpbusd %%zmm28, %%zmm25, %%zmm17\n\t"
-      "vpdpbusd %%zmm28, %%zmm26, %%zmm18\n\t"
-      "vpdpbusd %%zmm28, %%zmm27, %%zmm19\n\t"
-      "vmovdqu8 (%[a3],%[lda],2), %%xmm29%{%%k1%}%{z%}\n\t"
-      "vpbroadcastd %%xmm29, %%zmm29\n\t"
-      "vpdpbusd %%zmm29, %%zmm24, %%zmm20\n\t"
-      "vpdpbusd %%zmm29, %%zmm25, %%zmm21\n\t"
-      "vpdpbusd %%zmm29, %%zmm26, %%zmm22\n\t"
-      "vpdpbusd %%zmm29, %%zmm27, %%zmm23\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm15\n\t"
+      "vmovdqu8 (%[a3],%[lda],1), %%xmm30%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm30, %%zmm30\n\t"
+      "vpxord %%zmm29, %%zmm30, %%zmm30\n\t"
+      "vpdpbusd %%zmm24, %%zmm30, %%zmm16\n\t"
+      "vpdpbusd %%zmm25, %%zmm30, %%zmm17\n\t"
+      "vpdpbusd %%zmm26, %%zmm30, %%zmm18\n\t"
+      "vpdpbusd %%zmm27, %%zmm30, %%zmm19\n\t"
+      "vmovdqu8 (%[a3],%[lda],2), %%xmm31%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm31, %%zmm31\n\t"
+      "vpxord %%zmm29, %%zmm31, %%zmm31\n\t"
+      "vpdpbusd %%zmm24, %%zmm31, %%zmm20\n\t"
+      "vpdpbusd %%zmm25, %%zmm31, %%zmm21\n\t"
+      "vpdpbusd %%zmm26, %%zmm31, %%zmm22\n\t"
+      "vpdpbusd %%zmm27, %%zmm31, %%zmm23\n\t"
       "5:\n\t"
       "lea (%[out],%[ldo],2), %[ci]\n\t"
       "add %[ldo], %[ci]\n\t"
@@ -962,22 +902,291 @@ EO_INLINE void kloop<6>(const int8_t* a0, size_t lda, const uint8_t* w, long n, 
       "vmovdqu32 %%zmm22, 128(%[ci],%[ldo],2)\n\t"
       "vmovdqu32 %%zmm23, 192(%[ci],%[ldo],2)\n\t"
       : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [ci] "+r"(ci)
-      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [ri] "r"(ri), [mask] "r"(mask), [nl] "r"(nl)
+      : [lda] "r"(lda), [out] "r"(out), [ldo] "r"(ldo), [mask] "r"(mask), [nl] "r"(nl)
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
         "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
         "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
         "xmm31", "k1", "memory", "cc");
 }
 
-// Rows [0, MR) of one 64-channel panel over all K: out[r][j] = sum + ri[r] + ci[j], stored with
+struct Epi;
+struct KArgs;
+// ka: {ci, mask (u32) at 8, ldo at 16, 2^31 (i64) at 24, qmin and qmax (i32) at 32, 36, this
+// tile's accumulator buffer at 40}.
+EO_INLINE void kloop6e(const int8_t* a0, size_t lda, const uint8_t* w, long n, const KArgs* ka,
+                       const int32_t* accp, const Epi* epi, int8_t* outp, long ne) {
+  const int8_t* a3 = a0 + 3 * lda;
+  long vi, tmp;
+  asm volatile(
+      "mov 0(%[ka]), %[tmp]\n\t"
+      "vmovdqa64 0(%[tmp]), %%zmm0\n\t"
+      "vmovdqa64 64(%[tmp]), %%zmm1\n\t"
+      "vmovdqa64 128(%[tmp]), %%zmm2\n\t"
+      "vmovdqa64 192(%[tmp]), %%zmm3\n\t"
+      "vmovdqa64 %%zmm0, %%zmm4\n\t"
+      "vmovdqa64 %%zmm1, %%zmm5\n\t"
+      "vmovdqa64 %%zmm2, %%zmm6\n\t"
+      "vmovdqa64 %%zmm3, %%zmm7\n\t"
+      "vmovdqa64 %%zmm0, %%zmm8\n\t"
+      "vmovdqa64 %%zmm1, %%zmm9\n\t"
+      "vmovdqa64 %%zmm2, %%zmm10\n\t"
+      "vmovdqa64 %%zmm3, %%zmm11\n\t"
+      "vmovdqa64 %%zmm0, %%zmm12\n\t"
+      "vmovdqa64 %%zmm1, %%zmm13\n\t"
+      "vmovdqa64 %%zmm2, %%zmm14\n\t"
+      "vmovdqa64 %%zmm3, %%zmm15\n\t"
+      "vmovdqa64 %%zmm0, %%zmm16\n\t"
+      "vmovdqa64 %%zmm1, %%zmm17\n\t"
+      "vmovdqa64 %%zmm2, %%zmm18\n\t"
+      "vmovdqa64 %%zmm3, %%zmm19\n\t"
+      "vmovdqa64 %%zmm0, %%zmm20\n\t"
+      "vmovdqa64 %%zmm1, %%zmm21\n\t"
+      "vmovdqa64 %%zmm2, %%zmm22\n\t"
+      "vmovdqa64 %%zmm3, %%zmm23\n\t"
+      "mov $0x80808080, %k[tmp]\n\t"
+      "vpbroadcastd %k[tmp], %%zmm29\n\t"
+      "mov $0xAAAA, %k[tmp]\n\t"
+      "kmovw %k[tmp], %%k4\n\t"
+      "xor %k[vi], %k[vi]\n\t"
+      "test %[n], %[n]\n\t"
+      "jz 7f\n\t"
+      "test %[ne], %[ne]\n\t"
+      "jz 1f\n\t"
+      ".p2align 5\n\t"
+      "8:\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vpxord (%[a0],%[lda],1)%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm7\n\t"
+      "vpxord (%[a0],%[lda],2)%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm11\n\t"
+      "vmovdqa64 (%[accp]), %%zmm30\n\t"
+      "vpsrlq $32, (%[accp]), %%zmm31\n\t"
+      "vpmuldq 0(%[epi],%[vi],4), %%zmm30, %%zmm30\n\t"
+      "vpmuldq 256(%[epi],%[vi],4), %%zmm31, %%zmm31\n\t"
+      "vpmovq2m %%zmm30, %%k2\n\t"
+      "vpmovq2m %%zmm31, %%k3\n\t"
+      "vpaddq 512(%[epi],%[vi],4), %%zmm30, %%zmm30\n\t"
+      "vpaddq 768(%[epi],%[vi],4), %%zmm31, %%zmm31\n\t"
+      "vpsubq 24(%[ka])%{1to8%}, %%zmm30, %%zmm30%{%%k2%}\n\t"
+      "vpsubq 24(%[ka])%{1to8%}, %%zmm31, %%zmm31%{%%k3%}\n\t"
+      "vpsravq 1024(%[epi],%[vi],4), %%zmm30, %%zmm30\n\t"
+      "vpsravq 1280(%[epi],%[vi],4), %%zmm31, %%zmm31\n\t"
+      "vmovdqa32 %%zmm31, %%zmm30%{%%k4%}\n\t"
+      "vpmaxsd 32(%[ka])%{1to16%}, %%zmm30, %%zmm30\n\t"
+      "vpminsd 36(%[ka])%{1to16%}, %%zmm30, %%zmm30\n\t"
+      "vpmovdb %%zmm30, (%[outp],%[vi],1)\n\t"
+      "add $64, %[accp]\n\t"
+      "add $16, %[vi]\n\t"
+      "cmp $64, %[vi]\n\t"
+      "jne 11f\n\t"
+      "xor %k[vi], %k[vi]\n\t"
+      "add 16(%[ka]), %[outp]\n\t"
+      "11:\n\t"
+      "vpxord (%[a3])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm15\n\t"
+      "vpxord (%[a3],%[lda],1)%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm16\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm17\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm18\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm19\n\t"
+      "vpxord (%[a3],%[lda],2)%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm20\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm21\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm22\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm23\n\t"
+      "add $256, %[w]\n\t"
+      "add $4, %[a0]\n\t"
+      "add $4, %[a3]\n\t"
+      "dec %[ne]\n\t"
+      "jz 9f\n\t"
+      "dec %[n]\n\t"
+      "jnz 8b\n\t"
+      "jmp 7f\n\t"
+      "9:\n\t"
+      "dec %[n]\n\t"
+      "jz 2f\n\t"
+      ".p2align 5\n\t"
+      "1:\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vpxord (%[a0])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vpxord (%[a0],%[lda],1)%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm7\n\t"
+      "vpxord (%[a0],%[lda],2)%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm11\n\t"
+      "vpxord (%[a3])%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm15\n\t"
+      "vpxord (%[a3],%[lda],1)%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm16\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm17\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm18\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm19\n\t"
+      "vpxord (%[a3],%[lda],2)%{1to16%}, %%zmm29, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm20\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm21\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm22\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm23\n\t"
+      "add $256, %[w]\n\t"
+      "add $4, %[a0]\n\t"
+      "add $4, %[a3]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "jmp 2f\n\t"
+      "7:\n\t"
+      "test %[ne], %[ne]\n\t"
+      "jz 2f\n\t"
+      "10:\n\t"
+      "vmovdqa64 (%[accp]), %%zmm30\n\t"
+      "vpsrlq $32, (%[accp]), %%zmm31\n\t"
+      "vpmuldq 0(%[epi],%[vi],4), %%zmm30, %%zmm30\n\t"
+      "vpmuldq 256(%[epi],%[vi],4), %%zmm31, %%zmm31\n\t"
+      "vpmovq2m %%zmm30, %%k2\n\t"
+      "vpmovq2m %%zmm31, %%k3\n\t"
+      "vpaddq 512(%[epi],%[vi],4), %%zmm30, %%zmm30\n\t"
+      "vpaddq 768(%[epi],%[vi],4), %%zmm31, %%zmm31\n\t"
+      "vpsubq 24(%[ka])%{1to8%}, %%zmm30, %%zmm30%{%%k2%}\n\t"
+      "vpsubq 24(%[ka])%{1to8%}, %%zmm31, %%zmm31%{%%k3%}\n\t"
+      "vpsravq 1024(%[epi],%[vi],4), %%zmm30, %%zmm30\n\t"
+      "vpsravq 1280(%[epi],%[vi],4), %%zmm31, %%zmm31\n\t"
+      "vmovdqa32 %%zmm31, %%zmm30%{%%k4%}\n\t"
+      "vpmaxsd 32(%[ka])%{1to16%}, %%zmm30, %%zmm30\n\t"
+      "vpminsd 36(%[ka])%{1to16%}, %%zmm30, %%zmm30\n\t"
+      "vpmovdb %%zmm30, (%[outp],%[vi],1)\n\t"
+      "add $64, %[accp]\n\t"
+      "add $16, %[vi]\n\t"
+      "cmp $64, %[vi]\n\t"
+      "jne 12f\n\t"
+      "xor %k[vi], %k[vi]\n\t"
+      "add 16(%[ka]), %[outp]\n\t"
+      "12:\n\t"
+      "dec %[ne]\n\t"
+      "jnz 10b\n\t"
+      "2:\n\t"
+      "kmovw 8(%[ka]), %%k1\n\t"
+      "ktestw %%k1, %%k1\n\t"
+      "jz 5f\n\t"
+      "vmovdqa64 0(%[w]), %%zmm24\n\t"
+      "vmovdqa64 64(%[w]), %%zmm25\n\t"
+      "vmovdqa64 128(%[w]), %%zmm26\n\t"
+      "vmovdqa64 192(%[w]), %%zmm27\n\t"
+      "vmovdqu8 (%[a0]), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vmovdqu8 (%[a0],%[lda],1), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm4\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm5\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm6\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm7\n\t"
+      "vmovdqu8 (%[a0],%[lda],2), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm8\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm9\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm10\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm11\n\t"
+      "vmovdqu8 (%[a3]), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm12\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm13\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm14\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm15\n\t"
+      "vmovdqu8 (%[a3],%[lda],1), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm16\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm17\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm18\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm19\n\t"
+      "vmovdqu8 (%[a3],%[lda],2), %%xmm28%{%%k1%}%{z%}\n\t"
+      "vpbroadcastd %%xmm28, %%zmm28\n\t"
+      "vpxord %%zmm29, %%zmm28, %%zmm28\n\t"
+      "vpdpbusd %%zmm24, %%zmm28, %%zmm20\n\t"
+      "vpdpbusd %%zmm25, %%zmm28, %%zmm21\n\t"
+      "vpdpbusd %%zmm26, %%zmm28, %%zmm22\n\t"
+      "vpdpbusd %%zmm27, %%zmm28, %%zmm23\n\t"
+      "5:\n\t"
+      "mov 40(%[ka]), %[tmp]\n\t"
+      "vmovdqa32 %%zmm0, 0(%[tmp])\n\t"
+      "vmovdqa32 %%zmm1, 64(%[tmp])\n\t"
+      "vmovdqa32 %%zmm2, 128(%[tmp])\n\t"
+      "vmovdqa32 %%zmm3, 192(%[tmp])\n\t"
+      "vmovdqa32 %%zmm4, 256(%[tmp])\n\t"
+      "vmovdqa32 %%zmm5, 320(%[tmp])\n\t"
+      "vmovdqa32 %%zmm6, 384(%[tmp])\n\t"
+      "vmovdqa32 %%zmm7, 448(%[tmp])\n\t"
+      "vmovdqa32 %%zmm8, 512(%[tmp])\n\t"
+      "vmovdqa32 %%zmm9, 576(%[tmp])\n\t"
+      "vmovdqa32 %%zmm10, 640(%[tmp])\n\t"
+      "vmovdqa32 %%zmm11, 704(%[tmp])\n\t"
+      "vmovdqa32 %%zmm12, 768(%[tmp])\n\t"
+      "vmovdqa32 %%zmm13, 832(%[tmp])\n\t"
+      "vmovdqa32 %%zmm14, 896(%[tmp])\n\t"
+      "vmovdqa32 %%zmm15, 960(%[tmp])\n\t"
+      "vmovdqa32 %%zmm16, 1024(%[tmp])\n\t"
+      "vmovdqa32 %%zmm17, 1088(%[tmp])\n\t"
+      "vmovdqa32 %%zmm18, 1152(%[tmp])\n\t"
+      "vmovdqa32 %%zmm19, 1216(%[tmp])\n\t"
+      "vmovdqa32 %%zmm20, 1280(%[tmp])\n\t"
+      "vmovdqa32 %%zmm21, 1344(%[tmp])\n\t"
+      "vmovdqa32 %%zmm22, 1408(%[tmp])\n\t"
+      "vmovdqa32 %%zmm23, 1472(%[tmp])\n\t"
+      : [w] "+r"(w), [a0] "+r"(a0), [a3] "+r"(a3), [n] "+r"(n), [accp] "+r"(accp),
+        [outp] "+r"(outp), [ne] "+r"(ne), [vi] "=&r"(vi), [tmp] "=&r"(tmp)
+      : [lda] "r"(lda), [ka] "r"(ka), [epi] "r"(epi)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+        "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
+        "xmm31", "k1", "k2", "k3", "k4", "memory", "cc");
+}
+
+// Rows [0, MR) of one 64-channel panel over all K: out[r][j] = sum + ci[j], stored with
 // row stride ldo bytes.
 template <int MR>
-EO_INLINE void accumulate(int k, const int8_t* a, size_t lda, const uint8_t* w, const int32_t* ri,
-                          const int32_t* ci, int32_t* out, size_t ldo) {
+EO_INLINE void accumulate(int k, const int8_t* a, size_t lda, const uint8_t* w, const int32_t* ci,
+                          int32_t* out, size_t ldo) {
   const int full = k / 4;
   const int iters = full / kUnroll[MR];
   const uint32_t tail_mask = (1u << (k % 4)) - 1;
-  kloop<MR>(a, lda, w, iters, full - iters * kUnroll[MR], tail_mask, ri, ci, out, ldo);
+  kloop<MR>(a, lda, w, iters, full - iters * kUnroll[MR], tail_mask, ci, out, ldo);
 }
 
 inline __mmask16 col_mask(int cols) {  // cols may be <= 0 or >= 16
@@ -1156,13 +1365,13 @@ EO_INLINE void store_s8(const int32_t* acc, const Panel& pn, const Stage& st, in
 
 template <int MR, bool kLinear>
 __attribute__((noinline)) void tile(int k, const int8_t* a, size_t lda, const Panel& pn,
-                                    const int32_t* ri, const Stage* st, void* out, size_t ldo) {
+                                    const Stage* st, void* out, size_t ldo) {
   if (!kLinear && pn.cols == kNR) {  // whole panel of int32 output: stored straight from registers
-    accumulate<MR>(k, a, lda, pn.w, ri, pn.ci, static_cast<int32_t*>(out) + pn.col0, ldo * 4);
+    accumulate<MR>(k, a, lda, pn.w, pn.ci, static_cast<int32_t*>(out) + pn.col0, ldo * 4);
     return;
   }
   alignas(64) int32_t acc[MR * kNR];
-  accumulate<MR>(k, a, lda, pn.w, ri, pn.ci, acc, kNR * 4);
+  accumulate<MR>(k, a, lda, pn.w, pn.ci, acc, kNR * 4);
   if (kLinear) {
     store_s8<MR>(acc, pn, *st, static_cast<int8_t*>(out), ldo);
   } else {
@@ -1176,16 +1385,44 @@ __attribute__((noinline)) void tile(int k, const int8_t* a, size_t lda, const Pa
   }
 }
 
+// Fixed arguments of kloop6e (offsets are used by its asm).
+struct KArgs {
+  const int32_t* ci;  // column start values
+  uint32_t mask;      // bytes of the partial last k group
+  uint32_t pad;
+  int64_t ldo;   // int8 output row stride
+  int64_t c31;   // 2^31
+  int32_t qmin;  // clamp bounds
+  int32_t qmax;
+  int32_t* acc;  // this tile's int32 accumulator buffer (row stride kNR)
+};
+static_assert(offsetof(KArgs, mask) == 8 && offsetof(KArgs, ldo) == 16 &&
+                  offsetof(KArgs, c31) == 24 && offsetof(KArgs, qmin) == 32 &&
+                  offsetof(KArgs, qmax) == 36 && offsetof(KArgs, acc) == 40,
+              "KArgs layout is hard-coded in kloop6e");
+static_assert(offsetof(Epi, mo) == 256 && offsetof(Epi, ke) == 512 && offsetof(Epi, ko) == 768 &&
+                  offsetof(Epi, se) == 1024 && offsetof(Epi, so) == 1280,
+              "Epi layout is hard-coded in kloop6e");
+
 // All whole 6-row tiles of one panel for linear_s8, software-pipelined: the output stage of tile
-// t - 1 runs after the K loop of tile t, so its (independent) instructions overlap that K loop's
-// vpdpbusd tail in the out-of-order window instead of waiting on it.
+// t - 1 runs inside the K loop of tile t (kloop6e, one 16-output vector per k group) when the panel
+// is whole and every vector takes the fast stage; otherwise after that K loop, where its
+// instructions only overlap the K loop's tail in the out-of-order window (measured: the stage then
+// costs ~5 cycles per vector, 15% at 256x256x256).
 __attribute__((noinline)) void linear_tiles(int tiles, int k, const int8_t* a, size_t lda,
-                                            const Panel& pn, const int32_t* ri, const Stage& st,
-                                            int8_t* out, size_t ldo) {
+                                            const Panel& pn, const Stage& st, int8_t* out,
+                                            size_t ldo) {
   alignas(64) int32_t acc[2][kMR * kNR];
+  bool fused = pn.cols == kNR && st.vector_ok;
+  for (int v = 0; v < kNV; ++v) fused = fused && pn.epi->fast[v];
+  KArgs ka{pn.ci,      (1u << (k % 4)) - 1, 0,      static_cast<int64_t>(ldo), int64_t{1} << 31,
+           st.p->qmin, st.p->qmax,          nullptr};
   for (int t = 0; t < tiles; ++t) {
-    accumulate<kMR>(k, a + t * kMR * lda, lda, pn.w, ri + t * kMR, pn.ci, acc[t & 1], kNR * 4);
-    if (t > 0) store_s8<kMR>(acc[(t - 1) & 1], pn, st, out + (t - 1) * kMR * ldo, ldo);
+    ka.acc = acc[t & 1];
+    int8_t* prev = out + static_cast<size_t>(t - 1) * kMR * ldo + pn.col0;
+    kloop6e(a + t * kMR * lda, lda, pn.w, k / 4, &ka, acc[(t - 1) & 1], pn.epi, prev,
+            (t > 0 && fused) ? kMR * kNV : 0);
+    if (t > 0 && !fused) store_s8<kMR>(acc[(t - 1) & 1], pn, st, out + (t - 1) * kMR * ldo, ldo);
   }
   if (tiles > 0) store_s8<kMR>(acc[(tiles - 1) & 1], pn, st, out + (tiles - 1) * kMR * ldo, ldo);
 }
@@ -1200,11 +1437,6 @@ void run(int m, int k, const int8_t* a, size_t lda, const void* packed, int n0, 
   const auto* wsum = reinterpret_cast<const int32_t*>(base + kHeaderBytes);
   const uint8_t* panels =
       base + kHeaderBytes + static_cast<size_t>(h.panels) * kNR * sizeof(int32_t);
-  // Row start values (thread-local, grows once).
-  thread_local std::vector<int32_t> row_buf;
-  if (row_buf.size() < static_cast<size_t>(m) + 16) row_buf.resize(static_cast<size_t>(m) + 16);
-  int32_t* ri = row_buf.data();
-  for (int i0 = 0; i0 < m; i0 += 16) row_terms(std::min(16, m - i0), k, a + i0 * lda, lda, ri + i0);
   const size_t esize = kLinear ? 1 : 4;
   auto* o = static_cast<uint8_t*>(out);
 
@@ -1222,42 +1454,40 @@ void run(int m, int k, const int8_t* a, size_t lda, const void* packed, int n0, 
     st.qlo = _mm512_set1_epi32(p->qmin);
     st.qhi = _mm512_set1_epi32(p->qmax);
   }
-  alignas(64) static const int32_t kZeros[kNR] = {};
   alignas(64) int32_t cterm[kNR];
   Epi epi;
   for (int pi = n0 / kNR; pi * kNR < n1; ++pi) {
-    Panel pn{panels + static_cast<size_t>(pi) * panel_bytes(h.groups), kZeros, pi * kNR,
+    Panel pn{panels + static_cast<size_t>(pi) * panel_bytes(h.groups), cterm, pi * kNR,
              std::min(kNR, n1 - pi * kNR), &epi};
-    if (kLinear) {  // bias[n] - input_zero_point * row_sum(w)[n], wrapping like the reference
-      const __m512i za = _mm512_set1_epi32(p->input_zero_point);
-      for (int v = 0; v < kNV; ++v) {
-        const __mmask16 cm = col_mask(pn.cols - v * 16);
-        const __m512i ws = _mm512_load_si512(wsum + pi * kNR + v * 16);
-        __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(ws, za));
-        if (p->bias)
-          c = _mm512_add_epi32(c, _mm512_maskz_loadu_epi32(cm, p->bias + pn.col0 + v * 16));
-        _mm512_store_si512(cterm + v * 16, c);
-      }
-      pn.ci = cterm;
-      make_epi(*p, st, pn.col0, pn.cols, &epi);
+    // Column start values: bias[n] - (input_zero_point + 128) * row_sum(w)[n] (gemm: zero point
+    // and bias 0), wrapping like the reference.
+    const __m512i za = _mm512_set1_epi32(kLinear ? p->input_zero_point + 128 : 128);
+    for (int v = 0; v < kNV; ++v) {
+      const __mmask16 cm = col_mask(pn.cols - v * 16);
+      const __m512i ws = _mm512_load_si512(wsum + pi * kNR + v * 16);
+      __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(ws, za));
+      if (kLinear && p->bias)
+        c = _mm512_add_epi32(c, _mm512_maskz_loadu_epi32(cm, p->bias + pn.col0 + v * 16));
+      _mm512_store_si512(cterm + v * 16, c);
     }
+    if (kLinear) make_epi(*p, st, pn.col0, pn.cols, &epi);
     int i = 0;
     if (kLinear) {
       const int tiles = m / kMR;
-      linear_tiles(tiles, k, a, lda, pn, ri, st, static_cast<int8_t*>(out), ldo);
+      linear_tiles(tiles, k, a, lda, pn, st, static_cast<int8_t*>(out), ldo);
       i = tiles * kMR;
     }
     for (; i + kMR <= m; i += kMR) {
-      tile<kMR, kLinear>(k, a + i * lda, lda, pn, ri + i, &st, o + i * ldo * esize, ldo);
+      tile<kMR, kLinear>(k, a + i * lda, lda, pn, &st, o + i * ldo * esize, ldo);
     }
     const int8_t* ai = a + i * lda;
     uint8_t* oi = o + i * ldo * esize;
     switch (m - i) {
-      case 1: tile<1, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
-      case 2: tile<2, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
-      case 3: tile<3, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
-      case 4: tile<4, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
-      case 5: tile<5, kLinear>(k, ai, lda, pn, ri + i, &st, oi, ldo); break;
+      case 1: tile<1, kLinear>(k, ai, lda, pn, &st, oi, ldo); break;
+      case 2: tile<2, kLinear>(k, ai, lda, pn, &st, oi, ldo); break;
+      case 3: tile<3, kLinear>(k, ai, lda, pn, &st, oi, ldo); break;
+      case 4: tile<4, kLinear>(k, ai, lda, pn, &st, oi, ldo); break;
+      case 5: tile<5, kLinear>(k, ai, lda, pn, &st, oi, ldo); break;
       default: break;
     }
   }
