@@ -11,6 +11,7 @@ import platform
 import re
 import shutil
 import subprocess
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,59 @@ def test_benchmark_binary_runs_on_arm(arch, request):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"^neon\w*\s+16x256x256\s+[\d.]+", proc.stdout, re.M), proc.stdout
+
+
+ISA = re.compile(r"_(avx2|avx512vnni|avx512|amx|neondot|neon)\.cc\.o$")
+FAMILY = {"avx512": "avx512vnni"}  # the two suffixes share one set of flags
+
+
+def _weak_code_symbols(lib: Path, nm: str) -> dict[str, set[str]]:
+    out = subprocess.run([nm, "-A", "--defined-only", str(lib)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    by_symbol: dict[str, set[str]] = defaultdict(set)
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or parts[1] != "W" or parts[2].startswith("DW.ref."):
+            continue
+        member = parts[0].rstrip(":").split(":")[-2] if parts[0].count(":") >= 2 else parts[0]
+        m = ISA.search(member)
+        flags = FAMILY.get(m.group(1), m.group(1)) if m else "generic"
+        by_symbol[parts[2]].add(f"{flags}:{member}")
+    return by_symbol
+
+
+def _check_no_shared_weak_code(lib: Path, nm: str, neon_is_baseline: bool) -> None:
+    """Files compiled with an ISA's flags define no weak code symbol that an object compiled with
+    other flags also defines: inline functions and template instantiations are weak, the linker
+    keeps one copy, and an AVX-512 copy kept for generic code makes an older CPU die with SIGILL
+    (shared helpers go in anonymous namespaces; ISA files use common/isa_local.h containers)."""
+    if shutil.which(nm) is None:
+        pytest.skip(f"{nm} not found (binutils of the toolchain)")
+    clashes = []
+    for symbol, where in _weak_code_symbols(lib, nm).items():
+        flags = {w.split(":")[0] for w in where}
+        if neon_is_baseline:
+            flags = {"generic" if f == "neon" else f for f in flags}
+        if len(flags) > 1:
+            clashes.append(f"{symbol}: {sorted(where)}")
+    assert not clashes, (
+        "weak symbols defined under different ISA flags (the linker may keep the wrong copy):\n"
+        + "\n".join(clashes[:20])
+    )
+
+
+def test_host_isa_objects_share_no_weak_code():
+    lib = HOST_BUILD / "libedgeopt_kernels.a"
+    if not lib.exists():
+        pytest.fail(f"{lib} is missing: `make native` builds it")
+    _check_no_shared_weak_code(lib, "nm", neon_is_baseline=False)
+
+
+def test_aarch64_isa_objects_share_no_weak_code(aarch64_build):
+    lib = aarch64_build / "libedgeopt_kernels.a"
+    _check_no_shared_weak_code(lib, "aarch64-linux-gnu-nm", neon_is_baseline=True)
+
+
+def test_armv7_isa_objects_share_no_weak_code(armv7_build):
+    lib = armv7_build / "libedgeopt_kernels.a"
+    _check_no_shared_weak_code(lib, "arm-linux-gnueabihf-nm", neon_is_baseline=False)

@@ -20,8 +20,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
+#include "common/isa_local.h"
+#include "common/bsr_reblock.h"
 #include "common/sparse_ukernel.h"
 
 namespace edgeopt {
@@ -46,49 +47,18 @@ bool supports(int r, int c) {
   return r >= 1 && c >= 1 && r <= 256 && c <= 256 && (r % 4 == 0 || r <= 2);
 }
 
-inline int canon_rows(int r) {
-  return r % 16 == 0 ? 16 : r % 8 == 0 ? 8 : 4;
-}
-
-// Units of each group (ascending k): the k any source block of the group covers.
-void structure(const BsrF32View& w, int kr, std::vector<int32_t>& ptr, std::vector<int32_t>& cols) {
-  const int groups = (w.n + kr - 1) / kr;
-  std::vector<int32_t> stamp(w.k, -1);
-  ptr.assign(1, 0);
-  cols.clear();
-  for (int g = 0; g < groups; ++g) {
-    const size_t first = cols.size();
-    const int br_lo = g * kr / w.r, br_hi = std::min(w.block_rows - 1, (g * kr + kr - 1) / w.r);
-    for (int br = br_lo; br <= br_hi; ++br) {
-      for (int b = w.row_ptr[br]; b < w.row_ptr[br + 1]; ++b) {
-        const int lo = w.col_idx[b] * w.c, hi = std::min(w.k, lo + w.c);
-        for (int kk = lo; kk < hi; ++kk) {
-          if (stamp[kk] != g) {
-            stamp[kk] = g;
-            cols.push_back(kk);
-          }
-        }
-      }
-    }
-    std::sort(cols.begin() + first, cols.end());
-    ptr.push_back(static_cast<int32_t>(cols.size()));
-  }
-}
-
-size_t layout(const BsrF32View& w, Header* h, std::vector<int32_t>* ptr,
-              std::vector<int32_t>* cols) {
-  std::vector<int32_t> p, c;
-  if (ptr == nullptr) ptr = &p;
-  if (cols == nullptr) cols = &c;
-  const int kr = canon_rows(w.r);
-  structure(w, kr, *ptr, *cols);
+// Header and size of the packed form; ptr / cols (when non-null) get the units of each group:
+// the ascending k any source block of the group covers.
+size_t layout(const BsrF32View& w, Header* h, LocalVec<int32_t>* ptr,
+              LocalVec<int32_t>* cols) {
+  const int kr = bsr_canon_rows(w.r);
   Header x{};
   x.n = w.n;
   x.k = w.k;
   x.r = w.r;
   x.kr = kr;
   x.groups = (w.n + kr - 1) / kr;
-  x.units = static_cast<int32_t>(cols->size());
+  x.units = static_cast<int32_t>(bsr_reblock_structure_kr<1>(kr, w, ptr, cols));
   x.off_ptr = kHeaderBytes;
   x.off_offs = align16(x.off_ptr + sizeof(int32_t) * (x.groups + 1));
   x.off_w = align16(x.off_offs + sizeof(int32_t) * x.units);
@@ -102,7 +72,7 @@ size_t packed_size(const BsrF32View& w) {
 
 void pack(const BsrF32View& w, void* dst) {
   Header h;
-  std::vector<int32_t> ptr, cols;
+  LocalVec<int32_t> ptr, cols;
   const size_t bytes = layout(w, &h, &ptr, &cols);
   uint8_t* base = static_cast<uint8_t*>(dst);
   std::memset(base, 0, bytes);
@@ -111,25 +81,8 @@ void pack(const BsrF32View& w, void* dst) {
   std::copy(ptr.begin(), ptr.end(), reinterpret_cast<int32_t*>(base + h.off_ptr));
   std::copy(cols.begin(), cols.end(), reinterpret_cast<int32_t*>(base + h.off_offs));
   float* vals = reinterpret_cast<float*>(base + h.off_w);
-  std::vector<int32_t> slot(w.k, 0);
-  for (int g = 0; g < h.groups; ++g) {
-    for (int u = ptr[g]; u < ptr[g + 1]; ++u) slot[cols[u]] = u;
-    const int br_lo = g * kr / w.r, br_hi = std::min(w.block_rows - 1, (g * kr + kr - 1) / w.r);
-    for (int br = br_lo; br <= br_hi; ++br) {
-      for (int b = w.row_ptr[br]; b < w.row_ptr[br + 1]; ++b) {
-        const float* blk = w.values + static_cast<size_t>(b) * w.r * w.c;
-        for (int rr = 0; rr < w.r; ++rr) {
-          const int ch = br * w.r + rr;
-          if (ch < g * kr || ch >= g * kr + kr || ch >= w.n) continue;
-          for (int cc = 0; cc < w.c; ++cc) {
-            const int kk = w.col_idx[b] * w.c + cc;
-            if (kk >= w.k) break;
-            vals[static_cast<size_t>(slot[kk]) * kr + (ch - g * kr)] = blk[rr * w.c + cc];
-          }
-        }
-      }
-    }
-  }
+  bsr_reblock_values_kr<1>(
+      kr, w, ptr, cols, [&](size_t u, int row, int /*col*/, float v) { vals[u * kr + row] = v; });
 }
 
 EO_INLINE float32x4_t fma(float32x4_t acc, float32x4_t w, float32x4_t a) {

@@ -16,8 +16,8 @@
 #include <arm_neon.h>
 
 #include <cstring>
-#include <vector>
 
+#include "common/isa_local.h"
 #include "common/sparse_ukernel.h"
 
 namespace edgeopt {
@@ -152,7 +152,7 @@ void linear_f32(int m, int k, const float* a, size_t lda, const void* packed, in
   const uint8_t* base = static_cast<const uint8_t*>(packed);
   Header h;
   std::memcpy(&h, base, sizeof(h));
-  thread_local std::vector<float> scratch;
+  thread_local LocalVec<float> scratch;
   if (scratch.size() < static_cast<size_t>(k) * kNR) scratch.resize(static_cast<size_t>(k) * kNR);
   float* w = scratch.data();
   const float32x4_t vmin = vdupq_n_f32(p.min), vmax = vdupq_n_f32(p.max);

@@ -23,21 +23,12 @@
 
 #include <cstring>
 
+#include "arm/qs8_neon_common.h"
 #include "common/requant.h"
 #include "common/sparse_ukernel.h"
 
 namespace edgeopt {
 namespace {
-
-#define EO_UNROLL _Pragma("GCC unroll 16")
-#define EO_INLINE inline __attribute__((always_inline))
-
-template <int N, typename T>
-EO_INLINE void copy_prefix(T* dst, const T* src, int n) {
-  for (int j = 0; j < N; ++j) {
-    if (j < n) dst[j] = src[j];
-  }
-}
 
 constexpr int kNR = 16;
 constexpr int kMR = 4;
@@ -209,26 +200,7 @@ EO_INLINE void tile(int k, const int8_t* a, size_t lda, const uint8_t* w, int8x1
     out[r][q] = kSets == 2 ? vaddq_s32(acc[0][r][q], acc[kSets - 1][r][q]) : acc[0][r][q];
 }
 
-struct Epilogue {
-  int32_t bias[kNR];  // bias - input_zero_point * row_sum (mod 2^32)
-  int32_t mult[kNR];
-  int32_t lshift[kNR];
-  int32_t rshift[kNR];  // -max(-shift, 0): a negative count for SRSHL
-};
-
-// gemmlowp's exact vector MultiplyByQuantizedMultiplier, then zero point and clamp.
-EO_INLINE int32x4_t requant4(int32x4_t x, const Epilogue& e, int q, int32x4_t vzp, int32x4_t vmin,
-                             int32x4_t vmax) {
-  const int32x4_t vr = vld1q_s32(e.rshift + 4 * q);
-  int32x4_t v = vaddq_s32(x, vld1q_s32(e.bias + 4 * q));
-  v = vshlq_s32(v, vld1q_s32(e.lshift + 4 * q));
-  v = vqrdmulhq_s32(v, vld1q_s32(e.mult + 4 * q));
-  v = vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vr), 31));
-  v = vrshlq_s32(v, vr);
-  v = vqaddq_s32(v, vzp);
-  v = vmaxq_s32(v, vmin);
-  return vminq_s32(v, vmax);
-}
+using Epilogue = PanelEpilogue<kNR>;
 
 template <Mode M>
 void run(int m, int k, const int8_t* a, size_t lda, const uint8_t* base, const Header& h, int n,
@@ -242,7 +214,6 @@ void run(int m, int k, const int8_t* a, size_t lda, const uint8_t* base, const H
   const int32x4_t vzp = vdupq_n_s32(p.output_zero_point);
   const int32x4_t vmin = vdupq_n_s32(p.qmin);
   const int32x4_t vmax = vdupq_n_s32(p.qmax);
-  const uint32_t za = static_cast<uint32_t>(p.input_zero_point);
   int mb = (16 * 1024 / (k + 16)) / kMR * kMR;
   if (mb < kMR) mb = kMR;
   for (int i0 = 0; i0 < m; i0 += mb) {
@@ -250,37 +221,12 @@ void run(int m, int k, const int8_t* a, size_t lda, const uint8_t* base, const H
     for (int j0 = n0; j0 < n1; j0 += kNR) {
       const int nc = n1 - j0 < kNR ? n1 - j0 : kNR;
       Epilogue e;
-      for (int j = 0; j < kNR; ++j) {
-        if (j < nc) {
-          const int col = j0 + j;
-          const uint32_t b = p.bias ? static_cast<uint32_t>(p.bias[col]) : 0u;
-          e.bias[j] = static_cast<int32_t>(b - za * static_cast<uint32_t>(sums[col]));
-          e.mult[j] = p.multiplier[col];
-          e.lshift[j] = p.shift[col] > 0 ? p.shift[col] : 0;
-          e.rshift[j] = p.shift[col] > 0 ? 0 : p.shift[col];
-        } else {
-          e.bias[j] = e.mult[j] = e.lshift[j] = e.rshift[j] = 0;
-        }
-      }
+      make_panel_epilogue<kNR>(e, j0, nc, sums, p);
       const uint8_t* w = wbase + (j0 / kNR) * panel_bytes;
       auto emit = [&](int rows, int i, int32x4_t(*acc)[4]) {
-        for (int r = 0; r < rows; ++r) {
-          const int32x4_t v0 = requant4(acc[r][0], e, 0, vzp, vmin, vmax);
-          const int32x4_t v1 = requant4(acc[r][1], e, 1, vzp, vmin, vmax);
-          const int32x4_t v2 = requant4(acc[r][2], e, 2, vzp, vmin, vmax);
-          const int32x4_t v3 = requant4(acc[r][3], e, 3, vzp, vmin, vmax);
-          const int16x8_t lo = vmovn_high_s32(vmovn_s32(v0), v1);
-          const int16x8_t hi = vmovn_high_s32(vmovn_s32(v2), v3);
-          const int8x16_t b = vmovn_high_s16(vmovn_s16(lo), hi);
-          int8_t* dst = out + static_cast<size_t>(i + r) * ldo + j0;
-          if (nc == kNR) {
-            vst1q_s8(dst, b);
-          } else {
-            int8_t tmp[kNR];
-            vst1q_s8(tmp, b);
-            copy_prefix<kNR>(dst, tmp, nc);
-          }
-        }
+        for (int r = 0; r < rows; ++r)
+          store_panel_row(acc[r], e, vzp, vmin, vmax, nc,
+                          out + static_cast<size_t>(i + r) * ldo + j0);
       };
       int i = i0;
       for (; i + kMR <= i1; i += kMR) {

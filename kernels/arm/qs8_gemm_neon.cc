@@ -25,23 +25,12 @@
 
 #include <cstring>
 
+#include "arm/qs8_neon_common.h"
 #include "common/requant.h"
 #include "common/ukernel.h"
 
 namespace edgeopt {
 namespace {
-
-// Small constant loops over registers must be unrolled so accumulator arrays live in registers.
-#define EO_UNROLL _Pragma("GCC unroll 16")
-
-// Copies the first n (< N) elements with plain loads and stores: a library call here would
-// force the live accumulator registers to be spilled around it.
-template <int N, typename T>
-inline void copy_prefix(T* dst, const T* src, int n) {
-  for (int j = 0; j < N; ++j) {
-    if (j < n) dst[j] = src[j];
-  }
-}
 
 constexpr int kNR = 8;   // output channels per packed panel
 constexpr int kKB = 16;  // k per step (SMULL on 8, SMLAL on the next 8)
@@ -97,42 +86,6 @@ void pack(const int8_t* w, int n, int k, const int32_t* row_sums, void* dst) {
 }
 
 // acc += 16 products of a and b; kExact2 = the int16 sum of two products cannot overflow.
-template <bool kExact2>
-inline int32x4_t mac16(int32x4_t acc, int8x16_t a, int8x16_t b) {
-  if (kExact2) {
-#if defined(__aarch64__)
-    int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-    p = vmlal_high_s8(p, a, b);
-#else
-    int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-    p = vmlal_s8(p, vget_high_s8(a), vget_high_s8(b));
-#endif
-    return vpadalq_s16(acc, p);
-  } else {
-    const int16x8_t p0 = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-#if defined(__aarch64__)
-    const int16x8_t p1 = vmull_high_s8(a, b);
-#else
-    const int16x8_t p1 = vmull_s8(vget_high_s8(a), vget_high_s8(b));
-#endif
-    acc = vpadalq_s16(acc, p0);
-    return vpadalq_s16(acc, p1);
-  }
-}
-
-// Horizontal sums of four accumulators -> one vector {sum(x0), sum(x1), sum(x2), sum(x3)}.
-inline int32x4_t reduce4(int32x4_t x0, int32x4_t x1, int32x4_t x2, int32x4_t x3) {
-#if defined(__aarch64__)
-  return vpaddq_s32(vpaddq_s32(x0, x1), vpaddq_s32(x2, x3));
-#else
-  const int32x2_t s0 = vadd_s32(vget_low_s32(x0), vget_high_s32(x0));
-  const int32x2_t s1 = vadd_s32(vget_low_s32(x1), vget_high_s32(x1));
-  const int32x2_t s2 = vadd_s32(vget_low_s32(x2), vget_high_s32(x2));
-  const int32x2_t s3 = vadd_s32(vget_low_s32(x3), vget_high_s32(x3));
-  return vcombine_s32(vpadd_s32(s0, s1), vpadd_s32(s2, s3));
-#endif
-}
-
 // Computes out[r][c] (c in [0, NC), NC a multiple of 4) for MR rows of A against NC consecutive
 // channels of one packed panel; w points at the panel's first block plus the column offset.
 template <int MR, int NC, bool kExact2>
@@ -277,48 +230,7 @@ void gemm_s32(int m, int k, const int8_t* a, size_t lda, const void* packed, int
   }
 }
 
-// Per-panel output-stage constants, laid out for vector loads.
-struct Epilogue {
-  int32_t bias[kNR];  // bias - input_zero_point * row_sum (mod 2^32)
-  int32_t mult[kNR];
-  int32_t lshift[kNR];  // max(shift, 0)
-  int32_t rshift[kNR];  // -max(-shift, 0): a negative count for VRSHL
-};
-
-// gemmlowp's exact vector MultiplyByQuantizedMultiplier followed by zero point, clamp and narrow.
-// SQRDMULH is SaturatingRoundingDoublingHighMul bit for bit; the AND/SSHR/SQADD fixup turns
-// VRSHL's round-half-up into RoundingDivideByPOT's ties-away-from-zero.
-inline int16x8_t requant8(int32x4_t x0, int32x4_t x1, const Epilogue& e, int32x4_t vzp,
-                          int32x4_t vmin, int32x4_t vmax) {
-  int32x4_t x[2] = {x0, x1};
-  EO_UNROLL
-  for (int q = 0; q < 2; ++q) {
-    const int32x4_t vb = vld1q_s32(e.bias + 4 * q);
-    const int32x4_t vm = vld1q_s32(e.mult + 4 * q);
-    const int32x4_t vl = vld1q_s32(e.lshift + 4 * q);
-    const int32x4_t vr = vld1q_s32(e.rshift + 4 * q);
-    int32x4_t v = vaddq_s32(x[q], vb);
-    v = vshlq_s32(v, vl);
-    v = vqrdmulhq_s32(v, vm);
-    v = vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vr), 31));
-    v = vrshlq_s32(v, vr);
-    v = vqaddq_s32(v, vzp);
-    v = vmaxq_s32(v, vmin);
-    x[q] = vminq_s32(v, vmax);
-  }
-  return vcombine_s16(vmovn_s32(x[0]), vmovn_s32(x[1]));
-}
-
-inline void store_row_s8(int8_t* dst, int16x8_t v, int nc) {
-  const int8x8_t b = vmovn_s16(v);  // wraps like static_cast after the clamp
-  if (nc == kNR) {
-    vst1_s8(dst, b);
-  } else {
-    int8_t tmp[kNR];
-    vst1_s8(tmp, b);
-    copy_prefix<kNR>(dst, tmp, nc);
-  }
-}
+using Epilogue = PanelEpilogue<kNR>;
 
 template <bool kExact2>
 void linear_s8_impl(int m, int k, const int8_t* a, size_t lda, const uint8_t* base, int n, int n0,
@@ -331,31 +243,18 @@ void linear_s8_impl(int m, int k, const int8_t* a, size_t lda, const uint8_t* ba
   const int32x4_t vzp = vdupq_n_s32(p.output_zero_point);
   const int32x4_t vmin = vdupq_n_s32(p.qmin);
   const int32x4_t vmax = vdupq_n_s32(p.qmax);
-  const uint32_t za = static_cast<uint32_t>(p.input_zero_point);
   const int mb = row_block(k);
   for (int i0 = 0; i0 < m; i0 += mb) {
     const int i1 = m - i0 < mb ? m : i0 + mb;
     for (int j0 = n0; j0 < n1; j0 += kNR) {
       const int nc = n1 - j0 < kNR ? n1 - j0 : kNR;
       Epilogue e;
-      for (int j = 0; j < kNR; ++j) {
-        if (j < nc) {
-          const int col = j0 + j;
-          const uint32_t b = p.bias ? static_cast<uint32_t>(p.bias[col]) : 0u;
-          e.bias[j] = static_cast<int32_t>(b - za * static_cast<uint32_t>(sums[col]));
-          e.mult[j] = p.multiplier[col];
-          e.lshift[j] = p.shift[col] > 0 ? p.shift[col] : 0;
-          e.rshift[j] = p.shift[col] > 0 ? 0 : p.shift[col];
-        } else {
-          e.bias[j] = e.mult[j] = e.lshift[j] = e.rshift[j] = 0;
-        }
-      }
+      make_panel_epilogue<kNR>(e, j0, nc, sums, p);
       const int8_t* w = wbase + (j0 / kNR) * panel_bytes;
       for_each_tile<kExact2>(i0, i1, k, a, lda, w, [&](int rows, int i, int32x4_t(*acc)[2]) {
-        for (int r = 0; r < rows; ++r) {
-          const int16x8_t v = requant8(acc[r][0], acc[r][1], e, vzp, vmin, vmax);
-          store_row_s8(out + static_cast<size_t>(i + r) * ldo + j0, v, nc);
-        }
+        for (int r = 0; r < rows; ++r)
+          store_panel_row(acc[r], e, vzp, vmin, vmax, nc,
+                          out + static_cast<size_t>(i + r) * ldo + j0);
       });
     }
   }

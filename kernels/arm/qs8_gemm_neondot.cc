@@ -21,23 +21,12 @@
 
 #include <cstring>
 
+#include "arm/qs8_neon_common.h"
 #include "common/requant.h"
 #include "common/ukernel.h"
 
 namespace edgeopt {
 namespace {
-
-// Small constant loops over registers must be unrolled so accumulator arrays live in registers.
-#define EO_UNROLL _Pragma("GCC unroll 16")
-
-// Copies the first n (< N) elements with plain loads and stores: a library call here would
-// force the live accumulator registers to be spilled around it.
-template <int N, typename T>
-inline void copy_prefix(T* dst, const T* src, int n) {
-  for (int j = 0; j < N; ++j) {
-    if (j < n) dst[j] = src[j];
-  }
-}
 
 constexpr int kNR = 16;  // output channels per packed panel
 constexpr int kKR = 4;   // k per SDOT lane
@@ -222,28 +211,7 @@ void gemm_s32(int m, int k, const int8_t* a, size_t lda, const void* packed, int
   }
 }
 
-// Per-panel output-stage constants, laid out for vector loads.
-struct Epilogue {
-  int32_t bias[kNR];  // bias - input_zero_point * row_sum (mod 2^32)
-  int32_t mult[kNR];
-  int32_t lshift[kNR];  // max(shift, 0)
-  int32_t rshift[kNR];  // -max(-shift, 0): a negative count for SRSHL
-};
-
-// gemmlowp's exact vector MultiplyByQuantizedMultiplier (SQRDMULH = SaturatingRoundingDoubling-
-// HighMul; AND/SSHR/SQADD + SRSHL = RoundingDivideByPOT), then zero point and clamp.
-inline int32x4_t requant4(int32x4_t x, const Epilogue& e, int q, int32x4_t vzp, int32x4_t vmin,
-                          int32x4_t vmax) {
-  const int32x4_t vr = vld1q_s32(e.rshift + 4 * q);
-  int32x4_t v = vaddq_s32(x, vld1q_s32(e.bias + 4 * q));
-  v = vshlq_s32(v, vld1q_s32(e.lshift + 4 * q));
-  v = vqrdmulhq_s32(v, vld1q_s32(e.mult + 4 * q));
-  v = vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vr), 31));
-  v = vrshlq_s32(v, vr);
-  v = vqaddq_s32(v, vzp);
-  v = vmaxq_s32(v, vmin);
-  return vminq_s32(v, vmax);
-}
+using Epilogue = PanelEpilogue<kNR>;
 
 void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, int n, int n0, int n1,
                const QS8Params& p, int8_t* out, size_t ldo) {
@@ -256,45 +224,18 @@ void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, in
   const int32x4_t vzp = vdupq_n_s32(p.output_zero_point);
   const int32x4_t vmin = vdupq_n_s32(p.qmin);
   const int32x4_t vmax = vdupq_n_s32(p.qmax);
-  const uint32_t za = static_cast<uint32_t>(p.input_zero_point);
   const int mb = row_block(k);
   for (int i0 = 0; i0 < m; i0 += mb) {
     const int i1 = m - i0 < mb ? m : i0 + mb;
     for (int j0 = n0; j0 < n1; j0 += kNR) {
       const int nc = n1 - j0 < kNR ? n1 - j0 : kNR;
       Epilogue e;
-      for (int j = 0; j < kNR; ++j) {
-        if (j < nc) {
-          const int col = j0 + j;
-          const uint32_t b = p.bias ? static_cast<uint32_t>(p.bias[col]) : 0u;
-          e.bias[j] = static_cast<int32_t>(b - za * static_cast<uint32_t>(sums[col]));
-          e.mult[j] = p.multiplier[col];
-          e.lshift[j] = p.shift[col] > 0 ? p.shift[col] : 0;
-          e.rshift[j] = p.shift[col] > 0 ? 0 : p.shift[col];
-        } else {
-          e.bias[j] = e.mult[j] = e.lshift[j] = e.rshift[j] = 0;
-        }
-      }
+      make_panel_epilogue<kNR>(e, j0, nc, sums, p);
       const int8_t* w = wbase + (j0 / kNR) * panel_bytes;
       for_each_tile(i0, i1, k, a, lda, w, [&](int rows, int i, int32x4_t(*acc)[4]) {
-        for (int r = 0; r < rows; ++r) {
-          const int32x4_t v0 = requant4(acc[r][0], e, 0, vzp, vmin, vmax);
-          const int32x4_t v1 = requant4(acc[r][1], e, 1, vzp, vmin, vmax);
-          const int32x4_t v2 = requant4(acc[r][2], e, 2, vzp, vmin, vmax);
-          const int32x4_t v3 = requant4(acc[r][3], e, 3, vzp, vmin, vmax);
-          // Truncating narrows: the values are clamped, so this equals the scalar static_cast.
-          const int16x8_t lo = vmovn_high_s32(vmovn_s32(v0), v1);
-          const int16x8_t hi = vmovn_high_s32(vmovn_s32(v2), v3);
-          const int8x16_t b = vmovn_high_s16(vmovn_s16(lo), hi);
-          int8_t* dst = out + static_cast<size_t>(i + r) * ldo + j0;
-          if (nc == kNR) {
-            vst1q_s8(dst, b);
-          } else {
-            int8_t tmp[kNR];
-            vst1q_s8(tmp, b);
-            copy_prefix<kNR>(dst, tmp, nc);
-          }
-        }
+        for (int r = 0; r < rows; ++r)
+          store_panel_row(acc[r], e, vzp, vmin, vmax, nc,
+                          out + static_cast<size_t>(i + r) * ldo + j0);
       });
     }
   }

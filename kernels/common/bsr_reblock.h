@@ -1,6 +1,9 @@
 // Re-blocking of a BSR view into a kernel's native R x C block: shared by the packers of every
 // block-sparse path (generic code, no ISA instructions).
 //
+// Everything here has internal linkage (anonymous namespace): the header is compiled under each
+// ISA's flags, and one linker-merged copy built with e.g. -mavx512f would be a SIGILL elsewhere.
+//
 // A native block is stored when any source block touches it; its values come from the source
 // blocks and zeros fill the rest. Each native block covers at least one source block, so the work
 // never exceeds one native block per stored source block.
@@ -9,19 +12,21 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+
+#include "common/isa_local.h"
 
 namespace edgeopt {
+namespace {
 
 // Per group of kR output channels, the ascending list of kC-wide k groups that any source block
 // touches. `cols` (block k-group indices) and `ptr` (group starts, groups + 1 entries) are filled
 // when non-null; returns the number of native blocks.
 template <int kR, int kC, typename View>
-size_t bsr_reblock_structure(const View& w, std::vector<int32_t>* ptr, std::vector<int32_t>* cols) {
+size_t bsr_reblock_structure(const View& w, LocalVec<int32_t>* ptr, LocalVec<int32_t>* cols) {
   const int groups = (w.n + kR - 1) / kR;
   const int kgroups = (w.k + kC - 1) / kC;
-  std::vector<int32_t> stamp(kgroups, -1);
-  std::vector<int32_t> list;
+  LocalVec<int32_t> stamp(kgroups, -1);
+  LocalVec<int32_t> list;
   size_t total = 0;
   if (ptr) ptr->assign(1, 0);
   for (int g = 0; g < groups; ++g) {
@@ -39,9 +44,9 @@ size_t bsr_reblock_structure(const View& w, std::vector<int32_t>* ptr, std::vect
         }
       }
     }
-    std::sort(list.begin(), list.end());
+    local_sort(list.begin(), list.end());
     total += list.size();
-    if (cols) cols->insert(cols->end(), list.begin(), list.end());
+    if (cols) cols->append(list.begin(), list.end());
     if (ptr) ptr->push_back(static_cast<int32_t>(total));
   }
   return total;
@@ -50,10 +55,10 @@ size_t bsr_reblock_structure(const View& w, std::vector<int32_t>* ptr, std::vect
 // Calls store(block, row, col, value) for every value of every stored source block, with `block`
 // the native block (index into `cols`) that holds it and (row, col) its place inside that block.
 template <int kR, int kC, typename View, typename Store>
-void bsr_reblock_values(const View& w, const std::vector<int32_t>& ptr,
-                        const std::vector<int32_t>& cols, Store store) {
+void bsr_reblock_values(const View& w, const LocalVec<int32_t>& ptr,
+                        const LocalVec<int32_t>& cols, Store store) {
   const int groups = (w.n + kR - 1) / kR;
-  std::vector<int32_t> pos((w.k + kC - 1) / kC, -1);
+  LocalVec<int32_t> pos((w.k + kC - 1) / kC, -1);
   for (int g = 0; g < groups; ++g) {
     for (int b = ptr[g]; b < ptr[g + 1]; ++b) pos[cols[b]] = b;
     const int row0 = g * kR, row1 = std::min(w.n, row0 + kR);
@@ -74,4 +79,33 @@ void bsr_reblock_values(const View& w, const std::vector<int32_t>& ptr,
   }
 }
 
+// Native block rows of the kernels that store KR x C units with KR in {16, 8, 4}: the largest
+// that divides R (4 for R = 1, 2).
+inline int bsr_canon_rows(int r) {
+  return r % 16 == 0 ? 16 : r % 8 == 0 ? 8 : 4;
+}
+
+// bsr_reblock_structure with the native block rows kr (16, 8 or 4) chosen at run time.
+template <int kC, typename View>
+size_t bsr_reblock_structure_kr(int kr, const View& w, LocalVec<int32_t>* ptr,
+                                LocalVec<int32_t>* cols) {
+  switch (kr) {
+    case 16: return bsr_reblock_structure<16, kC>(w, ptr, cols);
+    case 8: return bsr_reblock_structure<8, kC>(w, ptr, cols);
+    default: return bsr_reblock_structure<4, kC>(w, ptr, cols);
+  }
+}
+
+// bsr_reblock_values with the native block rows kr (16, 8 or 4) chosen at run time.
+template <int kC, typename View, typename Store>
+void bsr_reblock_values_kr(int kr, const View& w, const LocalVec<int32_t>& ptr,
+                           const LocalVec<int32_t>& cols, Store store) {
+  switch (kr) {
+    case 16: bsr_reblock_values<16, kC>(w, ptr, cols, store); break;
+    case 8: bsr_reblock_values<8, kC>(w, ptr, cols, store); break;
+    default: bsr_reblock_values<4, kC>(w, ptr, cols, store); break;
+  }
+}
+
+}  // namespace
 }  // namespace edgeopt

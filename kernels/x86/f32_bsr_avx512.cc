@@ -28,9 +28,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
-#include "common/bsr_reblock.h"
+#include "common/isa_local.h"
+#include "common/bsr_pack.h"
 #include "common/sparse_ukernel.h"
 
 namespace edgeopt {
@@ -42,76 +42,8 @@ constexpr int kR = 16;
 constexpr int kC = 1;
 constexpr uint32_t kMagic = 0x42533346u;  // "F3SB"
 
-struct Header {
-  uint32_t magic;
-  int32_t n, k, r, c;
-  int32_t groups;
-  int32_t nblocks;
-  int32_t pad;
-  uint64_t off_ptr, off_offs, off_w;
-};
-static_assert(sizeof(Header) <= 64, "header");
-
-inline size_t align64(size_t x) {
-  return (x + 63) & ~size_t{63};
-}
-
-bool supports(int r, int c) {
-  return (r == 1 || r == 2 || r == 4 || r == 8 || r == 16) && (c == 1 || c == 2 || c == 4);
-}
-
-size_t packed_size(const BsrF32View& w) {
-  const int groups = (w.n + kR - 1) / kR;
-  const size_t nb = bsr_reblock_structure<kR, kC>(w, nullptr, nullptr);
-  return 64 + align64((groups + 1) * sizeof(int32_t)) + align64(nb * sizeof(uint32_t)) +
-         nb * kR * kC * sizeof(float);
-}
-
-void pack(const BsrF32View& w, void* dst) {
-  std::vector<int32_t> ptr, cols;
-  const size_t nb = bsr_reblock_structure<kR, kC>(w, &ptr, &cols);
-  const int groups = (w.n + kR - 1) / kR;
-  auto* base = static_cast<uint8_t*>(dst);
-  Header h{};
-  h.magic = kMagic;
-  h.n = w.n;
-  h.k = w.k;
-  h.r = w.r;
-  h.c = w.c;
-  h.groups = groups;
-  h.nblocks = static_cast<int32_t>(nb);
-  h.off_ptr = 64;
-  h.off_offs = h.off_ptr + align64((groups + 1) * sizeof(int32_t));
-  h.off_w = h.off_offs + align64(nb * sizeof(uint32_t));
-  std::memset(base, 0, 64);
-  std::memcpy(base, &h, sizeof(h));
-  std::memcpy(base + h.off_ptr, ptr.data(), ptr.size() * sizeof(int32_t));
-  auto* offs = reinterpret_cast<uint32_t*>(base + h.off_offs);
-  for (size_t b = 0; b < nb; ++b) offs[b] = static_cast<uint32_t>(cols[b]) * kC * sizeof(float);
-  auto* wv = reinterpret_cast<float*>(base + h.off_w);
-  std::fill(wv, wv + nb * kR * kC, 0.0f);
-  bsr_reblock_values<kR, kC>(w, ptr, cols, [&](size_t b, int row, int col, auto v) {
-    wv[b * kR * kC + row * kC + col] = v;
-  });
-}
-
-struct Chunk {
-  int row;
-  int h;
-  const float* base;
-};
-
-template <int H>
-EO_INLINE void copy_chunk(const float* a, size_t lda, int k, float* dst) {
-  if (H == 1) {
-    std::memcpy(dst, a, static_cast<size_t>(k) * sizeof(float));
-    return;
-  }
-  for (int kk = 0; kk < k; ++kk) {
-#pragma GCC unroll 8
-    for (int r = 0; r < H; ++r) dst[static_cast<size_t>(kk) * H + r] = a[r * lda + kk];
-  }
-}
+using Header = BsrF32Header;
+using Chunk = BsrChunk<float>;
 
 struct GroupStage {
   __m512 bias, lo, hi;
@@ -187,34 +119,22 @@ void linear_f32(int m, const float* a, size_t lda, const void* packed, int br0, 
 
   const int k = h.k;
   const size_t chunk8 = static_cast<size_t>(k) * 8 * sizeof(float);
-  thread_local std::vector<float> abuf;
+  thread_local LocalVec<float> abuf;
   const size_t need = static_cast<size_t>(k) * m + 16;
   if (abuf.size() < need) abuf.resize(need);
-  thread_local std::vector<Chunk> chunks;
-  chunks.clear();
-  {
-    float* dst = abuf.data();
-    int i = 0;
-    auto emit = [&](int hh) {
-      chunks.push_back(Chunk{i, hh, dst});
-      switch (hh) {
-        case 16:
-          copy_chunk<8>(a + i * lda, lda, k, dst);
-          copy_chunk<8>(a + (i + 8) * lda, lda, k, dst + static_cast<size_t>(k) * 8);
-          break;
-        case 8: copy_chunk<8>(a + i * lda, lda, k, dst); break;
-        case 4: copy_chunk<4>(a + i * lda, lda, k, dst); break;
-        case 2: copy_chunk<2>(a + i * lda, lda, k, dst); break;
-        default: copy_chunk<1>(a + i * lda, lda, k, dst); break;
-      }
-      dst += static_cast<size_t>(k) * hh;
-      i += hh;
-    };
-    while (m - i >= 16) emit(16);
-    for (int hh = 8; hh >= 1; hh /= 2) {
-      if ((m - i) & hh) emit(hh);
+  thread_local LocalVec<Chunk> chunks;
+  bsr_row_chunks<16>(m, k, abuf.data(), chunks, [&](int row, int hh, float* dst) {
+    switch (hh) {
+      case 16:
+        bsr_f32_copy_rows<8>(a + row * lda, lda, k, dst);
+        bsr_f32_copy_rows<8>(a + (row + 8) * lda, lda, k, dst + static_cast<size_t>(k) * 8);
+        break;
+      case 8: bsr_f32_copy_rows<8>(a + row * lda, lda, k, dst); break;
+      case 4: bsr_f32_copy_rows<4>(a + row * lda, lda, k, dst); break;
+      case 2: bsr_f32_copy_rows<2>(a + row * lda, lda, k, dst); break;
+      default: bsr_f32_copy_rows<1>(a + row * lda, lda, k, dst); break;
     }
-  }
+  });
 
   GroupStage gs;
   gs.lo = _mm512_set1_ps(p.min);
@@ -245,7 +165,11 @@ void linear_f32(int m, const float* a, size_t lda, const void* packed, int br0, 
 }
 
 constexpr F32BsrUKernel kTable = {
-    kAvx512Vnni, "eo_f32_bsrgemm_minmax_ukernel_16x16_b16x1__avx512", supports, packed_size, pack,
+    kAvx512Vnni,
+    "eo_f32_bsrgemm_minmax_ukernel_16x16_b16x1__avx512",
+    bsr_supports_x86,
+    bsr_f32_packed_size<kR, kC>,
+    bsr_f32_pack<kR, kC, kMagic>,
     linear_f32,
 };
 

@@ -27,75 +27,15 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/f32_codebook_pack.h"
 #include "common/sparse_ukernel.h"
 
 namespace edgeopt {
 namespace {
 
-constexpr int kNC = 4;  // output channels per panel
-constexpr size_t kHeaderBytes = 64;
+constexpr int kNC = 4;                    // output channels per panel
 constexpr uint32_t kMagic = 0x32433346u;  // "F3C2"
-
-struct Header {
-  int32_t n, k, bits, per_channel, panels, ksteps;
-  uint32_t magic;
-};
-
-struct Layout {
-  size_t tables, data, panel_bytes, total;
-  int ksteps;
-};
-
-Layout layout(int n, int k, int bits, bool per_channel) {
-  const int panels = (n + kNC - 1) / kNC;
-  const int kstep = 8 * 8 / bits;
-  Layout l;
-  l.ksteps = (k + kstep - 1) / kstep;
-  l.tables = kHeaderBytes;
-  l.data = l.tables + (per_channel ? static_cast<size_t>(panels) * kNC : 1) * 16 * sizeof(float);
-  l.panel_bytes = static_cast<size_t>(l.ksteps) * kNC * 8;
-  l.total = l.data + static_cast<size_t>(panels) * l.panel_bytes;
-  return l;
-}
-
-bool supports(int bits, bool /*per_channel*/) {
-  return bits == 4 || bits == 2;
-}
-
-size_t packed_size(const CodebookF32View& w) {
-  return layout(w.n, w.k, w.bits, w.per_channel).total;
-}
-
-void pack(const CodebookF32View& w, void* dst) {
-  const Layout l = layout(w.n, w.k, w.bits, w.per_channel);
-  const int panels = (w.n + kNC - 1) / kNC;
-  const int entries = 1 << w.bits;
-  const int q_count = 8 / w.bits;
-  auto* base = static_cast<uint8_t*>(dst);
-  std::memset(base, 0, l.total);
-  Header h{w.n, w.k, w.bits, w.per_channel ? 1 : 0, panels, l.ksteps, kMagic};
-  std::memcpy(base, &h, sizeof(h));
-  auto* tables = reinterpret_cast<float*>(base + l.tables);
-  const int n_tables = w.per_channel ? panels * kNC : 1;
-  for (int t = 0; t < n_tables; ++t) {
-    const int src = w.per_channel ? std::min(t, w.n - 1) : 0;
-    for (int e = 0; e < 16; ++e) tables[t * 16 + e] = w.table[src * entries + e % entries];
-  }
-  for (int p = 0; p < panels; ++p) {
-    uint8_t* panel = base + l.data + static_cast<size_t>(p) * l.panel_bytes;
-    for (int c = 0; c < kNC; ++c) {
-      const int ch = p * kNC + c;
-      if (ch >= w.n) continue;
-      const uint8_t* row = w.idx + static_cast<size_t>(ch) * w.k;
-      for (int kk = 0; kk < w.k; ++kk) {
-        const int s = kk / (8 * q_count);
-        const int q = (kk / 8) % q_count;
-        panel[(static_cast<size_t>(s) * kNC + c) * 8 + kk % 8] |=
-            static_cast<uint8_t>((row[kk] & (entries - 1)) << (w.bits * q));
-      }
-    }
-  }
-}
+constexpr int kLanes = 8;                 // k per weight vector
 
 inline __m256i lane_mask(int valid) {  // first `valid` (clamped to [0, 8]) lanes all-ones
   const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -163,50 +103,24 @@ __attribute__((noinline)) void tile(int k, const float* a, size_t lda, const uin
   }
 }
 
-template <int BITS, bool kPerChannel>
-void run(int m, int k, const float* a, size_t lda, const uint8_t* base, const Header& h, int n0,
-         int n1, const F32Params& p, float* out, size_t ldo) {
-  const Layout l = layout(h.n, h.k, h.bits, h.per_channel != 0);
-  const auto* tables = reinterpret_cast<const float*>(base + l.tables);
-  for (int pi = n0 / kNC; pi * kNC < n1; ++pi) {
-    const uint8_t* w = base + l.data + static_cast<size_t>(pi) * l.panel_bytes;
-    const float* tab = tables + (kPerChannel ? static_cast<size_t>(pi) * kNC * 16 : 0);
-    const int col0 = pi * kNC;
-    const int cols = std::min(kNC, n1 - col0);
-    int i = 0;
-    for (; i + 2 <= m; i += 2) {
-      tile<BITS, kPerChannel, 2>(k, a + i * lda, lda, w, tab, p, col0, cols, out + i * ldo, ldo);
-    }
-    if (i < m) {
-      tile<BITS, kPerChannel, 1>(k, a + i * lda, lda, w, tab, p, col0, cols, out + i * ldo, ldo);
-    }
+struct Tile {
+  template <int BITS, bool kPerChannel, int MR>
+  static inline __attribute__((always_inline)) void apply(int k, const float* a, size_t lda,
+                                                          const uint8_t* w, const float* tab,
+                                                          const F32Params& p, int col0, int cols,
+                                                          float* out, size_t ldo) {
+    tile<BITS, kPerChannel, MR>(k, a, lda, w, tab, p, col0, cols, out, ldo);
   }
-}
-
-void linear_f32(int m, int k, const float* a, size_t lda, const void* packed, int /*n*/, int n0,
-                int n1, const F32Params& p, float* out, size_t ldo) {
-  if (m <= 0 || n1 <= n0) return;
-  const auto* base = static_cast<const uint8_t*>(packed);
-  Header h;
-  std::memcpy(&h, base, sizeof(h));
-  if (h.bits == 4) {
-    if (h.per_channel) {
-      run<4, true>(m, k, a, lda, base, h, n0, n1, p, out, ldo);
-    } else {
-      run<4, false>(m, k, a, lda, base, h, n0, n1, p, out, ldo);
-    }
-  } else {
-    if (h.per_channel) {
-      run<2, true>(m, k, a, lda, base, h, n0, n1, p, out, ldo);
-    } else {
-      run<2, false>(m, k, a, lda, base, h, n0, n1, p, out, ldo);
-    }
-  }
-}
+};
 
 constexpr F32CodebookUKernel kTable = {
-    kAvx2,      "eo_f32_cbgemm_minmax_ukernel_2x4c8_i4__avx2", kNC, supports, packed_size, pack,
-    linear_f32,
+    kAvx2,
+    "eo_f32_cbgemm_minmax_ukernel_2x4c8_i4__avx2",
+    kNC,
+    f32_cb_supports,
+    f32_cb_packed_size<kNC, kLanes>,
+    f32_cb_pack<kNC, kLanes, kMagic>,
+    f32_cb_linear<kNC, kLanes, Tile>,
 };
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/f32_gemm_driver.h"
 #include "common/ukernel.h"
 
 namespace edgeopt {
@@ -35,26 +36,6 @@ constexpr int kMc = 144;     // rows of a kept hot in L2 per K block (24 blocks 
 // Software prefetch distance along a panel (32 k steps): the hardware prefetchers stop at 4 KB
 // page boundaries, and a panel stream crosses one every 64 k steps.
 constexpr int kPrefetchBytes = 2048;
-
-size_t PackedSize(int n, int k) {
-  const size_t panels = (static_cast<size_t>(n) + kNr - 1) / kNr;
-  return panels * kNr * static_cast<size_t>(k) * sizeof(float);
-}
-
-// dst panel p holds w[p*16 + j, kk] at dst[(p*k + kk)*16 + j]; channels past n are zero.
-void Pack(const float* w, int n, int k, void* dst) {
-  float* out = static_cast<float*>(dst);
-  const int panels = (n + kNr - 1) / kNr;
-  for (int p = 0; p < panels; ++p) {
-    float* panel = out + static_cast<size_t>(p) * k * kNr;
-    const int cols = std::min(kNr, n - p * kNr);
-    if (cols < kNr) std::memset(panel, 0, sizeof(float) * kNr * static_cast<size_t>(k));
-    for (int j = 0; j < cols; ++j) {
-      const float* row = w + static_cast<size_t>(p * kNr + j) * k;
-      for (int kk = 0; kk < k; ++kk) panel[static_cast<size_t>(kk) * kNr + j] = row[kk];
-    }
-  }
-}
 
 // Lane mask (all-ones lanes are loaded/stored) for the 8 columns starting at `col` when the call
 // stops at `n1`.
@@ -156,29 +137,20 @@ void Tile(int kc, const float* a, size_t lda, const float* w, size_t ps, float* 
   }
 }
 
-using TileFn = void (*)(int, const float*, size_t, const float*, size_t, float*, size_t, int, int,
-                        const float*, bool, bool, float, float, const float*);
-
 // Panels worked on at once for a block of MR rows: keeps >= 8 FMA chains and <= 12 accumulators.
 constexpr int PanelsFor(int mr) {
   return mr <= 1 ? 4 : (mr <= 3 ? 2 : 1);
 }
 
-// Tiles of MR rows for 1, 2 and 4 panels (entries wider than PanelsFor(MR) stay null).
-struct RowKernels {
-  TileFn fn[3];
-  int np;  // PanelsFor(MR)
-};
-
 template <int MR>
-constexpr RowKernels MakeRow() {
+constexpr F32RowKernels MakeRow() {
   constexpr int np = PanelsFor(MR);
   constexpr int np2 = np >= 2 ? 2 : 1, np4 = np >= 4 ? 4 : 1;  // valid template arguments
   return {{&Tile<MR, 1>, np >= 2 ? &Tile<MR, np2> : nullptr, np >= 4 ? &Tile<MR, np4> : nullptr},
           np};
 }
 
-constexpr RowKernels kRows[kMaxMr + 1] = {
+constexpr F32RowKernels kRows[kMaxMr + 1] = {
     {{nullptr, nullptr, nullptr}, 0},
     MakeRow<1>(),
     MakeRow<2>(),
@@ -188,67 +160,18 @@ constexpr RowKernels kRows[kMaxMr + 1] = {
     MakeRow<6>(),
 };
 
-void LinearF32(int m, int k, const float* a, size_t lda, const void* packed, int n, int n0, int n1,
-               const F32Params& p, float* out, size_t ldo) {
-  (void)n;
-  if (m <= 0 || n1 <= n0) return;
-  const float* wp = static_cast<const float*>(packed);
-  const size_t ps = static_cast<size_t>(k) * kNr;  // floats per panel
-  const int p0 = n0 / kNr;
-  const int p1 = (n1 + kNr - 1) / kNr;
-
-  // K blocking only pays when a panel slice is reused by several row blocks.
-  int kb = 1;
-  if (m > kMaxMr) kb = (k + kMaxKc - 1) / kMaxKc;
-  if (kb < 1) kb = 1;
-  const int kc_base = k / kb, kc_extra = k % kb;
-
-  for (int m0 = 0; m0 < m; m0 += kMc) {
-    const int mc = std::min(kMc, m - m0);
-    const int nblocks = (mc + kMaxMr - 1) / kMaxMr;
-    const int rb_base = mc / nblocks, rb_extra = mc % nblocks;
-
-    // Panels are visited in groups of G (the widest NP of this chunk's row blocks); a group's
-    // KC-slice is reused from L1/L2 by every row block before moving on.
-    int g = 1;
-    for (int b = 0; b < nblocks; ++b) g = std::max(g, kRows[rb_base + (b < rb_extra ? 1 : 0)].np);
-
-    int k0 = 0;
-    for (int bi = 0; bi < kb; ++bi) {
-      const int kc = kc_base + (bi < kc_extra ? 1 : 0);
-      const bool first = bi == 0, last = bi == kb - 1;
-      for (int g0 = p0; g0 < p1; g0 += g) {
-        const int g1 = std::min(p1, g0 + g);
-        int r0 = m0;
-        for (int b = 0; b < nblocks; ++b) {
-          const int mr = rb_base + (b < rb_extra ? 1 : 0);
-          const RowKernels& rk = kRows[mr];
-          const float* ab = a + static_cast<size_t>(r0) * lda + k0;
-          float* ob = out + static_cast<size_t>(r0) * ldo;
-          for (int pp = g0; pp < g1;) {
-            int np = rk.np;
-            while (pp + np > g1) np /= 2;
-            const TileFn fn = rk.fn[np == 4 ? 2 : np - 1];
-            const int col = pp * kNr;
-            const float* wt = wp + pp * ps + static_cast<size_t>(k0) * kNr;
-            // The first row block pulls the next panel group's slice into L2 while it computes
-            // (only with K blocking: without it the next group lies a whole K*64 bytes away).
-            const float* next =
-                (b == 0 && kb > 1 && g1 < p1) ? wt + static_cast<size_t>(g1 - pp) * ps : nullptr;
-            fn(kc, ab, lda, wt, ps, ob + col, ldo, col, n1, p.bias ? p.bias + col : nullptr, first,
-               last, p.min, p.max, next);
-            pp += np;
-          }
-          r0 += mr;
-        }
-      }
-      k0 += kc;
-    }
-  }
+void LinearF32(int m, int k, const float* a, size_t lda, const void* packed, int /*n*/, int n0,
+               int n1, const F32Params& p, float* out, size_t ldo) {
+  f32_gemm_linear<kNr, kMaxMr, kMaxKc, kMc>(kRows, m, k, a, lda, packed, n0, n1, p, out, ldo);
 }
 
 constexpr F32GemmUKernel kTable = {
-    kAvx2, "eo_f32_gemm_minmax_ukernel_6x16__avx2", kNr, &PackedSize, &Pack, &LinearF32,
+    kAvx2,
+    "eo_f32_gemm_minmax_ukernel_6x16__avx2",
+    kNr,
+    &f32_gemm_packed_size<kNr>,
+    &f32_gemm_pack<kNr>,
+    &LinearF32,
 };
 
 }  // namespace

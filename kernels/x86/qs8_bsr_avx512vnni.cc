@@ -43,9 +43,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
-#include <vector>
 
-#include "common/bsr_reblock.h"
+#include "common/isa_local.h"
+#include "common/bsr_pack.h"
 #include "common/requant.h"
 #include "common/sparse_ukernel.h"
 
@@ -58,74 +58,14 @@ constexpr int kR = 16;                    // canonical block: channels
 constexpr int kC = 4;                     // canonical block: k
 constexpr uint32_t kMagic = 0x42533851u;  // "Q8SB"
 
-struct Header {
-  uint32_t magic;
-  int32_t n, k, r, c;
-  int32_t groups;   // ceil(n / 16)
-  int32_t nblocks;  // 16x4 blocks after re-blocking
-  int32_t kgroups;  // ceil(k / 4)
-  uint64_t off_ptr, off_rowsum, off_offs, off_w;
-};
-static_assert(sizeof(Header) <= 64, "header");
-
-inline size_t align64(size_t x) {
-  return (x + 63) & ~size_t{63};
-}
-
-bool supports(int r, int c) {
-  return (r == 1 || r == 2 || r == 4 || r == 8 || r == 16) && (c == 1 || c == 2 || c == 4);
-}
-
-size_t packed_size(const BsrS8View& w) {
-  const int groups = (w.n + kR - 1) / kR;
-  const size_t nb = bsr_reblock_structure<kR, kC>(w, nullptr, nullptr);
-  size_t s = 64;
-  s += align64((groups + 1) * sizeof(int32_t));
-  s += align64(static_cast<size_t>(groups) * kR * sizeof(int32_t));
-  s += align64(nb * sizeof(uint32_t));
-  s += nb * kR * kC;
-  return s;
-}
+using Header = BsrS8Header;
 
 void pack(const BsrS8View& w, void* dst) {
-  std::vector<int32_t> ptr, cols;
-  const size_t nb = bsr_reblock_structure<kR, kC>(w, &ptr, &cols);
-  const int groups = (w.n + kR - 1) / kR;
-  const int kgroups = (w.k + kC - 1) / kC;
-  auto* base = static_cast<uint8_t*>(dst);
-  Header h{};
-  h.magic = kMagic;
-  h.n = w.n;
-  h.k = w.k;
-  h.r = w.r;
-  h.c = w.c;
-  h.groups = groups;
-  h.nblocks = static_cast<int32_t>(nb);
-  h.kgroups = kgroups;
-  h.off_ptr = 64;
-  h.off_rowsum = h.off_ptr + align64((groups + 1) * sizeof(int32_t));
-  h.off_offs = h.off_rowsum + align64(static_cast<size_t>(groups) * kR * sizeof(int32_t));
-  h.off_w = h.off_offs + align64(nb * sizeof(uint32_t));
-  std::memset(base, 0, 64);
-  std::memcpy(base, &h, sizeof(h));
-  std::memcpy(base + h.off_ptr, ptr.data(), ptr.size() * sizeof(int32_t));
-  auto* rs = reinterpret_cast<int32_t*>(base + h.off_rowsum);
-  for (int j = 0; j < groups * kR; ++j) rs[j] = j < w.n ? w.row_sums[j] : 0;
-  auto* offs = reinterpret_cast<uint32_t*>(base + h.off_offs);
-  for (size_t b = 0; b < nb; ++b) offs[b] = static_cast<uint32_t>(cols[b]) * kC;
-  int8_t* wv = reinterpret_cast<int8_t*>(base + h.off_w);
-  std::memset(wv, 0, nb * kR * kC);
-  bsr_reblock_values<kR, kC>(w, ptr, cols, [&](size_t b, int row, int col, auto v) {
-    wv[b * kR * kC + row * kC + col] = v;
-  });
+  bsr_s8_pack<kR, kC, kMagic, 1>(w, dst, [](int row, int col) { return row * kC + col; });
 }
 
 // Activation copy (see the top comment): one chunk per row tile.
-struct Chunk {
-  int row;  // first row
-  int h;    // 16, 8, 4, 2 or 1
-  const uint8_t* base;
-};
+using Chunk = BsrChunk<uint8_t>;
 
 template <int H>
 EO_INLINE void copy_chunk(const int8_t* a, size_t lda, int k, int kgroups, uint8_t* dst) {
@@ -283,34 +223,23 @@ void linear_s8(int m, const int8_t* a, size_t lda, const void* packed, int br0, 
   // Activation copy, chunked by tile height.
   const int kg = h.kgroups;
   const size_t chunk8 = static_cast<size_t>(kg) * 32;
-  thread_local std::vector<uint8_t> abuf;
+  thread_local LocalVec<uint8_t> abuf;
   const size_t need = static_cast<size_t>(kg) * 4 * m + 64;
   if (abuf.size() < need) abuf.resize(need);
-  thread_local std::vector<Chunk> chunks;
-  chunks.clear();
-  {
-    uint8_t* dst = abuf.data();
-    int i = 0;
-    auto emit = [&](int hh) {
-      chunks.push_back(Chunk{i, hh, dst});
-      switch (hh) {
-        case 16:
-          copy_chunk<8>(a + i * lda, lda, h.k, kg, dst);
-          copy_chunk<8>(a + (i + 8) * lda, lda, h.k, kg, dst + chunk8);
-          break;
-        case 8: copy_chunk<8>(a + i * lda, lda, h.k, kg, dst); break;
-        case 4: copy_chunk<4>(a + i * lda, lda, h.k, kg, dst); break;
-        case 2: copy_chunk<2>(a + i * lda, lda, h.k, kg, dst); break;
-        default: copy_chunk<1>(a + i * lda, lda, h.k, kg, dst); break;
-      }
-      dst += static_cast<size_t>(kg) * 4 * hh;
-      i += hh;
-    };
-    while (m - i >= 16) emit(16);
-    for (int hh = 8; hh >= 1; hh /= 2) {
-      if ((m - i) & hh) emit(hh);
-    }
-  }
+  thread_local LocalVec<Chunk> chunks;
+  bsr_row_chunks<16>(m, static_cast<size_t>(kg) * 4, abuf.data(), chunks,
+                     [&](int row, int hh, uint8_t* dst) {
+                       switch (hh) {
+                         case 16:
+                           copy_chunk<8>(a + row * lda, lda, h.k, kg, dst);
+                           copy_chunk<8>(a + (row + 8) * lda, lda, h.k, kg, dst + chunk8);
+                           break;
+                         case 8: copy_chunk<8>(a + row * lda, lda, h.k, kg, dst); break;
+                         case 4: copy_chunk<4>(a + row * lda, lda, h.k, kg, dst); break;
+                         case 2: copy_chunk<2>(a + row * lda, lda, h.k, kg, dst); break;
+                         default: copy_chunk<1>(a + row * lda, lda, h.k, kg, dst); break;
+                       }
+                     });
 
   GroupStage gs;
   gs.p = &p;
@@ -362,9 +291,12 @@ void linear_s8(int m, const int8_t* a, size_t lda, const void* packed, int br0, 
 }
 
 constexpr QS8BsrUKernel kTable = {
-    kAvx512Vnni, "eo_qs8_bsrgemm_minmax_ukernel_16x16_b16x4__avx512vnni",
-    supports,    packed_size,
-    pack,        linear_s8,
+    kAvx512Vnni,
+    "eo_qs8_bsrgemm_minmax_ukernel_16x16_b16x4__avx512vnni",
+    bsr_supports_x86,
+    bsr_s8_packed_size<kR, kC>,
+    pack,
+    linear_s8,
 };
 
 }  // namespace

@@ -45,8 +45,8 @@
 #include <cstring>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
+#include "common/isa_local.h"
 #include "common/requant.h"
 #include "common/sparse_ukernel.h"
 
@@ -5771,7 +5771,7 @@ void run(int m, int k, const int8_t* a, size_t lda, const uint8_t* base, const H
          int n1, const QS8Params& p, int8_t* out, size_t ldo) {
   const Layout l = layout(h.n, h.k, h.bits, h.per_channel != 0);
   const auto* wsum = reinterpret_cast<const int32_t*>(base + l.sums);
-  thread_local std::vector<int32_t> row_buf;
+  thread_local LocalVec<int32_t> row_buf;
   if (row_buf.size() < static_cast<size_t>(m) + 16) row_buf.resize(static_cast<size_t>(m) + 16);
   int32_t* ri = row_buf.data();
   for (int i0 = 0; i0 < m; i0 += 16) row_terms(std::min(16, m - i0), k, a + i0 * lda, lda, ri + i0);

@@ -30,8 +30,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 
+#include "common/isa_local.h"
 #include "common/requant.h"
 #include "common/ukernel.h"
 
@@ -107,7 +107,7 @@ void pack(const int8_t* w, int n, int k, const int32_t* row_sums, void* dst) {
 
 // Copies A into rows padded to a multiple of 32 and K padded to `kp` (zeros). Thread-local.
 const int8_t* pad_a(int m, int k, const int8_t* a, size_t lda, int kp) {
-  thread_local std::vector<int8_t> buf;
+  thread_local LocalVec<int8_t> buf;
   const int mp = (m + kMR - 1) / kMR * kMR;
   const size_t need = static_cast<size_t>(mp) * kp + 64;
   if (buf.size() < need) buf.resize(need);

@@ -32,8 +32,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 
+#include "common/isa_local.h"
 #include "common/requant.h"
 #include "common/ukernel.h"
 
@@ -566,7 +566,7 @@ EO_INLINE void kloop<6>(const int16_t* a0, size_t lda, const int8_t* w, long n, 
 // Widens `rows` rows of A to int16 with K padded to even (row stride `stride` int16) into a
 // thread-local block that grows once.
 const int16_t* widen_rows(int rows, int k, const int8_t* a, size_t lda, int stride) {
-  thread_local std::vector<int16_t> buf;
+  thread_local LocalVec<int16_t> buf;
   const size_t need = static_cast<size_t>(rows) * stride + 16;
   if (buf.size() < need) buf.resize(need);
   for (int r = 0; r < rows; ++r) {
