@@ -47,43 +47,33 @@ PackedS8::PackedS8(const int8_t* w, int n, int k)
 }
 
 const void* PackedS8::packed_for(Path p) const {
-  std::lock_guard<std::mutex> lk(mu_);
-  for (auto& e : packs_) {
-    if (e.first == p) return e.second.get();
-  }
-  const QS8GemmUKernel* uk = qs8_gemm_ukernel(p);
-  if (uk == nullptr) return nullptr;
-  const size_t bytes = uk->packed_size(n_, k_);
-  auto buf = aligned_buffer(bytes);
-  uk->pack(w_.data(), n_, k_, row_sums_.data(), buf.get());
-  packs_.emplace_back(p, buf);
-  sizes_.emplace_back(p, bytes);
-  return buf.get();
+  return cache_.get(p, [&]() -> std::pair<std::shared_ptr<void>, size_t> {
+    const QS8GemmUKernel* uk = qs8_gemm_ukernel(p);
+    if (uk == nullptr) return {nullptr, 0};
+    const size_t bytes = uk->packed_size(n_, k_);
+    auto buf = aligned_buffer(bytes);
+    uk->pack(w_.data(), n_, k_, row_sums_.data(), buf.get());
+    return {buf, bytes};
+  });
 }
 
 size_t PackedS8::packed_bytes(Path p) const {
   packed_for(p);
-  std::lock_guard<std::mutex> lk(mu_);
-  for (auto& e : sizes_) {
-    if (e.first == p) return e.second;
-  }
-  return 0;
+  return cache_.bytes(p);
 }
 
 PackedF32::PackedF32(const float* w, int n, int k)
     : n_(n), k_(k), w_(w, w + static_cast<size_t>(n) * k) {}
 
 const void* PackedF32::packed_for(Path p) const {
-  std::lock_guard<std::mutex> lk(mu_);
-  for (auto& e : packs_) {
-    if (e.first == p) return e.second.get();
-  }
-  const F32GemmUKernel* uk = f32_gemm_ukernel(p);
-  if (uk == nullptr) return nullptr;
-  auto buf = aligned_buffer(uk->packed_size(n_, k_));
-  uk->pack(w_.data(), n_, k_, buf.get());
-  packs_.emplace_back(p, buf);
-  return buf.get();
+  return cache_.get(p, [&]() -> std::pair<std::shared_ptr<void>, size_t> {
+    const F32GemmUKernel* uk = f32_gemm_ukernel(p);
+    if (uk == nullptr) return {nullptr, 0};
+    const size_t bytes = uk->packed_size(n_, k_);
+    auto buf = aligned_buffer(bytes);
+    uk->pack(w_.data(), n_, k_, buf.get());
+    return {buf, bytes};
+  });
 }
 
 void gemm_s8s8s32(int m, const int8_t* a, size_t lda, const PackedS8& b, int32_t* c, size_t ldc,

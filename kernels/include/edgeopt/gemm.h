@@ -1,10 +1,12 @@
 // Public API of the dense GEMM kernels: raw int8, fused int8 linear, fp32 linear.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "edgeopt/path.h"
@@ -32,6 +34,45 @@ struct F32Params {
   float max = __builtin_inff();
 };
 
+// Lazily packed buffers, one per path (the forced paths of tests pack on first use).
+class PackCache {
+ public:
+  // make() returns the packed buffer and its size, or {nullptr, 0} when the path cannot serve.
+  template <typename Make>
+  const void* get(Path p, Make make) const {
+    // Lock-free once packed: every kernel call asks, so the common case must not take the mutex.
+    std::atomic<const void*>& fast = fast_[slot(p)];
+    if (const void* q = fast.load(std::memory_order_acquire)) return q;
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto& e : packs_) {
+      if (e.path == p) return e.buf.get();
+    }
+    std::pair<std::shared_ptr<void>, size_t> made = make();
+    if (!made.first) return nullptr;
+    packs_.push_back({p, made.first, made.second});
+    fast.store(made.first.get(), std::memory_order_release);
+    return made.first.get();
+  }
+  size_t bytes(Path p) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto& e : packs_) {
+      if (e.path == p) return e.bytes;
+    }
+    return 0;
+  }
+
+ private:
+  static int slot(Path p) { return __builtin_ctz(static_cast<uint32_t>(p)) & 7; }
+  struct Entry {
+    Path path;
+    std::shared_ptr<void> buf;
+    size_t bytes;
+  };
+  mutable std::mutex mu_;
+  mutable std::vector<Entry> packs_;
+  mutable std::atomic<const void*> fast_[8] = {};
+};
+
 // Weights int8 [N, K] row-major, packed once per path on first use. The plain copy is kept so
 // any path (forced in tests) can pack lazily; pack_for() is thread-safe.
 class PackedS8 {
@@ -51,9 +92,7 @@ class PackedS8 {
   std::vector<int8_t> w_;
   std::vector<int32_t> row_sums_;
   bool has_min_ = false;
-  mutable std::mutex mu_;
-  mutable std::vector<std::pair<Path, std::shared_ptr<void>>> packs_;
-  mutable std::vector<std::pair<Path, size_t>> sizes_;
+  PackCache cache_;
 };
 
 class PackedF32 {
@@ -67,8 +106,7 @@ class PackedF32 {
  private:
   int n_, k_;
   std::vector<float> w_;
-  mutable std::mutex mu_;
-  mutable std::vector<std::pair<Path, std::shared_ptr<void>>> packs_;
+  PackCache cache_;
 };
 
 // C[M,N] = A[M,K] . B[N,K]^T, exact int32. A rows lda apart (bytes), C rows ldc apart (elements).

@@ -20,39 +20,6 @@ struct BsrF32View;
 struct CodebookS8View;
 struct CodebookF32View;
 
-// Lazily packed buffers, one per path (the forced paths of tests pack on first use).
-class PackCache {
- public:
-  // make() returns the packed buffer and its size, or {nullptr, 0} when the path cannot serve.
-  template <typename Make>
-  const void* get(Path p, Make make) const {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto& e : packs_) {
-      if (e.path == p) return e.buf.get();
-    }
-    std::pair<std::shared_ptr<void>, size_t> made = make();
-    if (!made.first) return nullptr;
-    packs_.push_back({p, made.first, made.second});
-    return made.first.get();
-  }
-  size_t bytes(Path p) const {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto& e : packs_) {
-      if (e.path == p) return e.bytes;
-    }
-    return 0;
-  }
-
- private:
-  struct Entry {
-    Path path;
-    std::shared_ptr<void> buf;
-    size_t bytes;
-  };
-  mutable std::mutex mu_;
-  mutable std::vector<Entry> packs_;
-};
-
 // Block-sparse int8 weights built from a dense W[N, K] (int8, row-major) with R x C blocks:
 // blocks holding any non-zero are stored. With `strict`, a stored block in which at least half
 // the values are zero is refused (std::invalid_argument naming it): the weight's zeros are then
