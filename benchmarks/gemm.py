@@ -285,14 +285,14 @@ def run_row(
     m, k, n = shape
     row = Row(m, k, n, threads)
     p = _peers.make_problem(m, k, n, seed=args.seed)
-    runners: list[_peers.Runner] = []
-
-    def add(name: str, make: Callable[[], _peers.Runner]) -> None:
-        try:
-            runners.append(make())
-        except Exception as exc:  # a peer that is missing or refuses the model
-            row.failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
-
+    # Factories by phase. With more than one thread, ONNX Runtime's pool keeps spinning threads
+    # alive between its runs (measured here: our 2-thread 256^3 call goes from 20 to 36 us with an
+    # idle ORT session in the process, and back to 20 with ORT's spinning off, which in turn
+    # slows ORT from 22 to 36 us), and ORT sessions do the same to each other. So multi-threaded
+    # rows time each ORT variant in a phase of its own, its session created after and destroyed
+    # before the others run; one thread needs no isolation.
+    local: list[tuple[str, Callable[[], _peers.Runner]]] = []
+    ort_phase: list[tuple[str, Callable[[], _peers.Runner]]] = []
     if kernels is not None:
 
         def make_ours() -> _peers.Runner:
@@ -303,41 +303,52 @@ def run_row(
             r, row.path_f32 = ours_f32(kernels, p, threads)
             return r
 
-        add("ours", make_ours)
-        add("ours-f32", make_ours_f32)
-    add("torch", lambda: _peers.torch_int8_linear(p))
-    add("torch-f32", lambda: _peers.torch_f32_linear(p))
+        local += [("ours", make_ours), ("ours-f32", make_ours_f32)]
+    local += [
+        ("torch", lambda: _peers.torch_int8_linear(p)),
+        ("torch-f32", lambda: _peers.torch_f32_linear(p)),
+    ]
     for op, unsigned in _peers.ORT_VARIANTS:
         if args.quick and op != "matmulinteger" and not unsigned:
             continue  # the s8-activation QDQ ops are ORT's slow path on x86; skip when quick
-        add(
-            f"ort:{op}-{'u8' if unsigned else 's8'}",
-            lambda op=op, unsigned=unsigned: _peers.ort_int8(p, threads, op, unsigned),
+        ort_phase.append(
+            (
+                f"ort:{op}-{'u8' if unsigned else 's8'}",
+                lambda op=op, unsigned=unsigned: _peers.ort_int8(p, threads, op, unsigned),
+            )
         )
-    add("litert", lambda: _peers.litert_fully_connected(p, threads))
-
-    contestants = []
-    for r in runners:
-        try:
-            err = _peers.check_runner(r, p)
-        except Exception as exc:
-            row.failed[r.name] = f"check raised {type(exc).__name__}: {exc}"[:160]
-            continue
-        row.max_error[r.name] = err
-        bad = err > 1.0 if r.kind in ("s8", "s32") else err > 1e-3
-        if bad:
-            row.failed[r.name] = f"output off the reference by {err:g}; not timed"
-            continue
-        contestants.append(Contestant(r.name, r.run, r.detail))
+    local.append(("litert", lambda: _peers.litert_fully_connected(p, threads)))
+    phases = [local] + [[v] for v in ort_phase] if threads > 1 else [local + ort_phase]
 
     repeats = args.repeats or (3 if args.quick else (5 if p.ops >= BIG_OPS else 9))
     target_s = args.target_ms / 1000.0
-    for c in contestants:
-        calibrate(c, target_s, warmup=3)
-    time_round_robin(contestants, repeats, gap_s=0.01 if threads > 1 else 0.0)
-    for c in contestants:
-        row.gops[c.key] = p.ops / c.median_s / 1e9
-        row.gops_best_block[c.key] = p.ops / min(c.times) / 1e9
+    for phase in phases:
+        contestants = []
+        for name, make in phase:
+            try:
+                r = make()
+            except Exception as exc:  # a peer that is missing or refuses the model
+                row.failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+                continue
+            try:
+                err = _peers.check_runner(r, p)
+            except Exception as exc:
+                row.failed[r.name] = f"check raised {type(exc).__name__}: {exc}"[:160]
+                continue
+            row.max_error[r.name] = err
+            bad = err > 1.0 if r.kind in ("s8", "s32") else err > 1e-3
+            if bad:
+                row.failed[r.name] = f"output off the reference by {err:g}; not timed"
+                continue
+            contestants.append(Contestant(r.name, r.run, r.detail))
+        for c in contestants:
+            calibrate(c, target_s, warmup=3)
+        time_round_robin(contestants, repeats, gap_s=0.01 if threads > 1 else 0.0)
+        for c in contestants:
+            row.gops[c.key] = p.ops / c.median_s / 1e9
+            row.gops_best_block[c.key] = p.ops / min(c.times) / 1e9
+        del contestants
+        gc.collect()  # drops the phase's sessions and interpreters, and their thread pools
 
     g = row.gops
     row.ours, row.torch, row.litert = g.get("ours"), g.get("torch"), g.get("litert")
