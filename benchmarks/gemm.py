@@ -496,21 +496,32 @@ def judge_targets(
     def label(r: Row) -> str:
         return f"{r.shape} T={r.threads}"
 
-    big = [r for r in rows if r.m >= 64]
-    small = [r for r in rows if r.m in SMALL_M or (r.m, r.k, r.n) in CONV_SHAPES]
+    # The issue states the ratio targets single-threaded; multi-threaded rows are printed for
+    # information and judged only by the 2-thread scaling target below.
+    single = [r for r in rows if r.threads == 1]
+    big = [r for r in single if r.m >= 64]
+    small = [r for r in single if r.m in SMALL_M or (r.m, r.k, r.n) in CONV_SHAPES]
     targets = [
-        _judge("int8 >= 0.95x best int8 peer at M >= 64", [(label(r), r.ratio) for r in big], 0.95),
         _judge(
-            "int8 >= 1.1x best int8 peer at M = 1, 4, 16 and the conv shapes",
+            "int8 >= 0.95x best int8 peer at M >= 64, 1 thread",
+            [(label(r), r.ratio) for r in big],
+            0.95,
+        ),
+        _judge(
+            "int8 >= 1.1x best int8 peer at M = 1, 4, 16 and the conv shapes, 1 thread",
             [(label(r), r.ratio) for r in small],
             1.1,
         ),
         _judge(
-            "int8 ours >= 3x fp32 PyTorch at M >= 64",
+            "int8 ours >= 3x fp32 PyTorch at M >= 64, 1 thread",
             [(label(r), r.int8_over_torch_f32) for r in big],
             3.0,
         ),
-        _judge("fp32 ours >= 0.8x fp32 PyTorch", [(label(r), r.ratio_f32) for r in rows], 0.8),
+        _judge(
+            "fp32 ours >= 0.8x fp32 PyTorch, 1 thread",
+            [(label(r), r.ratio_f32) for r in single],
+            0.8,
+        ),
     ]
     if overhead_us is None:
         targets.append(Target("call overhead <= 2 us (linear_s8 1x32x32)", "n/a", "not measured"))

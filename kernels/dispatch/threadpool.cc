@@ -54,18 +54,23 @@ void ThreadPool::ensure_workers(int n) {
   }
 }
 
-void ThreadPool::work(uint64_t gen) {
-  uint64_t s = state_.load(std::memory_order_acquire);
-  for (;;) {
-    if (gen_of(s) != gen || next_of(s) >= tasks_of(s)) return;
-    if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
-                                      std::memory_order_acquire)) {
-      continue;
+void ThreadPool::work(uint64_t gen, int me) {
+  const int threads = next_of(state_.load(std::memory_order_acquire));
+  if (threads <= 0) return;
+  for (int i = 0; i < threads; ++i) {
+    std::atomic<uint64_t>& range = ranges_[(me + i) % threads];
+    uint64_t s = range.load(std::memory_order_acquire);
+    for (;;) {
+      if (gen_of(s) != gen || next_of(s) >= tasks_of(s)) break;  // tasks_of = the range's end
+      if (!range.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        continue;
+      }
+      // A claimed task keeps its call alive (the caller waits for done_), so fn_ is valid.
+      (*fn_)(next_of(s));
+      done_.fetch_add(1, std::memory_order_acq_rel);
+      s = range.load(std::memory_order_acquire);
     }
-    // A claimed task keeps its call alive (the caller waits for done_), so fn_ is still valid.
-    (*fn_)(next_of(s));
-    done_.fetch_add(1, std::memory_order_acq_rel);
-    s = state_.load(std::memory_order_acquire);
   }
 }
 
@@ -90,13 +95,14 @@ void ThreadPool::worker_loop(int id) {
     }
     seen = gen;
     // Workers beyond the call's thread count stay out, so `threads` means what it says.
-    if (id < participants_.load(std::memory_order_acquire)) work(gen);
+    if (id < participants_.load(std::memory_order_acquire)) work(gen, id + 1);
   }
 }
 
 void ThreadPool::run(int tasks, int threads, const std::function<void(int)>& fn) {
   if (tasks <= 0) return;
   if (threads > tasks) threads = tasks;
+  if (threads > kMaxThreads) threads = kMaxThreads;
   if (threads <= 1 || tasks > static_cast<int>(kIndexMask)) {
     for (int t = 0; t < tasks; ++t) fn(t);
     return;
@@ -109,12 +115,18 @@ void ThreadPool::run(int tasks, int threads, const std::function<void(int)>& fn)
     fn_ = &fn;
     participants_.store(threads - 1, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
-    gen = gen_of(state_.load(std::memory_order_relaxed)) + 1;
-    state_.store((gen << kGenShift) | (static_cast<uint64_t>(tasks) << kIndexBits),
+    gen = (gen_of(state_.load(std::memory_order_relaxed)) + 1) & ((uint64_t{1} << 24) - 1);
+    for (int t = 0; t < threads; ++t) {
+      const uint64_t begin = static_cast<uint64_t>(tasks) * t / threads;
+      const uint64_t end = static_cast<uint64_t>(tasks) * (t + 1) / threads;
+      ranges_[t].store((gen << kGenShift) | (end << kIndexBits) | begin, std::memory_order_relaxed);
+    }
+    state_.store((gen << kGenShift) | (static_cast<uint64_t>(tasks) << kIndexBits) |
+                     static_cast<uint64_t>(threads),
                  std::memory_order_release);
   }
   cv_.notify_all();
-  work(gen);
+  work(gen, 0);
   // Only tasks already claimed by a worker remain; wait for them, yielding the core now and then
   // in case the worker shares it with us.
   int spins = 0;
