@@ -10,10 +10,13 @@ def rowmem(r, off):
     return (str(off) if off else "") + m
 import os
 BZ = [28, 30, 31]  # activation broadcasts (a ^ 0x80); zmm29 holds the 0x80 bytes
-U = {1: int(os.environ.get("U1", 4)), 2: int(os.environ.get("U2", 2)), 3: 1, 4: 1, 5: 1, 6: 1}
-PF = int(os.environ.get("PF", 4096))
+U = {1: int(os.environ.get("U1", 4)), 2: int(os.environ.get("U2", 2)), 3: int(os.environ.get("U3", 1)), 4: 1, 5: 1, 6: 1}
+# Software prefetch (PF bytes ahead, one PFHINT per PFSTEP bytes, for MR <= PFMR): off by default
+# since run() alternates the panel order per call (see the kernel file); measured slower with it.
+PF = int(os.environ.get("PF", 0))
 PFMR = int(os.environ.get("PFMR", 1))
 PFHINT = os.environ.get("PFHINT", "prefetcht0")
+PFSTEP = int(os.environ.get("PFSTEP", 64))
 out = []
 for mr in range(1, 7):
     u = U[mr]
@@ -31,7 +34,7 @@ for mr in range(1, 7):
     L(".p2align 5")
     L("1:")
     if PF and mr <= PFMR:
-        for q in range(0, 256*u, 64): L(f"{PFHINT} {PF+q}(%[w])")
+        for q in range(0, 256*u, PFSTEP): L(f"{PFHINT} {PF+q}(%[w])")
     for s in range(u):
         for v in range(4): L(f"vmovdqa64 {256*s+64*v}(%[w]), %%zmm{24+v if s%2==0 else 20+v}" if nacc <= 20 else f"vmovdqa64 {256*s+64*v}(%[w]), %%zmm{24+v}")
         for r in range(mr):
