@@ -63,6 +63,13 @@ Req make_req(int n, int k) {
     q.bias[j] = rnd(-(1 << 18), 1 << 18);
     q.mult[j] = (1 << 30) + rnd(0, (1 << 30) - 1);
     q.shift[j] = -static_cast<int>(std::log2(static_cast<double>(k) + 1)) - rnd(0, 6);
+    // Now and then the edges of the output stage: left shifts, zero and extreme multipliers.
+    if (rnd(0, 15) == 0) q.shift[j] = rnd(-31, 30);
+    if (rnd(0, 15) == 0) {
+      const int32_t edge[] = {0, std::numeric_limits<int32_t>::min(),
+                              std::numeric_limits<int32_t>::max()};
+      q.mult[j] = edge[rnd(0, 2)];
+    }
   }
   q.p.bias = rnd(0, 5) ? q.bias.data() : nullptr;
   q.p.multiplier = q.mult.data();

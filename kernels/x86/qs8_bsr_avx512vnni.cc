@@ -44,8 +44,8 @@
 #include <cstring>
 #include <type_traits>
 
-#include "common/isa_local.h"
 #include "common/bsr_pack.h"
+#include "common/isa_local.h"
 #include "common/requant.h"
 #include "common/sparse_ukernel.h"
 
@@ -206,6 +206,51 @@ __attribute__((noinline)) void tile(const uint8_t* a0, size_t chunk8, const uint
   }
 }
 
+// M = 1 at high sparsity is bound by per-group overhead, not by vpdpbusd: this loop keeps every
+// group inline (no call, constants decided once per call) so the out-of-order core overlaps one
+// group's output stage with the next group's block loads. Same arithmetic as tile<1, S>.
+void row1(const uint8_t* a, const int32_t* ptr, const int32_t* rs, const uint32_t* offs,
+          const __m512i* wv, int c0, int c1, const QS8Params& p, int8_t* out) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i za =
+      _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(p.input_zero_point) + 128u));
+  const __m512i lo = _mm512_set1_epi32(p.qmin - p.output_zero_point);
+  const __m512i hi = _mm512_set1_epi32(p.qmax - p.output_zero_point);
+  const __m512i zp = _mm512_set1_epi32(p.output_zero_point);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int g = c0 / kR; g * kR < c1; ++g) {
+    const int col0 = g * kR;
+    const __m512i cols = _mm512_add_epi32(lane, _mm512_set1_epi32(col0));
+    const __mmask16 cm = _mm512_cmpge_epi32_mask(cols, _mm512_set1_epi32(c0)) &
+                         _mm512_cmplt_epi32_mask(cols, _mm512_set1_epi32(c1));
+    __m512i acc0 = _mm512_sub_epi32(zero, _mm512_mullo_epi32(_mm512_load_si512(rs + col0), za));
+    if (p.bias) acc0 = _mm512_add_epi32(acc0, _mm512_maskz_loadu_epi32(cm, p.bias + col0));
+    __m512i acc1 = zero, acc2 = zero, acc3 = zero;
+    const int b1 = ptr[g + 1];
+    int b = ptr[g];
+    for (; b + 4 <= b1; b += 4) {
+      acc0 = _mm512_dpbusd_epi32(acc0, bcast32(a + offs[b]), _mm512_load_si512(wv + b));
+      acc1 = _mm512_dpbusd_epi32(acc1, bcast32(a + offs[b + 1]), _mm512_load_si512(wv + b + 1));
+      acc2 = _mm512_dpbusd_epi32(acc2, bcast32(a + offs[b + 2]), _mm512_load_si512(wv + b + 2));
+      acc3 = _mm512_dpbusd_epi32(acc3, bcast32(a + offs[b + 3]), _mm512_load_si512(wv + b + 3));
+    }
+    for (; b < b1; ++b) {
+      acc0 = _mm512_dpbusd_epi32(acc0, bcast32(a + offs[b]), _mm512_load_si512(wv + b));
+    }
+    const __m512i acc =
+        _mm512_add_epi32(_mm512_add_epi32(acc0, acc1), _mm512_add_epi32(acc2, acc3));
+    const __m512i shift = _mm512_maskz_loadu_epi32(cm, p.shift + col0);
+    const __m512i left = _mm512_max_epi32(shift, zero);
+    const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
+    const __m512i mult = _mm512_maskz_loadu_epi32(cm, p.multiplier + col0);
+    const bool general = _mm512_test_epi32_mask(left, left) != 0 ||
+                         _mm512_cmpeq_epi32_mask(mult, _mm512_set1_epi32(INT32_MIN)) != 0;
+    __m512i x = general ? mbqm<true>(acc, mult, left, right) : mbqm<false>(acc, mult, left, right);
+    x = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(x, lo), hi), zp);
+    _mm_mask_storeu_epi8(out + col0, cm, _mm512_cvtepi32_epi8(x));
+  }
+}
+
 void linear_s8(int m, const int8_t* a, size_t lda, const void* packed, int br0, int br1,
                const QS8Params& p, int8_t* out, size_t ldo) {
   if (m <= 0 || br1 <= br0) return;
@@ -246,6 +291,11 @@ void linear_s8(int m, const int8_t* a, size_t lda, const void* packed, int br0, 
   const int64_t lim = int64_t{1} << 30;
   gs.vector_ok = std::abs(int64_t{p.output_zero_point}) <= lim &&
                  std::abs(int64_t{p.qmin}) <= lim && std::abs(int64_t{p.qmax}) <= lim;
+  if (m == 1 && gs.vector_ok) {
+    // A 1-row chunk is the row itself with each k group xor'd: offsets index it directly.
+    row1(chunks[0].base, ptr, rs, offs, wv, c0, c1, p, out);
+    return;
+  }
   gs.lo = _mm512_set1_epi32(p.qmin - p.output_zero_point);
   gs.hi = _mm512_set1_epi32(p.qmax - p.output_zero_point);
   gs.zp = _mm512_set1_epi32(p.output_zero_point);
