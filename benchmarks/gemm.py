@@ -187,9 +187,11 @@ def import_ours() -> Any:
     return kernels
 
 
-def ours_s8(kernels: Any, p: _peers.LinearProblem, threads: int) -> tuple[_peers.Runner, str]:
-    """linear_s8 on a packed weight; returns the runner and the ISA path it took."""
-    packed = kernels.PackedLinearS8(p.w)
+def ours_linear_s8(
+    kernels: Any, p: _peers.LinearProblem, packed: Any, threads: int, key: str, what: str
+) -> tuple[_peers.Runner, str]:
+    """linear_s8 on any packed int8 weight (dense, BSR, codebook); returns the runner and the
+    ISA path it took."""
     x, bias, mult, shift = p.x.copy(), p.bias.copy(), p.multiplier.copy(), p.shift.copy()
     run = functools.partial(
         kernels.linear_s8,
@@ -205,9 +207,13 @@ def ours_s8(kernels: Any, p: _peers.LinearProblem, threads: int) -> tuple[_peers
     )
     run()
     path = str(kernels.last_path())
-    return _peers.Runner(
-        "ours", run, run, "s8", f"optimizer.kernels.linear_s8 ({path})", keep=[packed]
-    ), path
+    detail = f"optimizer.kernels.linear_s8 on {what} ({path})"
+    return _peers.Runner(key, run, run, "s8", detail, keep=[packed, x, bias, mult, shift]), path
+
+
+def ours_s8(kernels: Any, p: _peers.LinearProblem, threads: int) -> tuple[_peers.Runner, str]:
+    """linear_s8 on a packed dense weight; returns the runner and the ISA path it took."""
+    return ours_linear_s8(kernels, p, kernels.PackedLinearS8(p.w), threads, "ours", "dense")
 
 
 def ours_f32(kernels: Any, p: _peers.LinearProblem, threads: int) -> tuple[_peers.Runner, str]:

@@ -182,29 +182,6 @@ def check(r: _peers.Runner, refs: References) -> tuple[float, bool]:
 # --------------------------------------------------------------------------------------------
 
 
-def ours_packed_s8(
-    kernels: Any, p: _peers.LinearProblem, packed: Any, threads: int, key: str, what: str
-) -> tuple[_peers.Runner, str]:
-    """linear_s8 on any packed int8 weight (BSR, codebook); returns the runner and its path."""
-    x, bias, mult, shift = p.x.copy(), p.bias.copy(), p.multiplier.copy(), p.shift.copy()
-    run = functools.partial(
-        kernels.linear_s8,
-        x,
-        packed,
-        bias,
-        p.input_zero_point,
-        mult,
-        shift,
-        p.output_zero_point,
-        clamp=(-128, 127),
-        threads=threads,
-    )
-    run()
-    path = str(kernels.last_path())
-    detail = f"optimizer.kernels.linear_s8 on {what} ({path})"
-    return _peers.Runner(key, run, run, "s8", detail, keep=[packed, x, bias, mult, shift]), path
-
-
 def ours_bsr_f32(
     kernels: Any, p: _peers.LinearProblem, packed: Any, threads: int
 ) -> tuple[_peers.Runner, str]:
@@ -499,7 +476,7 @@ def run_sparse_row(
             packed = kernels.PackedBsrS8(p.w, block=args.block)
             row.bsr_nbytes = getattr(packed, "nbytes", None)
             what = f"PackedBsrS8 b{args.block[0]}x{args.block[1]}"
-            r, entries.setdefault("bsr-s8", Entry()).path = ours_packed_s8(
+            r, entries.setdefault("bsr-s8", Entry()).path = gemm.ours_linear_s8(
                 kernels, p, packed, args.threads, "bsr-s8", what
             )
             return r
@@ -582,7 +559,7 @@ def run_codebook_row(
             packed = kernels.PackedCodebookS8(idx, table, bits=bits)
             row.nbytes[key] = getattr(packed, "nbytes", None)
             what = f"PackedCodebookS8 {bits}-bit, table {'x'.join(map(str, table.shape))}"
-            r, entries.setdefault(key, Entry()).path = ours_packed_s8(
+            r, entries.setdefault(key, Entry()).path = gemm.ours_linear_s8(
                 kernels, p, packed, args.threads, key, what
             )
             return r

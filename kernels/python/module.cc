@@ -40,6 +40,17 @@ namespace {
 // releasing and re-taking it costs a measurable share of the small calls edge models make often.
 constexpr double kReleaseGilMacs = 1 << 22;
 
+// Runs `fn` with the GIL released when the call is large enough to be worth it.
+template <typename Fn>
+void run_kernel(double macs, Fn fn) {
+  if (macs >= kReleaseGilMacs) {
+    py::gil_scoped_release nogil;
+    fn();
+  } else {
+    fn();
+  }
+}
+
 // numpy's byte-order mark of a dtype stored the other way round from this CPU.
 constexpr char kForeignByteOrder = PY_BIG_ENDIAN ? '<' : '>';
 
@@ -627,12 +638,8 @@ PyObject* py_linear_s8(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObj
     py::object out = new_matrix(g_np.descr_i8, m, n);
     const int8_t* xp = reinterpret_cast<const int8_t*>(x->data);
     int8_t* op = matrix_data<int8_t>(out);
-    if (static_cast<double>(m) * n * w.k >= kReleaseGilMacs) {
-      py::gil_scoped_release nogil;
-      w.run(m, xp, p, op, static_cast<int>(threads));
-    } else {
-      w.run(m, xp, p, op, static_cast<int>(threads));
-    }
+    run_kernel(static_cast<double>(m) * n * w.k,
+               [&] { w.run(m, xp, p, op, static_cast<int>(threads)); });
     return out.release().ptr();
   } catch (...) {
     set_python_error();
@@ -681,12 +688,8 @@ PyObject* py_linear_f32(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyOb
     py::object out = new_matrix(g_np.descr_f32, m, w.n);
     const float* xp = reinterpret_cast<const float*>(x->data);
     float* op = matrix_data<float>(out);
-    if (static_cast<double>(m) * w.n * w.k >= kReleaseGilMacs) {
-      py::gil_scoped_release nogil;
-      w.run(m, xp, p, op, static_cast<int>(threads));
-    } else {
-      w.run(m, xp, p, op, static_cast<int>(threads));
-    }
+    run_kernel(static_cast<double>(m) * w.n * w.k,
+               [&] { w.run(m, xp, p, op, static_cast<int>(threads)); });
     return out.release().ptr();
   } catch (...) {
     set_python_error();
@@ -726,12 +729,8 @@ PyObject* py_gemm_s8s8s32(PyObject*, PyObject* const* args, Py_ssize_t nargs, Py
     py::object c = new_matrix(g_np.descr_i32, m, b->n());
     const int8_t* ap = reinterpret_cast<const int8_t*>(a->data);
     int32_t* cp = matrix_data<int32_t>(c);
-    if (static_cast<double>(m) * b->n() * b->k() >= kReleaseGilMacs) {
-      py::gil_scoped_release nogil;
-      gemm_s8s8s32(m, ap, b->k(), *b, cp, b->n(), static_cast<int>(threads));
-    } else {
-      gemm_s8s8s32(m, ap, b->k(), *b, cp, b->n(), static_cast<int>(threads));
-    }
+    run_kernel(static_cast<double>(m) * b->n() * b->k(),
+               [&] { gemm_s8s8s32(m, ap, b->k(), *b, cp, b->n(), static_cast<int>(threads)); });
     return c.release().ptr();
   } catch (...) {
     set_python_error();
