@@ -1,12 +1,64 @@
 """edge-optimizer: make a PyTorch model as small and fast as an edge device allows.
 
-Public names live here (as tfmot keeps its public API in one place). Subpackages:
-``optimizer.kernels`` (native int8/fp32 GEMM), ``optimizer.quantize.arithmetic`` (the reference
-int8 maths the kernels are bit-exact to).
+Public names live here (as tfmot keeps its public API in one place). ``optimizer.kernels``
+(native int8/fp32 GEMM) and ``optimizer.quantize.arithmetic`` (the reference int8 maths) need
+only numpy; the passes below need torch and are imported on first use, so the native runtime
+installs on a device without torch.
+
+Passes (in place, trailing underscore, as torchao names them):
+``prune_channels_`` / ``ChannelPruneConfig`` / ``ChannelPruner`` (structured pruning),
+``prune_layers_`` / ``LayerPruneConfig`` (residual blocks), ``prune_blocks_`` /
+``BlockPruneConfig`` (block sparsity for the BSR kernels), ``distill_`` / ``fine_tune_`` /
+``DistillConfig`` (knowledge distillation), ``save`` / ``load`` (pruned models without pickling).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from optimizer import kernels
 from optimizer.quantize import arithmetic
 
-__all__ = ["arithmetic", "kernels"]
+_LAZY = {
+    "DependencyGraph": "optimizer.graph.dependency",
+    "UnsupportedOpError": "optimizer.graph.dependency",
+    "MultiheadSelfAttention": "optimizer.graph.attention",
+    "ChannelPruneConfig": "optimizer.prune.channels",
+    "ChannelPruner": "optimizer.prune.channels",
+    "PruneReport": "optimizer.prune.channels",
+    "prune_channels_": "optimizer.prune.channels",
+    "LayerPruneConfig": "optimizer.prune.layers",
+    "prune_layers_": "optimizer.prune.layers",
+    "BlockPruneConfig": "optimizer.prune.blocks",
+    "BlockSparsifier": "optimizer.prune.blocks",
+    "prune_blocks_": "optimizer.prune.blocks",
+    "PolynomialDecay": "optimizer.prune.schedules",
+    "ConstantSparsity": "optimizer.prune.schedules",
+    "DistillConfig": "optimizer.distill.core",
+    "DistillResult": "optimizer.distill.core",
+    "distill_": "optimizer.distill.core",
+    "distill_blocks_": "optimizer.distill.core",
+    "fine_tune_": "optimizer.distill.core",
+    "save": "optimizer.prune.plan",
+    "load": "optimizer.prune.plan",
+    "count_macs": "optimizer.graph.profile",
+    "count_params": "optimizer.graph.profile",
+    "layer_stats": "optimizer.graph.profile",
+}
+
+__all__ = ["arithmetic", "kernels", *sorted(_LAZY)]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'optimizer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
