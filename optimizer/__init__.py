@@ -40,11 +40,15 @@ _LAZY = {
     "distill_": "optimizer.distill.core",
     "distill_blocks_": "optimizer.distill.core",
     "fine_tune_": "optimizer.distill.core",
+    "soft_kl_loss": "optimizer.distill.core",
     "save": "optimizer.prune.plan",
     "load": "optimizer.prune.plan",
     "count_macs": "optimizer.graph.profile",
     "count_params": "optimizer.graph.profile",
     "layer_stats": "optimizer.graph.profile",
+    "compare": "optimizer.graph.profile",
+    "LayerStats": "optimizer.graph.profile",
+    "LayerReport": "optimizer.graph.profile",
 }
 
 __all__ = ["arithmetic", "kernels", *sorted(_LAZY)]

@@ -10,6 +10,13 @@ from optimizer import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 
+try:  # The models in the tests are tiny: one torch thread is faster and repeatable on 2 cores.
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # the kernel tests need numpy only
+    pass
+
 
 def path_params() -> list:
     """Every path this build might have: available ones run, others skip naming the feature."""

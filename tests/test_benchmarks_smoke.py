@@ -4,6 +4,7 @@ peer; speed itself is judged by reading the benchmark's table, never by a test).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,23 @@ def test_sparse_benchmark_quick_run_checks_every_contestant(tmp_path):
         bsr = row["entries"]["bsr-s8"]
         assert bsr["ok"] and bsr["error"] == 0 and bsr["us"] > 0, row
     assert data["codebook_rows"][0]["entries"]["cb4-layer"]["ok"], data["codebook_rows"][0]
+
+
+def test_pruning_benchmark_quick_run_measures_ours_and_torch_pruning(tmp_path):
+    out = tmp_path / "pruning.json"
+    env = {**os.environ, "EDGEOPT_CACHE": str(tmp_path / "cache")}  # trains the base model here
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pruning.py"), "--quick", "--models", "resnet",
+         "--targets", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["variant"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"unpruned", "ours+KD", "ours+FT", "TP+FT"}
+    base = rows["unpruned"]
+    for name in ("ours+KD", "ours+FT", "TP+FT"):
+        r = rows[name]
+        assert base["macs"] / r["macs"] >= 2.0, r
+        assert r["file_bytes"] < base["file_bytes"] and r["latency_us"] > 0
+        assert 0 <= r["acc"] <= 100
+    assert "ours+KD" in proc.stdout and "TP+FT" in proc.stdout

@@ -23,10 +23,22 @@ from optimizer.graph.record import get_record, set_record
 FORMAT = "edgeopt.pruned"
 VERSION = 1
 
-_REPLACEMENTS: dict[str, Callable[[nn.Module], nn.Module]] = {
-    "Identity": lambda m: nn.Identity(),
-    "MultiheadSelfAttention": lambda m: MultiheadSelfAttention.from_torch(m),
+_REPLACEMENTS: dict[str, Callable[[nn.Module, dict[str, Any]], nn.Module]] = {
+    "Identity": lambda m, op: nn.Identity(),
+    "MultiheadSelfAttention": lambda m, op: MultiheadSelfAttention.from_torch(m),
 }
+
+
+def register_replacement(
+    kind: str, build: Callable[[nn.Module, dict[str, Any]], nn.Module]
+) -> None:
+    """Lets a pass record ``{"op": "replace", "module": path, "with": kind, ...}`` edits.
+
+    ``build(old_module, op)`` returns the new module (its weights are overwritten by the saved
+    state dict on :func:`load`, so only the structure matters); extra keys of ``op`` (a rank, a
+    codebook size) carry what the structure needs. Passes register at import time.
+    """
+    _REPLACEMENTS[kind] = build
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
@@ -87,7 +99,7 @@ def apply_op(model: nn.Module, op: dict[str, Any]) -> None:
         make = _REPLACEMENTS.get(op["with"])
         if make is None:
             raise ValueError(f"plan: unknown replacement `{op['with']}` for `{op['module']}`")
-        _set_module(model, op["module"], make(mod))
+        _set_module(model, op["module"], make(mod, op))
     else:
         raise ValueError(f"plan: unknown op {kind!r} in {op}")
 

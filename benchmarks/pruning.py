@@ -1,0 +1,273 @@
+"""Structured pruning on sklearn digits: ours (+ distillation, + fine-tuning) vs Torch-Pruning.
+
+For a ResNet-style and a VGG-style CNN trained on ``sklearn.datasets.load_digits`` (fixed split,
+seed 0) and for 2x and 4x fewer MACs, the benchmark measures in one run:
+
+* ``ours+KD``: ``optimizer.prune_channels_`` to the MAC target, then ``optimizer.distill_`` from
+  the unpruned model;
+* ``ours+FT``: the same pruned network, plain fine-tuning (same epochs, optimizer, schedule);
+* ``TP+FT``: Torch-Pruning's ``MagnitudePruner`` (L1 magnitude, ratio found by bisection to the
+  same MAC target with the same MAC counter), the same fine-tuning budget;
+
+and prints accuracy (mean and spread over ``--seeds`` recovery seeds), parameters, MACs, saved
+file size and PyTorch latency at batch 1. Every recovery run uses the same settings (epochs,
+optimizer, cosine schedule, mixup of the inputs); the variants differ only in what they start
+from and whether the teacher's soft outputs are the target. A comparison whose gap is smaller
+than the standard error over seeds prints TIE: the 450 test images cannot separate them. A
+benchmark prints; it never fails a build.
+
+    python benchmarks/pruning.py            # full run (a few minutes on 2 cores)
+    python benchmarks/pruning.py --quick    # smoke run: 1 seed, 2 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optimizer  # noqa: E402
+from optimizer.examples import digits  # noqa: E402
+
+EXAMPLE = torch.zeros(1, 1, 8, 8)
+
+
+def _latency_us(model: nn.Module, runs: int) -> float:
+    model.eval()
+    x = torch.rand(1, 1, 8, 8)
+    with torch.inference_mode():
+        for _ in range(20):
+            model(x)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def _state_dict_bytes(model: nn.Module) -> int:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+def _our_file_bytes(model: nn.Module) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        return optimizer.save(model, os.path.join(d, "m.pt"))
+
+
+def _tp_prune(base: nn.Module, target_macs: float, classifier: str):
+    """Torch-Pruning MagnitudePruner at the smallest ratio that meets ``target_macs``."""
+    import torch_pruning as tp
+
+    def run(ratio: float) -> nn.Module:
+        m = copy.deepcopy(base).eval()
+        imp = tp.importance.MagnitudeImportance(p=1)
+        pruner = tp.pruner.MagnitudePruner(
+            m,
+            EXAMPLE,
+            importance=imp,
+            pruning_ratio=ratio,
+            ignored_layers=[m.get_submodule(classifier)],
+            iterative_steps=1,
+        )
+        pruner.step()
+        return m
+
+    lo, hi = 0.0, 0.95
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        macs = optimizer.count_macs(run(mid), (EXAMPLE,))  # one counter for both tools
+        if macs <= target_macs:
+            hi = mid
+        else:
+            lo = mid
+    return run(hi), hi
+
+
+def _classifier(model: nn.Module) -> str:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
+def bench_model(name: str, args, train_loader, test_loader) -> list[dict]:
+    base = digits.pretrained(name)
+    base.eval()
+    base_acc = digits.evaluate(base, test_loader)
+    base_macs = optimizer.count_macs(base, (EXAMPLE,))
+    rows = [
+        {
+            "model": name,
+            "variant": "unpruned",
+            "target": 1.0,
+            "macs": base_macs,
+            "params": optimizer.count_params(base),
+            "acc": base_acc,
+            "acc_all": [base_acc],
+            "file_bytes": _our_file_bytes(base),
+            "latency_us": _latency_us(base, args.runs),
+        }
+    ]
+    cfg_kw = dict(epochs=args.epochs, lr=args.lr, progress=False)
+    for target in args.targets:
+        pruned = copy.deepcopy(base)
+        optimizer.prune_channels_(
+            pruned, (EXAMPLE,), optimizer.ChannelPruneConfig(macs_reduction=target, importance="l1")
+        )
+        tp_pruned, tp_ratio = _tp_prune(base, base_macs / target, _classifier(base))
+        variants = {"ours+KD": pruned, "ours+FT": pruned, "TP+FT": tp_pruned}
+        for variant, start in variants.items():
+            accs, last = [], None
+            for seed in range(args.seeds):
+                m = copy.deepcopy(start)
+                cfg = optimizer.DistillConfig(
+                    seed=seed,
+                    temperature=args.temperature,
+                    alpha=args.alpha,
+                    mixup=args.mixup,
+                    **cfg_kw,
+                )
+                if variant == "ours+KD":
+                    optimizer.distill_(m, base, train_loader, cfg)
+                else:
+                    optimizer.fine_tune_(m, train_loader, cfg)
+                accs.append(digits.evaluate(m.eval(), test_loader))
+                last = m
+            rows.append(
+                {
+                    "model": name,
+                    "variant": variant,
+                    "target": target,
+                    "macs": optimizer.count_macs(last, (EXAMPLE,)),
+                    "params": optimizer.count_params(last),
+                    "acc": statistics.fmean(accs),
+                    "acc_all": accs,
+                    "file_bytes": _our_file_bytes(last)
+                    if variant != "TP+FT"
+                    else _state_dict_bytes(last),
+                    "latency_us": _latency_us(last, args.runs),
+                    "tp_ratio": tp_ratio if variant == "TP+FT" else None,
+                }
+            )
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    out = [
+        "| model | variant | MACs (x fewer) | params | accuracy % (mean ± sd of seeds) "
+        "| Δ vs unpruned | file KiB | latency µs (batch 1) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    base = {r["model"]: r for r in rows if r["variant"] == "unpruned"}
+    for r in rows:
+        b = base[r["model"]]
+        tgt = "" if r["variant"] == "unpruned" else f" ({b['macs'] / r['macs']:.2f}x)"
+        out.append(
+            f"| {r['model']} | {r['variant']} | {r['macs']:,}{tgt} | {r['params']:,} | "
+            f"{r['acc']:.2f} ± {_sd(r['acc_all']):.2f} | {r['acc'] - b['acc']:+.2f} | "
+            f"{r['file_bytes'] / 1024:.0f} | "
+            f"{r['latency_us']:.0f} |"
+        )
+    return "\n".join(out)
+
+
+def _sd(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def _verdict(a: dict, b: dict) -> str:
+    """PASS when a's mean is >= b's; TIE when below by less than the standard error of the
+    difference (the seeds cannot tell them apart); FAIL otherwise."""
+    diff = a["acc"] - b["acc"]
+    if diff >= 0:
+        return "PASS"
+    se = (
+        _sd(a["acc_all"]) ** 2 / len(a["acc_all"]) + _sd(b["acc_all"]) ** 2 / len(b["acc_all"])
+    ) ** 0.5
+    return "TIE " if -diff <= se else "FAIL"
+
+
+def _verdicts(rows: list[dict]) -> list[str]:
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        base = next(r for r in rows if r["model"] == model and r["variant"] == "unpruned")
+        for t in sorted({r["target"] for r in rows if r["model"] == model and r["target"] > 1}):
+            get = {r["variant"]: r for r in rows if r["model"] == model and r["target"] == t}
+            kd, ft, tpr = get["ours+KD"], get["ours+FT"], get["TP+FT"]
+            checks = [
+                (f"ours+KD {kd['acc']:.2f} >= ours+FT {ft['acc']:.2f}", _verdict(kd, ft)),
+                (f"ours+KD {kd['acc']:.2f} >= TP+FT {tpr['acc']:.2f}", _verdict(kd, tpr)),
+            ]
+            if t == 2:
+                ok = kd["acc"] >= base["acc"] - 0.5
+                checks.append(
+                    (
+                        f"ours+KD within 0.5 pt of unpruned {base['acc']:.2f}",
+                        "PASS" if ok else "FAIL",
+                    )
+                )
+            for text, verdict in checks:
+                lines.append(f"{verdict}  {model} {t:g}x fewer MACs: {text}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["resnet", "vgg"])
+    ap.add_argument("--targets", nargs="+", type=float, default=[2.0, 4.0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--temperature", type=float, default=4.0)
+    ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument(
+        "--mixup",
+        type=float,
+        default=0.4,
+        help="mixup of the recovery inputs, the same for every variant (0 = off)",
+    )
+    ap.add_argument("--runs", type=int, default=300, help="latency repeats")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 30 latency runs")
+    ap.add_argument("--json", type=Path, help="write the rows as JSON here")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.runs = 1, 2, 30
+    torch.set_num_threads(args.threads)
+    import torch_pruning as tp
+
+    train_loader, test_loader = digits.loaders(batch_size=64, seed=0)
+    print(
+        f"# Structured pruning on sklearn digits (seed-0 split), {platform.processor() or 'cpu'}, "
+        f"torch {torch.__version__} ({args.threads} thread), Torch-Pruning {tp.__version__}; "
+        f"{args.epochs} epochs of recovery, accuracy mean of {args.seeds} seed(s)"
+    )
+    rows = []
+    t0 = time.time()
+    for name in args.models:
+        rows += bench_model(name, args, train_loader, test_loader)
+    print(_table(rows))
+    print()
+    for line in _verdicts(rows):
+        print(line)
+    print(f"\n(total {time.time() - t0:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
