@@ -30,6 +30,7 @@ _LAZY = {
     "prune_channels_": "optimizer.prune.channels",
     "LayerPruneConfig": "optimizer.prune.layers",
     "prune_layers_": "optimizer.prune.layers",
+    "recalibrate_bn_": "optimizer.prune.bn",
     "BlockPruneConfig": "optimizer.prune.blocks",
     "BlockSparsifier": "optimizer.prune.blocks",
     "prune_blocks_": "optimizer.prune.blocks",

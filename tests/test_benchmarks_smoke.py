@@ -54,9 +54,11 @@ def test_pruning_benchmark_quick_run_measures_ours_and_torch_pruning(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert set(rows) == {"unpruned", "ours+KD", "ours+FT", "TP+FT"}
+    assert set(rows) == {
+        "unpruned", "ours+KD", "ours+FT", "TP+FT", "ours, no training", "TP, no training"
+    }  # fmt: skip
     base = rows["unpruned"]
-    for name in ("ours+KD", "ours+FT", "TP+FT"):
+    for name in ("ours+KD", "ours+FT", "TP+FT", "ours, no training", "TP, no training"):
         r = rows[name]
         assert base["macs"] / r["macs"] >= 2.0, r
         assert r["file_bytes"] < base["file_bytes"] and r["latency_us"] > 0
