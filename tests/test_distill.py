@@ -200,6 +200,29 @@ def test_alpha_zero_equals_fine_tune(mlp_teacher, digits):
     assert not same_weights(a, start)
 
 
+def test_cosine_alpha_schedule_moves_from_teacher_to_labels(mlp_teacher, digits):
+    torch.manual_seed(0)
+    start = mlp(16)
+    data = batches(digits["x"], digits["y"])
+    sched, const = copy.deepcopy(start), copy.deepcopy(start)
+    cfg = DistillConfig(epochs=3, alpha=0.9, alpha_schedule="cosine", **QUIET)
+    res = distill_(sched, mlp_teacher, data, cfg)
+    distill_(const, mlp_teacher, data, DistillConfig(epochs=3, alpha=0.9, **QUIET))
+    assert not same_weights(sched, const)
+    assert res.epoch_losses[-1] < res.epoch_losses[0]
+    assert get_record(sched)["passes"][-1]["alpha_schedule"] == "cosine"
+    unlabeled = [(x, None) for x, _ in data]
+    with pytest.raises(ValueError, match="targets are None"):
+        distill_(
+            copy.deepcopy(start),
+            mlp_teacher,
+            unlabeled,
+            DistillConfig(epochs=1, alpha=1.0, alpha_schedule="cosine", **QUIET),
+        )
+    with pytest.raises(ValueError, match="alpha_schedule needs data with a length"):
+        distill_(copy.deepcopy(start), mlp_teacher, iter(data), cfg)
+
+
 def test_mixup_distills_on_mixed_inputs_repeatably(mlp_teacher, digits):
     torch.manual_seed(0)
     start = mlp(16)
@@ -438,6 +461,7 @@ def replace_epochs(cfg: DistillConfig, epochs: int) -> DistillConfig:
         ({"blocks": "block1"}, "list of"),
         ({"blockwise": True, "blocks": [("a", "a")], "features": [("b", "b")]}, "features=()"),
         ({"mixup": -0.5}, "mixup must be >= 0"),
+        ({"alpha_schedule": "linear"}, "unknown alpha_schedule"),
     ],
 )
 def test_bad_config_raises_a_clear_error(kwargs, match):

@@ -47,6 +47,9 @@ class DistillConfig:
             ``len(data)`` is known, else per epoch) or ``None`` (constant).
         temperature: softmax temperature ``T`` of the logit KL; the KL is scaled by ``T**2``.
         alpha: weight of the logit KL; the hard-label loss gets ``1 - alpha``.
+        alpha_schedule: ``None`` (constant ``alpha``) or ``"cosine"``: the KL weight decays from
+            ``alpha`` to 0 over the run, so the student first follows the teacher and ends on the
+            labels (a student can then overtake a teacher weaker than itself). Needs ``len(data)``.
         features: ``(student_path, teacher_path)`` pairs of module names whose outputs are matched
             by MSE, through a learned adapter where the widths differ.
         feature_weight: weight of the summed feature losses.
@@ -75,6 +78,7 @@ class DistillConfig:
     lr_schedule: str | None = "cosine"
     temperature: float = 4.0
     alpha: float = 0.9
+    alpha_schedule: str | None = None
     features: list[tuple[str, str]] = ()
     feature_weight: float = 1.0
     blockwise: bool = False
@@ -119,6 +123,11 @@ class DistillConfig:
             raise ValueError(
                 f"{api}: temperature must be positive; expected temperature > 0, got {t!r}. "
                 "Values of 1 to 8 are usual (4 is Hinton's)"
+            )
+        if self.alpha_schedule not in (None, "cosine"):
+            raise ValueError(
+                f"{api}: unknown alpha_schedule; expected None or 'cosine', got "
+                f"{self.alpha_schedule!r}"
             )
         if not _is_real(self.alpha) or not 0 <= self.alpha <= 1:
             raise ValueError(
@@ -467,9 +476,29 @@ def _train_end_to_end(
             container.paths = [s for s, _ in pairs]
             student.train()
 
+            total = None
+            if cfg.alpha_schedule is not None:
+                shard = world > 1 and not _has_distributed_sampler(data)
+                per_epoch = _steps_per_epoch(data, world if shard else 1, cfg.max_steps_per_epoch)
+                if per_epoch is None:
+                    raise ValueError(
+                        f"{api}: alpha_schedule needs data with a length (len(data)); got "
+                        f"{type(data).__name__}. Pass a DataLoader or a list, or set "
+                        "alpha_schedule to None"
+                    )
+                total = max(1, cfg.epochs * per_epoch)
+            seen = [0]
+
             def prepare(batch: Any) -> dict:
-                inputs, targets = _split(api, batch, cfg.alpha)
+                # A decaying KL weight ends on the labels: they are needed from the start.
+                inputs, targets = _split(api, batch, cfg.alpha if total is None else 0.0)
                 ctx = {"inputs": _to(inputs, s_dev), "targets": _to(targets, s_dev)}
+                ctx["alpha"] = cfg.alpha
+                if total is not None:
+                    ctx["alpha"] = (
+                        cfg.alpha * 0.5 * (1 + math.cos(math.pi * min(seen[0], total) / total))
+                    )
+                    seen[0] += 1
                 if cfg.mixup > 0:
                     inputs = _mixup(api, ctx, cfg.mixup)
                 if need_teacher:
@@ -483,19 +512,20 @@ def _train_end_to_end(
                 out, feats = module(ctx["inputs"])
                 logits = _logits(api, out, "student")
                 terms, parts = [], {}
-                if cfg.alpha < 1 and "mix" in ctx:
+                alpha = ctx["alpha"]
+                if alpha < 1 and "mix" in ctx:
                     lam, perm = ctx["mix"]
                     t = ctx["targets"]
                     hard = lam * hard_fn(logits, t) + (1 - lam) * hard_fn(logits, t[perm])
-                    terms.append((1.0 - cfg.alpha) * hard)
+                    terms.append((1.0 - alpha) * hard)
                     parts["hard"] = hard.detach()
-                elif cfg.alpha < 1:
+                elif alpha < 1:
                     hard = hard_fn(logits, ctx["targets"])
-                    terms.append((1.0 - cfg.alpha) * hard)
+                    terms.append((1.0 - alpha) * hard)
                     parts["hard"] = hard.detach()
                 if cfg.alpha > 0:
                     kd = soft_kl_loss(logits, ctx["t_logits"], cfg.temperature)
-                    terms.append(cfg.alpha * kd)
+                    terms.append(alpha * kd)
                     parts["kd"] = kd.detach()
                 if pairs:
                     feat = sum(F.mse_loss(f, tf) for f, tf in zip(feats, ctx["t_feats"]))
@@ -518,6 +548,7 @@ def _train_end_to_end(
     entry.update(optimizer=cfg.optimizer, seed=cfg.seed, steps=steps)
     if teacher is not None:
         entry.update(temperature=cfg.temperature, alpha=cfg.alpha)
+        entry.update(alpha_schedule=cfg.alpha_schedule)
         entry.update(features=[list(p) for p in pairs], feature_weight=cfg.feature_weight)
     entry["final_loss"] = result.epoch_losses[-1] if result.epoch_losses else None
     get_record(student)["passes"].append(entry)

@@ -9,6 +9,7 @@ file holds only tensors and JSON-like data (``torch.load(weights_only=True)`` re
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +28,10 @@ _REPLACEMENTS: dict[str, Callable[[nn.Module, dict[str, Any]], nn.Module]] = {
     "Identity": lambda m, op: nn.Identity(),
     "MultiheadSelfAttention": lambda m, op: MultiheadSelfAttention.from_torch(m),
 }
+
+
+# Kinds whose pass registers them on import; load() in a fresh process imports it on first use.
+_PROVIDERS = {k: "optimizer.lowrank" for k in ("LowRankLinear", "LowRankConv2d", "Tucker2Conv2d")}
 
 
 def register_replacement(
@@ -96,6 +101,8 @@ def apply_op(model: nn.Module, op: dict[str, Any]) -> None:
             value = tuple(value)
         setattr(mod, op["attr"], value)
     elif kind == "replace":
+        if op["with"] not in _REPLACEMENTS and op["with"] in _PROVIDERS:
+            importlib.import_module(_PROVIDERS[op["with"]])
         make = _REPLACEMENTS.get(op["with"])
         if make is None:
             raise ValueError(f"plan: unknown replacement `{op['with']}` for `{op['module']}`")
