@@ -73,6 +73,7 @@ def test_reload_in_a_fresh_process_gives_identical_outputs(tmp_path):
         torch.save(model(*x).detach(), tmp_path / f"{name}.out")
     script = f"""
 import sys, json, torch
+torch.set_num_threads(1)  # the parent computed its outputs on one thread: same float sums
 sys.path.insert(0, {str(ROOT)!r})
 import optimizer
 from tests.zoo import ZOO
