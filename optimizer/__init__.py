@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from optimizer import kernels
+from optimizer import kernels, targets
 from optimizer.quantize import arithmetic
 
 _LAZY = {
@@ -55,7 +55,7 @@ _LAZY = {
     "LayerReport": "optimizer.graph.profile",
 }
 
-__all__ = ["arithmetic", "kernels", *sorted(_LAZY)]
+__all__ = ["arithmetic", "kernels", "targets", *sorted(_LAZY)]
 __version__ = "0.1.0"
 
 
