@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from optimizer._util import eval_mode
 from optimizer.graph.attention import MultiheadSelfAttention
 
 __all__ = [
@@ -326,14 +327,8 @@ def capture(model: nn.Module, example_inputs: tuple, leaves: Iterable[str] = ())
             "Python control flow cannot be traced; pass the module that holds it in `ignore`"
         ) from e
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*example_inputs)
-    finally:
-        for m, t in modes.items():
-            m.training = t
+    with eval_mode(model), torch.no_grad():
+        ShapeProp(gm).propagate(*example_inputs)
     return gm
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from optimizer._util import eval_mode
 from optimizer.graph.attention import MultiheadSelfAttention
 
 __all__ = [
@@ -156,18 +157,14 @@ def layer_stats(model: nn.Module, example_inputs: Any) -> list[LayerStats]:
     walk(model, "")
 
     handles = []
-    modes = {m: m.training for m in model.modules()}
     try:
         for module, row in targets:
             handles.append(module.register_forward_hook(_make_hook(row), with_kwargs=True))
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(*inputs)
     finally:
         for h in handles:
             h.remove()
-        for m, training in modes.items():
-            m.training = training
     return rows
 
 

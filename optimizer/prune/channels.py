@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from optimizer._util import eval_mode
 from optimizer.graph.dependency import DependencyGraph, Group, Member
 from optimizer.graph.record import get_record
 from optimizer.prune.importance import IMPORTANCES, group_scores
@@ -376,10 +377,8 @@ def _apply(model: nn.Module, plan: list[dict]) -> None:
 
 
 def _check_forward(model: nn.Module, example_inputs: tuple, api: str) -> None:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(*example_inputs)
     except Exception as e:
         raise RuntimeError(
@@ -387,9 +386,6 @@ def _check_forward(model: nn.Module, example_inputs: tuple, api: str) -> None:
             "dependency rules: please report it with the model, or pass the failing module in "
             "`ignore`"
         ) from e
-    finally:
-        for m, t in modes.items():
-            m.training = t
 
 
 def _macs(model: nn.Module, example_inputs: tuple) -> int:

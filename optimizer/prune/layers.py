@@ -8,6 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import fx, nn
 
+from optimizer._util import eval_mode
 from optimizer.graph.dependency import capture
 from optimizer.graph.record import get_record
 from optimizer.prune.plan import apply_op, get_module
@@ -121,16 +122,12 @@ def _influence(model: nn.Module, paths: list[str], example_inputs: tuple) -> dic
 
     for p in paths:
         hooks.append(get_module(model, p).register_forward_hook(hook(p)))
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(*example_inputs)
     finally:
         for h in hooks:
             h.remove()
-        for m, t in modes.items():
-            m.training = t
     return seen
 
 
@@ -169,14 +166,8 @@ def prune_layers_(model: nn.Module, example_inputs: Any, config: LayerPruneConfi
     plan = [{"op": "replace", "module": p, "with": "Identity"} for p in drop]
     for op in plan:
         apply_op(model, op)
-    with torch.no_grad():
-        modes = {m: m.training for m in model.modules()}
-        model.eval()
-        try:
-            model(*x)
-        finally:
-            for m, t in modes.items():
-                m.training = t
+    with eval_mode(model), torch.no_grad():
+        model(*x)
     rec = get_record(model)
     rec["plan"].extend(plan)
     rec["passes"].append({"pass": "prune_layers", "removed": drop})

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from optimizer._util import atomic_torch_save
 from optimizer.graph.attention import MultiheadSelfAttention
 from optimizer.graph.record import get_record, set_record
 
@@ -124,21 +124,6 @@ def replay(model: nn.Module, plan: list[dict[str, Any]]) -> nn.Module:
     return model
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save(model: nn.Module, path: str | os.PathLike) -> int:
     """Writes ``model``'s plan and weights to ``path`` atomically; returns the file size in bytes.
 
@@ -167,7 +152,7 @@ def save(model: nn.Module, path: str | os.PathLike) -> int:
         "state_dict": sd,
     }
     p = Path(path)
-    _atomic_torch_save(payload, p)
+    atomic_torch_save(payload, p)
     return p.stat().st_size
 
 
