@@ -13,6 +13,11 @@ the state dict without pickling objects, and the exporters read it. Keys:
 ``block_sparsity``
     ``{module_path: {"block": [rows, cols], "sparsity": s, "layout": "oi" | "ohwi" | "oihw"}}``
     written by :func:`optimizer.prune.blocks.prune_blocks_` when its masks are removed.
+``weight_sharing``
+    ``{module_path: {"clusters": k, "per_channel": bool, "bits": 2 | 4 | 8, "method": ...,
+    "keep_zeros": bool, "layout": "oi" | "ohwi" | ...}}`` written by
+    :func:`optimizer.share.share.share_weights_`; :func:`optimizer.share.share.codebooks` rebuilds
+    the indices and tables from it.
 ``passes``
     A list of ``{"pass": name, ...settings}`` in the order they ran, for reports.
 """
