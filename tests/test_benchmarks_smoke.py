@@ -64,3 +64,20 @@ def test_pruning_benchmark_quick_run_measures_ours_and_torch_pruning(tmp_path):
         assert r["file_bytes"] < base["file_bytes"] and r["latency_us"] > 0
         assert 0 <= r["acc"] <= 100
     assert "ours+KD" in proc.stdout and "TP+FT" in proc.stdout
+
+
+def test_quantization_benchmark_quick_run_measures_ours_and_peers(tmp_path):
+    out = tmp_path / "quant.json"
+    env = {**os.environ, "EDGEOPT_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "quantization.py"), "--quick", "--models",
+         "vgg", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (row,) = json.loads(out.read_text())
+    assert not row["errors"], row["errors"]
+    cols = ("fp32", "ours PTQ/tensor", "ours PTQ/channel", "ours QAT", "PyTorch x86", "ORT int8")
+    for col in cols:
+        assert row["acc"][col] is not None and 0 <= row["acc"][col] <= 100, (col, row["acc"])
+    assert row["sqnr_db"]["ours PTQ/channel"] > 20  # int8 logits close to the float model's

@@ -18,6 +18,12 @@ the state dict without pickling objects, and the exporters read it. Keys:
     "keep_zeros": bool, "layout": "oi" | "ohwi" | ...}}`` written by
     :func:`optimizer.share.share.share_weights_`; :func:`optimizer.share.share.codebooks` rebuilds
     the indices and tables from it.
+``quantization``
+    Written by :func:`optimizer.quantize.ptq.quantize_` / :func:`optimizer.quantize.qat.convert_`
+    on the quantized module they return: scheme and observer settings, the scale and zero point
+    of every model input and output, and per layer path its scales, zero points, weight scales,
+    fused activation/clamp, conv geometry and folded BatchNorm, plus the layers kept in float
+    (schema in :mod:`optimizer.quantize.ptq`).
 ``passes``
     A list of ``{"pass": name, ...settings}`` in the order they ran, for reports.
 """

@@ -137,7 +137,280 @@ def dequantize(q: np.ndarray, scale: float | np.ndarray, zero_point: int = 0) ->
     return ((q.astype(np.float64) - zero_point) * scale).astype(np.float32)
 
 
+# --- Ops between layers (TFLite int8 reference kernels) -------------------------------------------
+#
+# Layouts are the device's: activations NHWC, conv weights OHWI (output channel, kernel row,
+# kernel column, input channel), so a convolution is im2col with K ordered (kh, kw, c) followed by
+# ``linear_s8``. Scales are float32 values (as a .tflite file stores them) combined in float64, as
+# TFLite's Prepare functions do, so the exporter and the runtime derive the same multipliers.
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+def conv_multiplier(
+    input_scale: float, weight_scale: np.ndarray, output_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (multiplier, shift) of a conv/linear: ``s_in * s_w[c] / s_out`` in float64.
+
+    Each scale is first rounded to float32 (what a model file stores), then the product and the
+    quotient are taken in float64, as TFLite's ``PopulateConvolutionQuantizationParams``.
+    """
+    s_in = np.float64(np.float32(input_scale))
+    s_w = np.asarray(weight_scale, np.float32).astype(np.float64)
+    s_out = np.float64(np.float32(output_scale))
+    return quantize_multiplier(np.atleast_1d(s_in * s_w / s_out))
+
+
+def im2col_nhwc(
+    x: np.ndarray,
+    kernel: int | tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    pad_value: int = 0,
+) -> np.ndarray:
+    """NHWC ``x`` [N, H, W, C] -> patches [N * OH * OW, KH * KW * C], K ordered (kh, kw, c).
+
+    Positions outside the image hold ``pad_value`` (the input zero point for int8, so padding
+    contributes exactly 0 to ``sum (x - zp) * w``).
+    """
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel, stride, padding, dilation))
+    n, h, w, c = x.shape
+    xp = np.full((n, h + 2 * ph, w + 2 * pw, c), pad_value, dtype=x.dtype)
+    xp[:, ph : ph + h, pw : pw + w] = x
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j] = xp[
+                :,
+                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
+            ]
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+def conv2d_s8(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    input_zero_point: int,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    output_zero_point: int,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    clamp: tuple[int, int] = (-128, 127),
+) -> np.ndarray:
+    """int8 conv, NHWC ``x`` [N, H, W, C] and OHWI ``w`` [O, KH, KW, C / groups] -> [N, OH, OW, O].
+
+    Each group is im2col (padded with the input zero point) then :func:`linear_s8`; depthwise is
+    ``groups == C`` (one input channel per group), accumulated then requantized the same way.
+    """
+    n, h, wd, c = x.shape
+    o, kh, kw, cg = w.shape
+    if c != cg * groups or o % groups:
+        raise ValueError(
+            f"conv2d_s8: shapes do not match groups={groups}; got x {x.shape} and w {w.shape}"
+        )
+    og = o // groups
+    mult = np.broadcast_to(np.asarray(multiplier), (o,))
+    sh = np.broadcast_to(np.asarray(shift), (o,))
+    outs = []
+    for g in range(groups):
+        cols = im2col_nhwc(
+            x[..., g * cg : (g + 1) * cg], (kh, kw), stride, padding, dilation, input_zero_point
+        )
+        sl = slice(g * og, (g + 1) * og)
+        b = None if bias is None else np.asarray(bias)[sl]
+        outs.append(
+            linear_s8(
+                cols,
+                w[sl].reshape(og, -1),
+                b,
+                input_zero_point,
+                mult[sl],
+                sh[sl],
+                output_zero_point,
+                clamp,
+            )
+        )
+    (ph, pw), (dh, dw), (sth, stw) = _pair(padding), _pair(dilation), _pair(stride)
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sth + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // stw + 1
+    return np.concatenate(outs, axis=1).reshape(n, oh, ow, o)
+
+
+def add_multipliers(
+    input1_scale: float, input2_scale: float, output_scale: float, left_shift: int = 20
+) -> tuple[int, int, int, int, int, int]:
+    """TFLite int8 ADD's (m1, shift1, m2, shift2, m_out, shift_out), as its ``Prepare`` computes."""
+    s1, s2, so = (np.float64(np.float32(s)) for s in (input1_scale, input2_scale, output_scale))
+    twice_max = 2.0 * max(s1, s2)
+    m, s = quantize_multiplier(
+        np.array([s1 / twice_max, s2 / twice_max, twice_max / ((1 << left_shift) * so)])
+    )
+    return int(m[0]), int(s[0]), int(m[1]), int(s[1]), int(m[2]), int(s[2])
+
+
+def add_s8(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    input1_zero_point: int,
+    input2_zero_point: int,
+    output_zero_point: int,
+    multipliers: tuple[int, int, int, int, int, int],
+    left_shift: int = 20,
+    clamp: tuple[int, int] = (-128, 127),
+) -> np.ndarray:
+    """TFLite int8 ADD (broadcasting): inputs rescaled to a common 2^-left_shift grid, summed,
+    requantized; ``multipliers`` from :func:`add_multipliers`."""
+    m1, s1, m2, s2, mo, so = multipliers
+    a = (np.asarray(x1, np.int64) - int(input1_zero_point)) * (1 << left_shift)
+    b = (np.asarray(x2, np.int64) - int(input2_zero_point)) * (1 << left_shift)
+    a = multiply_by_quantized_multiplier(a, np.int64(m1), np.int64(s1))
+    b = multiply_by_quantized_multiplier(b, np.int64(m2), np.int64(s2))
+    v = multiply_by_quantized_multiplier(_wrap_s32(a + b), np.int64(mo), np.int64(so))
+    return np.clip(v + int(output_zero_point), clamp[0], clamp[1]).astype(np.int8)
+
+
+def mul_multiplier(
+    input1_scale: float, input2_scale: float, output_scale: float
+) -> tuple[int, int]:
+    """TFLite int8 MUL's (multiplier, shift) of ``s1 * s2 / s_out`` (float64 of float32 scales)."""
+    s1, s2, so = (np.float64(np.float32(s)) for s in (input1_scale, input2_scale, output_scale))
+    m, s = quantize_multiplier(np.array([s1 * s2 / so]))
+    return int(m[0]), int(s[0])
+
+
+def mul_s8(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    input1_zero_point: int,
+    input2_zero_point: int,
+    output_zero_point: int,
+    multiplier: int,
+    shift: int,
+    clamp: tuple[int, int] = (-128, 127),
+) -> np.ndarray:
+    """TFLite int8 MUL (broadcasting, e.g. squeeze-excitation [N,H,W,C] * [N,1,1,C])."""
+    prod = (np.asarray(x1, np.int64) - int(input1_zero_point)) * (
+        np.asarray(x2, np.int64) - int(input2_zero_point)
+    )
+    v = multiply_by_quantized_multiplier(prod, np.int64(multiplier), np.int64(shift))
+    return np.clip(v + int(output_zero_point), clamp[0], clamp[1]).astype(np.int8)
+
+
+def _pool_windows(x, kernel, stride, padding):
+    (kh, kw), (sh, sw), (ph, pw) = map(_pair, (kernel, stride, padding))
+    n, h, w, c = x.shape
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    for i in range(oh):
+        for j in range(ow):
+            r0, c0 = i * sh - ph, j * sw - pw
+            r1, c1 = min(r0 + kh, h), min(c0 + kw, w)
+            r0, c0 = max(r0, 0), max(c0, 0)
+            yield i, j, x[:, r0:r1, c0:c1]
+
+
+def avg_pool2d_s8(
+    x: np.ndarray,
+    kernel: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    clamp: tuple[int, int] = (-128, 127),
+) -> np.ndarray:
+    """TFLite int8 AVERAGE_POOL_2D on NHWC: the sum of the valid positions divided by their count,
+    rounded half away from zero; output shares the input's scale and zero point."""
+    stride = kernel if stride is None else stride
+    (kh, kw), (sh, sw), (ph, pw) = map(_pair, (kernel, stride, padding))
+    n, h, w, c = x.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    out = np.empty((n, oh, ow, c), np.int8)
+    for i, j, win in _pool_windows(x, (kh, kw), (sh, sw), (ph, pw)):
+        acc = win.astype(np.int64).sum(axis=(1, 2))
+        cnt = win.shape[1] * win.shape[2]
+        half = cnt // 2
+        # C++ integer division truncates toward zero.
+        q = np.where(acc > 0, (acc + half) // cnt, -((-(acc - half)) // cnt))
+        out[:, i, j] = np.clip(q, clamp[0], clamp[1])
+    return out
+
+
+def max_pool2d_s8(
+    x: np.ndarray,
+    kernel: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+) -> np.ndarray:
+    """int8 MAX_POOL_2D on NHWC over the valid positions of each window (exact)."""
+    stride = kernel if stride is None else stride
+    (kh, kw), (sh, sw), (ph, pw) = map(_pair, (kernel, stride, padding))
+    n, h, w, c = x.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    out = np.empty((n, oh, ow, c), np.int8)
+    for i, j, win in _pool_windows(x, (kh, kw), (sh, sw), (ph, pw)):
+        out[:, i, j] = win.max(axis=(1, 2))
+    return out
+
+
+def lookup_table(
+    fn, input_scale: float, input_zero_point: int, output_scale: float, output_zero_point: int
+) -> np.ndarray:
+    """The 256-entry int8 table of an elementwise ``fn`` (numpy float64 -> float64).
+
+    ``table[q + 128] = quantize(fn(dequantize(q)))`` for every int8 ``q``; applying it is exact by
+    construction, so every runtime that indexes the same table agrees bit for bit.
+    """
+    q = np.arange(-128, 128, dtype=np.int64)
+    x = (q - int(input_zero_point)).astype(np.float64) * np.float64(np.float32(input_scale))
+    y = np.asarray(fn(x), np.float64)
+    return quantize(y, float(np.float32(output_scale)), int(output_zero_point))
+
+
+def lookup_s8(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Applies a 256-entry int8 table: ``table[x + 128]``."""
+    return np.asarray(table, np.int8)[np.asarray(x, np.int64) + 128]
+
+
+def activation_range(activation: str | None, scale: float, zero_point: int) -> tuple[int, int]:
+    """int8 clamp bounds of a fused activation, as TFLite's ``CalculateActivationRangeQuantized``:
+    ``None`` -> [-128, 127], ``"relu"`` -> [zp, 127], ``"relu6"`` -> [zp, zp + round(6 / s)],
+    with TFLite's rounding (half away from zero)."""
+    if activation in (None, "none"):
+        return -128, 127
+    lo = max(-128, int(zero_point))
+    if activation == "relu":
+        return lo, 127
+    if activation == "relu6":
+        v = 6.0 / float(np.float32(scale))
+        r = int(np.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+        return lo, min(127, int(zero_point) + r)
+    raise ValueError(
+        "activation_range: unknown activation; expected None, 'relu' or 'relu6', "
+        f"got {activation!r}"
+    )
+
+
 __all__ = [
+    "activation_range",
+    "add_multipliers",
+    "add_s8",
+    "avg_pool2d_s8",
+    "conv2d_s8",
+    "conv_multiplier",
+    "im2col_nhwc",
+    "lookup_s8",
+    "lookup_table",
+    "max_pool2d_s8",
+    "mul_multiplier",
+    "mul_s8",
     "dequantize",
     "gemm_s8s8s32",
     "linear_s8",
