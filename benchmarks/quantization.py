@@ -54,8 +54,17 @@ from optimizer.distill.core import DistillConfig, distill_  # noqa: E402
 from optimizer.examples import digits  # noqa: E402
 from optimizer.quantize.ptq import Int8Config, quantize_  # noqa: E402
 from optimizer.quantize.qat import convert_, prepare_qat_  # noqa: E402
+from optimizer.share.share import WeightShareConfig, share_weights_  # noqa: E402
 
-COLUMNS = ["fp32", "ours PTQ/tensor", "ours PTQ/channel", "ours QAT", "PyTorch x86", "ORT int8"]
+COLUMNS = [
+    "fp32",
+    "ours PTQ/tensor",
+    "ours PTQ/channel",
+    "ours QAT",
+    "PyTorch x86",
+    "ORT int8",
+    "ours share16+int8",
+]
 OBSERVERS = ["minmax", "moving_average", "percentile", "mse"]
 
 
@@ -159,6 +168,41 @@ def ours_qat(model: nn.Module, calib, train_loader, args) -> nn.Module:
     return convert_(qat.eval())
 
 
+def shared_int8(model: nn.Module, calib: list, train_loader, args) -> nn.Module:
+    """16 shared values per layer (exact optimal 1-D clustering, zeros kept), a short distillation
+    from the float model with gradients pooled per cluster (the weights stay shared), then int8
+    PTQ per channel: each channel keeps at most 16 distinct int8 values (4-bit codebooks)."""
+    shared = copy.deepcopy(model)
+    share = share_weights_(shared, WeightShareConfig(clusters=16, method="optimal"))
+    if args.share_epochs:
+        cfg = DistillConfig(epochs=args.share_epochs, lr=5e-4, alpha=0.5, progress=False, seed=0)
+        distill_(shared, model, train_loader, cfg)
+    share.remove()
+    return quantize_(shared.eval(), Int8Config(per_channel=True, observer=args.observer), calib)
+
+
+def lowrank_mlp(args, train_loader, data) -> dict[str, Any]:
+    """The digits MLP factorized by SVD to half its MACs, then distilled from the original."""
+    from optimizer.graph.profile import count_macs
+    from optimizer.lowrank import LowRankConfig, factorize_
+
+    _, _, x_test, y_test = data
+    base = digits.pretrained("mlp").eval()
+    x = torch.zeros(1, 1, 8, 8)
+    small = copy.deepcopy(base)
+    factorize_(small, LowRankConfig(macs_reduction=2.0), x)
+    before = _accuracy(small.eval(), x_test, y_test)
+    cfg = DistillConfig(epochs=args.lowrank_epochs, lr=5e-4, progress=False, seed=0)
+    distill_(small, base, train_loader, cfg)
+    return {
+        "fp32": _accuracy(base, x_test, y_test),
+        "svd": before,
+        "svd+KD": _accuracy(small.eval(), x_test, y_test),
+        "macs_ratio": count_macs(base, x) / count_macs(small, x),
+        "epochs": args.lowrank_epochs,
+    }
+
+
 def bench_model(name: str, args, train_loader, data) -> dict[str, Any]:
     x_train, _, x_test, y_test = data
     calib = [x_train[i : i + 64] for i in range(0, args.calib, 64)]
@@ -200,6 +244,7 @@ def bench_model(name: str, args, train_loader, data) -> dict[str, Any]:
     run("ours QAT", lambda: ours_qat(base, calib, train_loader, args))
     run("PyTorch x86", lambda: torch_x86_ptq(base, calib))
     run("ORT int8", lambda: ort_static_int8(base, calib, args.threads))
+    run("ours share16+int8", lambda: shared_int8(base, calib, train_loader, args))
     for obs in OBSERVERS:
         q = quantize_(base, Int8Config(per_channel=True, observer=obs), calib)
         row["observers"][obs] = _accuracy(q, x_test, y_test)
@@ -255,6 +300,8 @@ def _verdicts(rows: list[dict]) -> list[str]:
              pc is not None and (a["ORT int8"] is None or pc >= a["ORT int8"])),
             (f"ours QAT {_fmt(qat)} within 0.2 pt of fp32 {_fmt(fp)}",
              qat is not None and qat >= fp - 0.2),
+            (f"ours share16+int8 {_fmt(a['ours share16+int8'])} within 1 pt of fp32 {_fmt(fp)}",
+             a["ours share16+int8"] is not None and a["ours share16+int8"] >= fp - 1.0),
         ]  # fmt: skip
         for text, ok in checks:
             lines.append(f"{'PASS' if ok else 'FAIL'}  {r['model']}: {text}")
@@ -273,13 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lowrank-epochs", type=int, default=5, help="distillation after SVD")
+    ap.add_argument("--share-epochs", type=int, default=2, help="distillation while shared")
     ap.add_argument("--quick", action="store_true", help="128 calibration images, 1 QAT epoch")
     ap.add_argument("--json", type=Path, help="write the rows as JSON here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.calib, args.qat_epochs = 128, 1
+        args.calib, args.qat_epochs, args.lowrank_epochs, args.share_epochs = 128, 1, 1, 1
     torch.set_num_threads(args.threads)
     import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # the quantizer's graph clean-up warnings are noise
 
     data = digits.load_digits_split(seed=0)
     train_loader, _ = digits.loaders(batch_size=64, seed=0)
@@ -300,12 +351,24 @@ def main(argv: list[str] | None = None) -> int:
     print(_sqnr_table(rows))
     print("\nOurs PTQ per channel, by observer (accuracy %):\n")
     print(_observer_table(rows))
+    lr = lowrank_mlp(args, train_loader, data)
+    print(
+        f"\nLow rank: digits MLP, SVD to {lr['macs_ratio']:.2f}x fewer MACs: "
+        f"fp32 {lr['fp32']:.2f}, after SVD {lr['svd']:.2f}, after {lr['epochs']} epochs of "
+        f"distillation {lr['svd+KD']:.2f}"
+    )
     print()
     for line in _verdicts(rows):
         print(line)
+    ok = lr["svd+KD"] >= lr["fp32"] - 1.0 and lr["macs_ratio"] >= 2.0
+    print(
+        f"{'PASS' if ok else 'FAIL'}  mlp: SVD at {lr['macs_ratio']:.2f}x fewer MACs + "
+        f"distillation {lr['svd+KD']:.2f} within 1 pt of fp32 {lr['fp32']:.2f}"
+    )
     print(f"\n(total {time.time() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+        args.json.with_suffix(".lowrank.json").write_text(json.dumps(lr, indent=1))
     return 0
 
 

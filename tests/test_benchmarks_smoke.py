@@ -77,7 +77,10 @@ def test_quantization_benchmark_quick_run_measures_ours_and_peers(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (row,) = json.loads(out.read_text())
     assert not row["errors"], row["errors"]
-    cols = ("fp32", "ours PTQ/tensor", "ours PTQ/channel", "ours QAT", "PyTorch x86", "ORT int8")
+    cols = ("fp32", "ours PTQ/tensor", "ours PTQ/channel", "ours QAT", "PyTorch x86", "ORT int8",
+            "ours share16+int8")  # fmt: skip
     for col in cols:
         assert row["acc"][col] is not None and 0 <= row["acc"][col] <= 100, (col, row["acc"])
     assert row["sqnr_db"]["ours PTQ/channel"] > 20  # int8 logits close to the float model's
+    lowrank = json.loads(out.with_suffix(".lowrank.json").read_text())
+    assert lowrank["macs_ratio"] >= 2.0 and 0 <= lowrank["svd+KD"] <= 100
