@@ -55,6 +55,8 @@ _LAZY = {
     "convert_": "optimizer.quantize.qat",
     "quant_report": "optimizer.quantize.diagnose",
     "QuantReport": "optimizer.quantize.diagnose",
+    "export_tflite": "optimizer.export.tflite",
+    "TfliteReport": "optimizer.export.tflite",
     "save": "optimizer.prune.plan",
     "load": "optimizer.prune.plan",
     "count_macs": "optimizer.graph.profile",

@@ -1,0 +1,1039 @@
+"""``.tflite`` export of the int8 module, with our own scales, builtin ops only, checked in LiteRT.
+
+:func:`export_tflite` writes the integer-exact module that :func:`optimizer.quantize_` (or
+``convert_``) returns as a full-integer TFLite model without TensorFlow: the scales, zero points,
+int8 weights and int32 biases are written as they are (nothing is recomputed by a converter), so
+LiteRT computes what the PyTorch module computes. Layout is NHWC throughout with no TRANSPOSE op:
+conv weights are written OHWI, depthwise weights [1, KH, KW, C * multiplier] (per-channel scales on
+dimension 3), and a FULLY_CONNECTED after ``flatten`` of a conv output gets its weight columns
+permuted from (C, H, W) to (H, W, C) once at export. The model's inputs are therefore NHWC
+(``x.permute(0, 2, 3, 1)``).
+
+Op mapping (builtin ops only, checked for every node before anything is written):
+
+============================  ==============================================================
+int8 module (``op``)           TFLite
+============================  ==============================================================
+QConv2d (``conv2d``)           CONV_2D; DEPTHWISE_CONV_2D when groups == in_channels; padding
+                               SAME / VALID when they give PyTorch's windows, else PAD (which
+                               pads int8 with the zero point) + VALID; ReLU/ReLU6 fused
+QLinear (``linear``)           FULLY_CONNECTED (per-channel int8 weights, int32 bias)
+QAdd / QMul                    ADD / MUL (fused ReLU/ReLU6)
+QMaxPool2d / QAvgPool2d        MAX_POOL_2D / AVERAGE_POOL_2D (a global average pool is one
+                               full-window average pool); max pool padding that SAME does not
+                               reproduce is PADV2 with -128
+QClamp (``clamp``)             RELU / RELU6
+QLookupTable (``lut``)         CAST (int8 -> int32) + ADD (+128) + GATHER on our 256-entry
+                               table: bit for bit, for every function (see ``lut``)
+QuantStub / DeQuantStub        the int8 input / output (``io="int8"``) or QUANTIZE /
+                               DEQUANTIZE at the boundaries (``io="float"``)
+flatten / view / reshape       RESHAPE; torch.cat: CONCATENATION
+============================  ==============================================================
+
+With ``lut="builtin"``, a table whose function has a builtin (Sigmoid: LOGISTIC, Tanh: TANH,
+Hardswish: HARD_SWISH) is written as that builtin when LiteRT's kernel reproduces our table on
+all 256 inputs (probed in LiteRT at export time); otherwise the exact GATHER form is written and
+the report's ``notes`` say by how many units and on how many inputs the builtin differs.
+
+After writing (``verify=True``), the file runs in the LiteRT interpreter on sample inputs and its
+outputs are compared with the integer-exact PyTorch module in units of the output scale; the
+intermediate tensors (interpreter run with ``experimental_preserve_all_tensors``, no delegate)
+are compared with the module's own intermediate values, layer by layer, so a disagreement names
+the first diverging layer.
+
+Example::
+
+    qmodel = optimizer.quantize_(model, optimizer.Int8Config(), calibration=data)
+    report = export_tflite(qmodel, x[:1], "model.tflite", io="int8", labels=classes)
+    report.within_one, report.top1_agreement, report.first_diverging_layer
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from optimizer._util import atomic_write
+from optimizer.export.tflite_schema import TfliteModelBuilder
+from optimizer.quantize import modules as qm
+
+__all__ = ["TfliteReport", "export_tflite", "litert_interpreter_cls", "read_tflite_metadata"]
+
+_API = "export_tflite"
+_SUPPORTED = (
+    "int8 modules from optimizer.quantize_ / convert_: QConv2d (dense or depthwise), QLinear, "
+    "QAdd, QMul, QMaxPool2d, QAvgPool2d, QClamp, QLookupTable, QuantStub/DeQuantStub, and "
+    "flatten/view/reshape/cat"
+)
+#: Metadata names written into Model.metadata.
+METADATA_QUANTIZATION = "edgeopt_quantization"
+METADATA_LABELS = "labels"
+SIGNATURE_KEY = "serving_default"
+_BUILTIN_LUTS = {
+    "sigmoid": "LOGISTIC",
+    "Sigmoid": "LOGISTIC",
+    "tanh": "TANH",
+    "Tanh": "TANH",
+    "Hardswish": "HARD_SWISH",
+    "hardswish": "HARD_SWISH",
+}
+_ACT = {
+    None: TfliteModelBuilder.ACT_NONE,
+    "relu": TfliteModelBuilder.ACT_RELU,
+    "relu6": TfliteModelBuilder.ACT_RELU6,
+}
+_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TfliteReport:
+    """What :func:`export_tflite` wrote and how LiteRT's outputs compare with the module's.
+
+    Attributes:
+        path: the written file.
+        size_bytes: its size.
+        io: ``"int8"`` or ``"float"`` (the dtype of the model's inputs and outputs).
+        ops: TFLite op name -> count.
+        inputs, outputs: per signature tensor: ``name``, ``shape`` (NHWC for images),
+            ``layout``, ``dtype`` ("int8" / "float"), ``scale`` and ``zero_point`` of the int8
+            tensor (for ``io="float"``: the QUANTIZE / DEQUANTIZE parameters inside the file).
+        signature_key: the SignatureDef's key.
+        notes: remarks (LUT builtins that would differ from our tables, ...).
+        verified: True when the file was run in LiteRT.
+        interpreter: which LiteRT package ran it.
+        samples: number of sample inputs compared.
+        max_abs_diff: largest |LiteRT - module| over all outputs, in units of the output scale.
+        within_one: fraction of output values within 1 unit.
+        top1_agreement: fraction of samples whose arg-max agrees (2-D outputs), else None.
+        layer_max_diff: per layer path (in op order): max |diff| in units on the first batch,
+            LiteRT's reference kernels (no delegate) vs the module's intermediate values.
+        first_diverging_layer: the first layer whose intermediate output differs at all in
+            LiteRT's reference kernels (which compute our arithmetic bit for bit), None when none
+            does.
+    """
+
+    path: str
+    size_bytes: int
+    io: str
+    ops: dict[str, int]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    signature_key: str = SIGNATURE_KEY
+    notes: list[str] = field(default_factory=list)
+    verified: bool = False
+    interpreter: str = ""
+    samples: int = 0
+    max_abs_diff: float | None = None
+    within_one: float | None = None
+    top1_agreement: float | None = None
+    layer_max_diff: dict[str, float] = field(default_factory=dict)
+    first_diverging_layer: str | None = None
+
+    @property
+    def agrees(self) -> bool:
+        """True when verified with >= 99.9 % of values within 1 unit and >= 99.5 % top-1."""
+        if not self.verified or self.within_one is None:
+            return False
+        top1_ok = self.top1_agreement is None or self.top1_agreement >= 0.995
+        return self.within_one >= 0.999 and top1_ok
+
+
+# --------------------------------------------------------------------------------------------
+# LiteRT
+# --------------------------------------------------------------------------------------------
+
+
+def litert_interpreter_cls() -> tuple[Any, str]:
+    """LiteRT's ``Interpreter`` class and its package: ``ai_edge_litert``, else ``tflite_runtime``,
+    else ``tensorflow.lite``. Raises ImportError naming them when none is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        pass
+    try:
+        from tensorflow.lite import Interpreter
+
+        return Interpreter, "tensorflow.lite"
+    except ImportError as e:
+        raise ImportError(
+            f"{_API}: verify=True needs a LiteRT interpreter; install `ai-edge-litert` (or "
+            "tflite-runtime / tensorflow), or pass verify=False"
+        ) from e
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silences the C++ runtime's log lines on file descriptor 2 (errors still raise)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _interpreter(blob: bytes, reference: bool = False, preserve: bool = False) -> Any:
+    cls, _ = litert_interpreter_cls()
+    kwargs: dict[str, Any] = {"model_content": blob, "num_threads": 1}
+    if reference or preserve:
+        try:
+            from ai_edge_litert.interpreter import OpResolverType
+        except ImportError:  # older packages: no resolver choice
+            OpResolverType = None  # noqa: N806
+        if OpResolverType is not None:
+            kwargs["experimental_op_resolver_type"] = (
+                OpResolverType.BUILTIN_REF
+                if reference
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            )
+        if preserve:
+            kwargs["experimental_preserve_all_tensors"] = True
+    with _quiet_stderr():
+        interp = cls(**kwargs)
+        interp.allocate_tensors()
+    return interp
+
+
+def read_tflite_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, bytes]:
+    """The Model.metadata entries of a ``.tflite`` file as ``{name: bytes}`` (needs LiteRT's
+    generated schema, ``ai_edge_litert.schema_py_generated``).
+
+    Example:
+        >>> json.loads(read_tflite_metadata("model.tflite")["edgeopt_quantization"])["io"]
+        'int8'
+    """
+    from ai_edge_litert import schema_py_generated as s
+
+    blob = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    m = s.Model.GetRootAsModel(blob, 0)
+    out = {}
+    for i in range(m.MetadataLength()):
+        md = m.Metadata(i)
+        buf = m.Buffers(md.Buffer())
+        out[md.Name().decode()] = buf.DataAsNumpy().tobytes() if buf.DataLength() else b""
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Values of the module
+# --------------------------------------------------------------------------------------------
+
+
+class _Capture(fx.Interpreter):
+    """Runs the GraphModule and keeps every node's output (what hooks would capture)."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.values: dict[str, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        self.values[n.name] = out
+        return out
+
+
+def _capture(gm: fx.GraphModule, inputs: tuple) -> dict[str, Any]:
+    cap = _Capture(gm)
+    with torch.no_grad():
+        cap.run(*inputs)
+    return cap.values
+
+
+@dataclass
+class _Val:
+    """A TFLite tensor standing for an fx value. ``layout``: "nhwc" (a 4-D NCHW value stored
+    NHWC), "plain" (same order as PyTorch), "hwc" (a flattened conv output in (H, W, C) order;
+    ``chw`` is PyTorch's (C, H, W))."""
+
+    index: int
+    layout: str
+    pt_shape: tuple[int, ...]
+    scale: float | None
+    zero_point: int | None
+    chw: tuple[int, int, int] | None = None
+
+
+def _tf_shape(pt_shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    if layout == "nhwc":
+        n, c, h, w = pt_shape
+        return (n, h, w, c)
+    return tuple(pt_shape)
+
+
+def _to_layout(v: np.ndarray, layout: str, chw: tuple[int, int, int] | None = None) -> np.ndarray:
+    """A PyTorch-ordered array in the order the TFLite tensor holds it."""
+    if layout == "nhwc":
+        return np.ascontiguousarray(v.transpose(0, 2, 3, 1))
+    if layout == "hwc":
+        c, h, w = chw
+        b = v.shape[0]
+        return np.ascontiguousarray(v.reshape(b, c, h, w).transpose(0, 2, 3, 1).reshape(b, -1))
+    return v
+
+
+def _same_padding(size: int, k: int, s: int, d: int, p: int) -> str | None:
+    """ "VALID" / "SAME" when TFLite's padding gives PyTorch's windows (symmetric ``p``), else
+    None (an explicit PAD is needed)."""
+    k_eff = d * (k - 1) + 1
+    out_pt = (size + 2 * p - k_eff) // s + 1
+    if p == 0:
+        return "VALID"
+    out_same = -(-size // s)
+    total = max((out_same - 1) * s + k_eff - size, 0)
+    if out_same == out_pt and total // 2 == p:
+        return "SAME"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The exporter
+# --------------------------------------------------------------------------------------------
+
+
+class _Exporter:
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        values: dict[str, Any],
+        io: str,
+        lut: str,
+        description: str,
+    ) -> None:
+        self.gm = gm
+        self.values = values
+        self.io = io
+        self.lut = lut
+        self.tb = TfliteModelBuilder(description)
+        self.vals: dict[str, _Val] = {}
+        self.layer_of: dict[int, str] = {}  # tensor index -> layer path (per-layer compare)
+        self.node_of: dict[int, str] = {}  # tensor index -> fx node name
+        self.ops: dict[str, int] = {}
+        self.notes: list[str] = []
+        self.inputs: list[tuple[str, int]] = []
+        self.outputs: list[tuple[str, int]] = []
+        self.io_info: tuple[list[dict], list[dict]] = ([], [])
+        self.lut_cache: dict[tuple, str | None] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _mod(self, n: fx.Node) -> nn.Module | None:
+        return self.gm.get_submodule(n.target) if n.op == "call_module" else None
+
+    def _path(self, n: fx.Node) -> str:
+        mod = self._mod(n)
+        return getattr(mod, "path", None) or str(n.target if n.op == "call_module" else n.name)
+
+    def _shape(self, n: fx.Node) -> tuple[int, ...]:
+        return tuple(self.values[n.name].shape)
+
+    def _op(self, code: int, ins: list[int], outs: list[int], opt_type=0, opt=0, version=1):
+        name = TfliteModelBuilder.OP_NAMES[code]
+        self.ops[name] = self.ops.get(name, 0) + 1
+        self.tb.add_operator(code, ins, outs, opt_type, opt, version)
+
+    def _act_tensor(
+        self,
+        n: fx.Node | None,
+        name: str,
+        pt_shape: tuple[int, ...],
+        layout: str,
+        scale: float | None,
+        zp: int | None,
+        chw: tuple[int, int, int] | None = None,
+    ) -> _Val:
+        dtype = TfliteModelBuilder.INT8 if scale is not None else TfliteModelBuilder.FLOAT32
+        idx = self.tb.add_tensor(name, _tf_shape(pt_shape, layout), dtype, 0, scale, zp)
+        v = _Val(idx, layout, pt_shape, scale, zp, chw)
+        if n is not None:
+            self.vals[n.name] = v
+            self.layer_of[idx] = name
+            self.node_of[idx] = n.name
+        return v
+
+    # -- checks (before any conversion work) ---------------------------------------------------
+    def unsupported(self, n: fx.Node) -> str | None:
+        """Why ``n`` has no mapping, or None."""
+        if n.op in ("placeholder", "output", "get_attr"):
+            if n.op == "get_attr":
+                return "a constant tensor in the graph"
+            return None
+        tensor = isinstance(self.values.get(n.name), torch.Tensor)
+        mod = self._mod(n)
+        if isinstance(mod, qm.QModule):
+            if isinstance(mod, qm.QConv2d):
+                if mod.groups != 1 and not (
+                    mod.groups == mod.in_channels and mod.out_channels % mod.groups == 0
+                ):
+                    return (
+                        f"conv2d with groups={mod.groups} (grouped, not depthwise): no int8 "
+                        "TFLite builtin"
+                    )
+                if len(self._shape(n.args[0])) != 4:
+                    return "conv2d on a non-4-D input"
+                return None
+            if isinstance(mod, qm.QLinear):
+                src = self.values[n.args[0].name]
+                if src.dim() != 2:
+                    return f"linear on a {src.dim()}-D input (only [batch, features])"
+                return None
+            if isinstance(mod, qm.QMaxPool2d):
+                if mod.dilation != (1, 1):
+                    return "max_pool2d with dilation"
+                return None
+            if isinstance(mod, qm.QAvgPool2d):
+                h, w = self._shape(n.args[0])[2:]
+                for size, k, s, p in zip((h, w), mod.kernel_size, mod.stride, mod.padding):
+                    if _same_padding(size, k, s, 1, p) is None:
+                        return "avg_pool2d with padding that TFLite's SAME does not reproduce"
+                return None
+            if isinstance(mod, (qm.QAdd, qm.QMul, qm.QClamp, qm.QLookupTable)):
+                return None
+            if isinstance(mod, qm.QuantStub):
+                src = n.args[0]
+                if src.op != "placeholder":
+                    return "quantize in the middle of the graph (mixed float/int8 graph)"
+                return None
+            if isinstance(mod, qm.DeQuantStub):
+                # Users that only read its size (x.view(x.size(0), -1)) need no tensor.
+                if any(
+                    u.op != "output" and isinstance(self.values.get(u.name), torch.Tensor)
+                    for u in n.users
+                ):
+                    return "dequantize in the middle of the graph (mixed float/int8 graph)"
+                return None
+            return f"{mod.op} ({type(mod).__name__}): no TFLite mapping yet"
+        if mod is not None:
+            if isinstance(mod, nn.Flatten):
+                return None if mod.start_dim == 1 and mod.end_dim == -1 else "Flatten dims"
+            if isinstance(mod, (nn.Identity, nn.Dropout)):
+                return None
+            return (
+                f"float module {type(mod).__name__} in an int8 graph (mixed graphs are not "
+                "exported to TFLite yet)"
+            )
+        target = n.target
+        name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+        if not tensor:
+            if n.op == "call_method" and target in ("size", "dim"):
+                return None
+            if n.op == "call_function" and name == "getattr":
+                return None
+            if n.op == "call_function" and name == "getitem" and not tensor:
+                return None
+            return f"{name} returning {type(self.values.get(n.name)).__name__}"
+        if name in ("flatten", "view", "reshape"):
+            return None
+        if name in ("cat", "concat"):
+            return None
+        if name in ("contiguous",):
+            return None
+        return f"{n.op} {name}"
+
+    # -- conversion ----------------------------------------------------------------------------
+    def _emit(self, n: fx.Node) -> None:
+        if n.op == "placeholder":
+            return  # made by the QuantStub that reads it
+        if n.op == "output":
+            self._emit_output(n)
+            return
+        mod = self._mod(n)
+        if isinstance(mod, qm.QuantStub):
+            self._emit_input(n, mod)
+        elif isinstance(mod, qm.DeQuantStub):
+            self.vals[n.name] = self.vals[n.args[0].name]
+        elif isinstance(mod, qm.QConv2d):
+            self._emit_conv(n, mod)
+        elif isinstance(mod, qm.QLinear):
+            self._emit_linear(n, mod)
+        elif isinstance(mod, (qm.QAdd, qm.QMul)):
+            self._emit_binary(n, mod)
+        elif isinstance(mod, (qm.QMaxPool2d, qm.QAvgPool2d)):
+            self._emit_pool(n, mod)
+        elif isinstance(mod, qm.QClamp):
+            x = self.vals[n.args[0].name]
+            code = TfliteModelBuilder.RELU if mod.activation == "relu" else TfliteModelBuilder.RELU6
+            y = self._same_q(n, x, mod.path)
+            self._op(code, [x.index], [y.index], version=2)
+        elif isinstance(mod, qm.QLookupTable):
+            self._emit_lut(n, mod)
+        elif isinstance(mod, (nn.Identity, nn.Dropout)):
+            self.vals[n.name] = self.vals[n.args[0].name]
+        elif not isinstance(self.values.get(n.name), torch.Tensor):
+            return  # sizes, ints
+        else:
+            name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+            if isinstance(mod, nn.Flatten) or name in ("flatten", "view", "reshape"):
+                self._emit_reshape(n)
+            elif name in ("cat", "concat"):
+                self._emit_cat(n)
+            elif name == "contiguous":
+                self.vals[n.name] = self.vals[n.args[0].name]
+            else:  # pragma: no cover - rejected by unsupported()
+                raise AssertionError(n)
+
+    def _same_q(self, n: fx.Node, x: _Val, name: str, pt_shape=None) -> _Val:
+        shape = pt_shape or self._shape(n)
+        return self._act_tensor(n, name, shape, x.layout, x.scale, x.zero_point, x.chw)
+
+    def _emit_input(self, n: fx.Node, mod: qm.QuantStub) -> None:
+        ph = n.args[0]
+        shape = self._shape(n)
+        layout = "nhwc" if len(shape) == 4 else "plain"
+        q = (mod.output_scale, mod.output_zero_point)
+        info = {"name": ph.name, "dtype": self.io, "scale": q[0], "zero_point": q[1]}
+        if self.io == "int8":
+            v = self._act_tensor(n, ph.name, shape, layout, *q)
+        else:
+            f = self._act_tensor(None, ph.name, shape, layout, None, None)
+            v = self._act_tensor(n, mod.path, shape, layout, *q)
+            self._op(TfliteModelBuilder.QUANTIZE, [f.index], [v.index], version=2)
+            v_in = f
+        info["shape"] = list(_tf_shape(shape, layout))
+        info["layout"] = "NHWC" if layout == "nhwc" else "as PyTorch"
+        self.inputs.append((ph.name, v.index if self.io == "int8" else v_in.index))
+        self.io_info[0].append(info)
+
+    def _emit_output(self, n: fx.Node) -> None:
+        outs = n.args[0]
+        flat: list[fx.Node] = []
+        fx.map_arg(outs, flat.append)
+        for i, o in enumerate(flat):
+            name = "output" if len(flat) == 1 else f"output_{i}"
+            src = o.args[0] if isinstance(self._mod(o), qm.DeQuantStub) else o
+            v = self.vals[src.name]
+            info = {"name": name, "dtype": self.io, "scale": v.scale, "zero_point": v.zero_point}
+            if self.io == "int8" or v.scale is None:
+                idx = v.index
+                if v.scale is None:
+                    info["dtype"] = "float"
+            else:
+                f = self._act_tensor(None, name, v.pt_shape, v.layout, None, None, v.chw)
+                self._op(TfliteModelBuilder.DEQUANTIZE, [v.index], [f.index], version=2)
+                idx = f.index
+            info["shape"] = list(_tf_shape(v.pt_shape, v.layout))
+            info["layout"] = {"nhwc": "NHWC", "hwc": "(H, W, C) flattened"}.get(
+                v.layout, "as PyTorch"
+            )
+            info["value"] = src.name
+            self.outputs.append((name, idx))
+            self.io_info[1].append(info)
+
+    def _pad(self, x: _Val, pads: tuple[int, int], value: int | None, name: str) -> _Val:
+        """PAD (int8: pads with the zero point) or PADV2 with ``value``; H and W by pads."""
+        tb = self.tb
+        ph, pw = pads
+        paddings = np.array([[0, 0], [ph, ph], [pw, pw], [0, 0]], dtype=np.int32)
+        p_t = tb.add_constant(f"{name}/paddings", paddings, tb.INT32)
+        n_, c, h, w = x.pt_shape
+        shape = (n_, c, h + 2 * ph, w + 2 * pw)
+        y = self._act_tensor(None, f"{name}/pad", shape, "nhwc", x.scale, x.zero_point)
+        if value is None:
+            self._op(tb.PAD, [x.index, p_t], [y.index], version=2)
+        else:
+            v_t = tb.add_constant(
+                f"{name}/pad_value",
+                np.array([value], dtype=np.int8),
+                tb.INT8,
+                scale=x.scale,
+                zero_point=x.zero_point,
+            )
+            self._op(tb.PADV2, [x.index, p_t, v_t], [y.index], version=2)
+        return y
+
+    def _padding(self, x: _Val, k, s, d, p, name: str, pad_value: int | None) -> tuple[_Val, int]:
+        h, w = x.pt_shape[2:]
+        modes = [
+            _same_padding(size, kk, ss, dd, pp) for size, kk, ss, dd, pp in zip((h, w), k, s, d, p)
+        ]
+        tb = self.tb
+        if modes[0] == modes[1] and modes[0] is not None:
+            return x, tb.SAME if modes[0] == "SAME" else tb.VALID
+        return self._pad(x, tuple(p), pad_value, name), tb.VALID
+
+    def _emit_conv(self, n: fx.Node, mod: qm.QConv2d) -> None:
+        tb = self.tb
+        x = self.vals[n.args[0].name]
+        x, padding = self._padding(
+            x, mod.kernel_size, mod.stride, mod.dilation, mod.padding, mod.path, None
+        )
+        s_w = mod.weight_scale.numpy().astype(np.float32)
+        depthwise = mod.groups != 1
+        w = mod.weight_int8.numpy()
+        if depthwise:  # [O, 1, KH, KW] -> [1, KH, KW, O]
+            w_t = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+            qdim = 3
+        else:  # OIHW -> OHWI
+            w_t = mod.weight_ohwi()
+            qdim = 0
+        w_idx = tb.add_constant(
+            f"{mod.path}/weight", w_t, tb.INT8, s_w, 0, qdim if s_w.size > 1 else 0
+        )
+        b_scale = (np.float64(mod.input_scale) * s_w.astype(np.float64)).astype(np.float32)
+        b_idx = tb.add_constant(
+            f"{mod.path}/bias", mod.bias_int32.numpy().astype(np.int32), tb.INT32, b_scale, 0
+        )
+        y = self._act_tensor(
+            n, mod.path, self._shape(n), "nhwc", mod.output_scale, mod.output_zero_point
+        )
+        act = _ACT[mod.activation]
+        if depthwise:
+            opts = tb.depthwise_conv_2d_options(
+                padding, mod.stride, mod.dilation, mod.out_channels // mod.in_channels, act
+            )
+            self._op(
+                tb.DEPTHWISE_CONV_2D,
+                [x.index, w_idx, b_idx],
+                [y.index],
+                tb.DEPTHWISE_CONV_2D_OPTIONS,
+                opts,
+                version=3,
+            )
+        else:
+            opts = tb.conv_2d_options(padding, mod.stride, mod.dilation, act)
+            self._op(tb.CONV_2D, [x.index, w_idx, b_idx], [y.index], tb.CONV_2D_OPTIONS, opts, 3)
+
+    def _emit_linear(self, n: fx.Node, mod: qm.QLinear) -> None:
+        tb = self.tb
+        x = self.vals[n.args[0].name]
+        w = mod.weight_int8.numpy()
+        if x.layout == "hwc":  # columns (C, H, W) -> (H, W, C): the input is NHWC-flattened
+            c, h, ww = x.chw
+            w = w.reshape(w.shape[0], c, h, ww).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+        s_w = mod.weight_scale.numpy().astype(np.float32)
+        w_idx = tb.add_constant(f"{mod.path}/weight", np.ascontiguousarray(w), tb.INT8, s_w, 0)
+        b_scale = (np.float64(mod.input_scale) * s_w.astype(np.float64)).astype(np.float32)
+        b_idx = tb.add_constant(
+            f"{mod.path}/bias", mod.bias_int32.numpy().astype(np.int32), tb.INT32, b_scale, 0
+        )
+        y = self._act_tensor(
+            n, mod.path, self._shape(n), "plain", mod.output_scale, mod.output_zero_point
+        )
+        opts = tb.fully_connected_options(_ACT[mod.activation])
+        self._op(
+            tb.FULLY_CONNECTED,
+            [x.index, w_idx, b_idx],
+            [y.index],
+            tb.FULLY_CONNECTED_OPTIONS,
+            opts,
+            version=12 if s_w.size > 1 else 4,
+        )
+
+    def _emit_binary(self, n: fx.Node, mod: qm.QAdd | qm.QMul) -> None:
+        tb = self.tb
+        a, b = (self.vals[a.name] for a in n.args[:2])
+        layouts = {a.layout, b.layout}
+        if len(layouts) != 1:
+            raise ValueError(
+                f"{_API}: cannot export `{mod.path}` ({mod.op}): its inputs have different "
+                f"layouts {sorted(layouts)}; expected both NHWC or both flat"
+            )
+        y = self._act_tensor(
+            n, mod.path, self._shape(n), a.layout, mod.output_scale, mod.output_zero_point, a.chw
+        )
+        act = _ACT[mod.activation]
+        if isinstance(mod, qm.QAdd):
+            self._op(tb.ADD, [a.index, b.index], [y.index], tb.ADD_OPTIONS, tb.add_options(act), 2)
+        else:
+            self._op(tb.MUL, [a.index, b.index], [y.index], tb.MUL_OPTIONS, tb.mul_options(act), 2)
+
+    def _emit_pool(self, n: fx.Node, mod: qm.QMaxPool2d | qm.QAvgPool2d) -> None:
+        tb = self.tb
+        x = self.vals[n.args[0].name]
+        is_max = isinstance(mod, qm.QMaxPool2d)
+        x, padding = self._padding(
+            x, mod.kernel_size, mod.stride, (1, 1), mod.padding, mod.path, -128 if is_max else 0
+        )
+        y = self._same_q(n, x, mod.path)
+        y.layout = "nhwc"
+        opts = tb.pool_2d_options(padding, mod.stride, mod.kernel_size)
+        code = tb.MAX_POOL_2D if is_max else tb.AVERAGE_POOL_2D
+        self._op(code, [x.index], [y.index], tb.POOL_2D_OPTIONS, opts, 2)
+
+    def _lut_builtin(self, mod: qm.QLookupTable) -> str | None:
+        """The builtin that reproduces ``mod``'s table bit for bit in LiteRT, else None (with a
+        note saying how far the builtin is)."""
+        op = _BUILTIN_LUTS.get(mod.function)
+        if self.lut != "builtin" or op is None:
+            return None
+        key = (op, mod.input_scale, mod.input_zero_point, mod.output_scale, mod.output_zero_point)
+        if key in self.lut_cache:
+            return self.lut_cache[key]
+        ours = mod.table.numpy().astype(np.int64)
+        try:
+            diffs = [_probe_builtin(op, mod, reference=r) - ours for r in (False, True)]
+        except Exception as e:  # noqa: BLE001 - no LiteRT: exact form
+            self.notes.append(f"`{mod.path}`: {op} not probed ({e}); written as GATHER")
+            self.lut_cache[key] = None
+            return None
+        bad = max(int(np.count_nonzero(d)) for d in diffs)
+        worst = max(int(np.abs(d).max()) for d in diffs)
+        if bad:
+            self.notes.append(
+                f"`{mod.path}` ({mod.function}): LiteRT's {op} differs from our table on {bad} "
+                f"of 256 inputs (max {worst} unit(s)); written as CAST+ADD+GATHER (exact)"
+            )
+            self.lut_cache[key] = None
+            return None
+        self.lut_cache[key] = op
+        return op
+
+    def _emit_lut(self, n: fx.Node, mod: qm.QLookupTable) -> None:
+        tb = self.tb
+        x = self.vals[n.args[0].name]
+        shape = self._shape(n)
+        builtin = self._lut_builtin(mod)
+        y = self._act_tensor(
+            n, mod.path, shape, x.layout, mod.output_scale, mod.output_zero_point, x.chw
+        )
+        if builtin is not None:
+            code = getattr(tb, builtin)
+            self._op(code, [x.index], [y.index], version=1 if builtin == "HARD_SWISH" else 2)
+            return
+        # Exact: index = int32(x) + 128, output = table[index] (GATHER copies int8 values).
+        cast = tb.add_tensor(f"{mod.path}/cast", _tf_shape(shape, x.layout), tb.INT32)
+        idx = tb.add_tensor(f"{mod.path}/index32", _tf_shape(shape, x.layout), tb.INT32)
+        c128 = tb.add_constant(f"{mod.path}/offset", np.array([128], np.int32), tb.INT32)
+        table = tb.add_constant(
+            f"{mod.path}/table",
+            mod.table.numpy().astype(np.int8),
+            tb.INT8,
+            mod.output_scale,
+            mod.output_zero_point,
+        )
+        self._op(tb.CAST, [x.index], [cast])
+        self._op(tb.ADD, [cast, c128], [idx], tb.ADD_OPTIONS, tb.add_options(0), 1)
+        self._op(tb.GATHER, [table, idx], [y.index], tb.GATHER_OPTIONS, tb.gather_options(0), 2)
+
+    def _emit_reshape(self, n: fx.Node) -> None:
+        tb = self.tb
+        src = n.args[0]
+        x = self.vals[src.name]
+        out_shape = self._shape(n)
+        path = self._path(n)
+        if x.layout == "nhwc":
+            b, c, h, w = x.pt_shape
+            if len(out_shape) != 2 or out_shape[0] != b:
+                raise ValueError(
+                    f"{_API}: cannot export `{path}`: reshape of an NHWC conv output "
+                    f"{list(x.pt_shape)} to {list(out_shape)} would need a TRANSPOSE; expected a "
+                    "flatten to [batch, C*H*W]"
+                )
+            layout, chw = ("plain", None) if h * w == 1 else ("hwc", (c, h, w))
+        elif x.layout == "hwc":
+            if tuple(out_shape) != tuple(x.pt_shape):
+                raise ValueError(
+                    f"{_API}: cannot export `{path}`: reshape of a flattened NHWC value "
+                    f"{list(x.pt_shape)} to {list(out_shape)} would need a TRANSPOSE"
+                )
+            layout, chw = "hwc", x.chw
+        else:
+            if len(out_shape) == 4:
+                raise ValueError(
+                    f"{_API}: cannot export `{path}`: reshape to 4-D {list(out_shape)} would "
+                    "need a TRANSPOSE to NHWC"
+                )
+            layout, chw = "plain", None
+        y = self._act_tensor(n, path, out_shape, layout, x.scale, x.zero_point, chw)
+        shp = tb.add_constant(
+            f"{path}/shape", np.asarray(_tf_shape(out_shape, layout), np.int32), tb.INT32
+        )
+        self._op(tb.RESHAPE, [x.index, shp], [y.index])
+
+    def _emit_cat(self, n: fx.Node) -> None:
+        tb = self.tb
+        tensors = n.args[0]
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        xs = [self.vals[t.name] for t in tensors]
+        path = self._path(n)
+        layouts = {x.layout for x in xs}
+        qs = {(x.scale, x.zero_point) for x in xs}
+        if len(layouts) != 1 or "hwc" in layouts or len(qs) != 1:
+            raise ValueError(
+                f"{_API}: cannot export `{path}` (cat): inputs must share layout and "
+                f"quantization; got layouts {sorted(layouts)}, quantization {sorted(qs)}"
+            )
+        nd = len(xs[0].pt_shape)
+        dim = dim % nd
+        axis = _NHWC_AXIS[dim] if xs[0].layout == "nhwc" else dim
+        y = self._same_q(n, xs[0], path)
+        self._op(
+            tb.CONCATENATION,
+            [x.index for x in xs],
+            [y.index],
+            tb.CONCATENATION_OPTIONS,
+            tb.concatenation_options(axis),
+            2,
+        )
+
+
+def _probe_builtin(op: str, mod: qm.QLookupTable, reference: bool) -> np.ndarray:
+    """LiteRT's ``op`` on all 256 int8 inputs with ``mod``'s quantization (int64 [256])."""
+    tb = TfliteModelBuilder("probe")
+    x = tb.add_tensor("x", (256,), tb.INT8, 0, mod.input_scale, mod.input_zero_point)
+    y = tb.add_tensor("y", (256,), tb.INT8, 0, mod.output_scale, mod.output_zero_point)
+    tb.add_operator(getattr(tb, op), [x], [y], version=1 if op == "HARD_SWISH" else 2)
+    interp = _interpreter(tb.finish([x], [y]), reference=reference)
+    interp.set_tensor(interp.get_input_details()[0]["index"], np.arange(-128, 128, dtype=np.int8))
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"]).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------------------------
+
+
+def _verify(
+    blob: bytes,
+    gm: fx.GraphModule,
+    ex: _Exporter,
+    samples: tuple,
+    batch: int,
+    report: TfliteReport,
+) -> None:
+    _, report.interpreter = litert_interpreter_cls()
+    values = _capture(gm, samples)
+    in_nodes = {n.name: n for n in gm.graph.nodes}
+    n_total = int(samples[0].shape[0])
+    # The module's values, in the TFLite tensors' order.
+    feed: list[np.ndarray] = []
+    for info in ex.io_info[0]:
+        qnode = next(u for u in in_nodes[info["name"]].users)
+        v = values[qnode.name] if ex.io == "int8" else values[info["name"]]
+        layout = "nhwc" if v.dim() == 4 else "plain"
+        feed.append(_to_layout(v.numpy(), layout))
+    want: list[tuple[np.ndarray, _Val]] = []
+    for info in ex.io_info[1]:
+        v = ex.vals[info["value"]]
+        want.append((_to_layout(values[info["value"]].numpy(), v.layout, v.chw), v))
+    interp = _interpreter(blob)
+    in_det = interp.get_input_details()
+    out_det = {d["index"]: d for d in interp.get_output_details()}
+    got: list[list[np.ndarray]] = [[] for _ in ex.outputs]
+    for start in range(0, n_total, batch):
+        stop = min(start + batch, n_total)
+        for d, arr in zip(in_det, feed):
+            chunk = arr[start:stop]
+            if chunk.shape[0] < batch:  # pad the last chunk
+                pad = np.repeat(chunk[-1:], batch - chunk.shape[0], axis=0)
+                chunk = np.concatenate([chunk, pad])
+            interp.set_tensor(d["index"], chunk.astype(d["dtype"]))
+        interp.invoke()
+        for k, (_, idx) in enumerate(ex.outputs):
+            got[k].append(interp.get_tensor(out_det[idx]["index"])[: stop - start].copy())
+    diffs = []
+    top1 = []
+    for (ref, v), outs in zip(want, got):
+        out = np.concatenate(outs)
+        if ex.io == "float" and v.scale is not None:
+            out_u = np.round(out.astype(np.float64) / v.scale) + v.zero_point
+        else:
+            out_u = out.astype(np.float64)
+        d = np.abs(out_u - ref.astype(np.float64))
+        diffs.append(d.ravel())
+        if ref.ndim == 2 and ref.shape[1] > 1:
+            top1.append(np.argmax(out_u, axis=1) == np.argmax(ref, axis=1))
+    d_all = np.concatenate(diffs)
+    report.samples = n_total
+    report.max_abs_diff = float(d_all.max()) if d_all.size else 0.0
+    report.within_one = float(np.mean(d_all <= 1.0 + 1e-6)) if d_all.size else 1.0
+    report.top1_agreement = float(np.mean(np.concatenate(top1))) if top1 else None
+    report.verified = True
+    # Layer by layer on the first batch: reference kernels, every tensor kept.
+    try:
+        ref_interp = _interpreter(blob, reference=True, preserve=True)
+    except Exception as e:  # noqa: BLE001 - older interpreters: no per-layer view
+        report.notes.append(f"per-layer comparison unavailable: {e}")
+        return
+    for d, arr in zip(ref_interp.get_input_details(), feed):
+        chunk = arr[:batch]
+        if chunk.shape[0] < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - chunk.shape[0], 0)])
+        ref_interp.set_tensor(d["index"], chunk.astype(d["dtype"]))
+    ref_interp.invoke()
+    m = min(batch, n_total)
+    for idx, node_name in ex.node_of.items():
+        v = ex.vals[node_name]
+        if v.scale is None:
+            continue
+        ours = _to_layout(values[node_name][:m].numpy(), v.layout, v.chw).astype(np.int64)
+        theirs = ref_interp.get_tensor(idx)[:m].astype(np.int64)
+        if theirs.shape != ours.shape:
+            continue
+        layer = ex.layer_of[idx]
+        report.layer_max_diff[layer] = float(np.abs(theirs - ours).max())
+    report.first_diverging_layer = next(
+        (k for k, d in report.layer_max_diff.items() if d > 0), None
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _as_tuple(x: Any) -> tuple:
+    return x if isinstance(x, tuple) else (x,)
+
+
+def export_tflite(
+    model: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    *,
+    io: str = "int8",
+    labels: Sequence[str] | None = None,
+    verify: bool = True,
+    sample_inputs: Any = None,
+    lut: str = "exact",
+) -> TfliteReport:
+    """Writes the int8 ``model`` as a full-integer ``.tflite`` file and checks it in LiteRT.
+
+    Args:
+        model: the integer-exact ``GraphModule`` returned by :func:`optimizer.quantize_` or
+            ``convert_``.
+        example_inputs: float inputs (NCHW, as the model takes them); their batch size is the
+            file's batch size.
+        path: where to write the file (atomically: nothing half-written is left).
+        io: ``"int8"``: the file's inputs/outputs are the int8 tensors (quantize the NHWC input
+            with ``report.inputs[0]["scale"/"zero_point"]``); ``"float"``: float32 inputs and
+            outputs with QUANTIZE / DEQUANTIZE inside the file.
+        labels: class names, written as the ``"labels"`` metadata entry (one per line).
+        verify: run the file in LiteRT on ``sample_inputs`` and compare with ``model``.
+        sample_inputs: float inputs for ``verify`` (any number of samples; run in chunks of the
+            file's batch size); default ``example_inputs``.
+        lut: ``"exact"`` (every lookup table as CAST+ADD+GATHER, bit for bit) or ``"builtin"``
+            (LOGISTIC / TANH / HARD_SWISH where LiteRT reproduces our table exactly).
+
+    Returns:
+        A :class:`TfliteReport`; ``report.agrees`` is the acceptance check (>= 99.9 % of output
+        values within 1 unit, >= 99.5 % top-1 agreement).
+
+    Raises:
+        ValueError: a node with no TFLite builtin mapping (naming its module path and op; raised
+            before anything is written), a bad ``io`` / ``lut`` or a float model.
+        TypeError: ``model`` is not a GraphModule.
+
+    Example:
+        >>> q = optimizer.quantize_(model, optimizer.Int8Config(), calibration=data)
+        >>> r = export_tflite(q, x[:1], "model.tflite", sample_inputs=x_test)
+        >>> r.agrees, r.ops.get("TRANSPOSE", 0)
+        (True, 0)
+    """
+    if io not in ("int8", "float"):
+        raise ValueError(f"{_API}: io must be 'int8' or 'float'; got {io!r}")
+    if lut not in ("exact", "builtin"):
+        raise ValueError(f"{_API}: lut must be 'exact' or 'builtin'; got {lut!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{_API}: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(model, fx.GraphModule) or not any(
+        isinstance(m, qm.QModule) for m in model.modules()
+    ):
+        raise ValueError(
+            f"{_API}: expected the int8 GraphModule returned by optimizer.quantize_ / convert_, "
+            f"got a float {type(model).__name__}. Quantize it first (float TFLite export is not "
+            "implemented yet)"
+        )
+    example = _as_tuple(example_inputs)
+    values = _capture(model, example)
+    ex = _Exporter(model, values, io, lut, f"edge-optimizer int8 export of {type(model).__name__}")
+    bad = [(ex._path(n), why) for n in model.graph.nodes if (why := ex.unsupported(n))]
+    if bad:
+        first, what = bad[0]
+        more = f" (and {len(bad) - 1} more: {', '.join(p for p, _ in bad[1:4])})" if bad[1:] else ""
+        raise ValueError(
+            f"{_API}: no TFLite builtin mapping for `{first}` ({what}){more}; expected "
+            f"{_SUPPORTED}. Nothing was written"
+        )
+    rec = getattr(model, "_edgeopt_record", None)
+    if rec is None:
+        from optimizer.graph.record import get_record
+
+        with contextlib.suppress(Exception):
+            rec = get_record(model)
+    # The graph first (it fills the io descriptions), then metadata, then the model table.
+    for n in model.graph.nodes:
+        ex._emit(n)
+    meta = {
+        "producer": "edge-optimizer",
+        "io": io,
+        "layout": "NHWC",
+        "inputs": ex.io_info[0],
+        "outputs": ex.io_info[1],
+        "quantization": (rec or {}).get("quantization"),
+    }
+    ex.tb.add_metadata(METADATA_QUANTIZATION, json.dumps(meta, default=_json_default).encode())
+    if labels is not None:
+        labels = [str(s) for s in labels]
+        ex.tb.add_metadata(METADATA_LABELS, ("\n".join(labels) + "\n").encode())
+    blob = ex.tb.finish(
+        [i for _, i in ex.inputs],
+        [i for _, i in ex.outputs],
+        signature=(SIGNATURE_KEY, dict(ex.inputs), dict(ex.outputs)),
+    )
+    if ex.ops.get("TRANSPOSE"):  # pragma: no cover - the mapping never emits one
+        raise AssertionError("TRANSPOSE emitted")
+    out_path = atomic_write(path, lambda f: f.write(blob))
+    report = TfliteReport(
+        path=str(out_path),
+        size_bytes=len(blob),
+        io=io,
+        ops=dict(sorted(ex.ops.items())),
+        inputs=ex.io_info[0],
+        outputs=[{k: v for k, v in d.items() if k != "value"} for d in ex.io_info[1]],
+        notes=list(ex.notes),
+    )
+    if verify:
+        samples = _as_tuple(sample_inputs) if sample_inputs is not None else example
+        batch = int(example[0].shape[0])
+        _verify(blob, model, ex, samples, batch, report)
+        if not report.agrees:
+            warnings.warn(
+                f"{_API}: LiteRT disagrees with the module: {report.within_one:.4%} of values "
+                f"within 1 unit (max {report.max_abs_diff:g}), top-1 agreement "
+                f"{report.top1_agreement}; first diverging layer: "
+                f"{report.first_diverging_layer!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return report
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        f = float(o)
+        return f if math.isfinite(f) else str(f)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    return str(o)
