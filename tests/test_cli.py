@@ -1,0 +1,148 @@
+"""The `edgeopt` command line: targets, compress end to end, --help everywhere, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from optimizer import targets
+from optimizer.cli import EXIT_BUDGET, EXIT_OK, EXIT_USAGE, main
+
+COMMANDS = ("compress", "targets", "export", "bench", "report", "demo")
+
+TINY = """
+[budget]
+{budget}
+[[stages]]
+kind = "prune_channels"
+ratio = 0.5
+[[stages]]
+kind = "distill"
+epochs = 1
+[[stages]]
+kind = "quantize"
+calibration_batches = 2
+"""
+
+
+def _run(args, tmp_path, **env):
+    e = dict(os.environ, EDGEOPT_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "optimizer.cli", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=300,
+    )
+
+
+def test_targets_lists_every_profile_and_marks_host(capsys):
+    assert main(["targets"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert all(f"| {n}" in out for n in targets.names())
+    assert f"{targets.host().name} (host)" in out
+
+
+def test_targets_json(capsys):
+    assert main(["targets", "--json"]) == EXIT_OK
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == targets.names()
+    assert sum(r["host"] for r in rows) == 1
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_has_help(cmd, capsys):
+    assert main([cmd, "--help"]) == EXIT_OK
+    assert f"usage: edgeopt {cmd}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cmd", ["export", "bench", "report", "demo"])
+def test_commands_waiting_for_the_runtime_say_so_with_exit_2(cmd, capsys):
+    assert main([cmd]) == EXIT_USAGE
+    assert "not available yet (needs the native runtime, issue 7)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([], "usage: edgeopt"),
+        (["frobnicate"], "invalid choice"),
+        (["compress", "--example", "digits-vgg", "--model", "a:b"], "not allowed with"),
+        (["compress", "--recipe", "nope.toml"], "does not exist"),
+        (["compress", "--recipe", "fastest"], "unknown recipe"),
+        (["compress", "--target", "pi9", "--dry-run"], "unknown target"),
+        (["compress"], "give --model"),
+        (["compress", "--model", "os:getcwd"], "needs --data"),
+        (["compress", "--model", "no_such_mod:f", "--data", "x:y"], "cannot import"),
+    ],
+)
+def test_usage_errors_exit_2_with_message_on_stderr(argv, needle, capsys):
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert needle in err
+
+
+def test_bad_recipe_key_exits_2_naming_stage(tmp_path, capsys):
+    p = tmp_path / "r.toml"
+    p.write_text('[[stages]]\nkind = "distill"\nepoch = 1\n')
+    assert main(["compress", "--example", "digits-mlp", "--recipe", str(p)]) == EXIT_USAGE
+    assert "stage 1 (distill): unknown key `epoch`" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_resolved_builtin_recipe(capsys):
+    assert main(["compress", "--recipe", "default", "--target", "rpi4", "--dry-run"]) == EXIT_OK
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["target"] == "rpi4" and plan["stages"][0]["config"]["round_to"] == 8
+
+
+@pytest.mark.parametrize(
+    ("budget", "code"),
+    [("max_accuracy_drop = 100.0", EXIT_OK), ("min_size_reduction = 1000.0", EXIT_BUDGET)],
+)
+def test_compress_example_end_to_end_in_a_subprocess(tmp_path, budget, code):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY.format(budget=budget))
+    out = tmp_path / "out"
+    args = ["compress", "--example", "digits-mlp", "--pretrain-epochs", "2", "--threads", "1"]
+    args += ["--recipe", str(recipe), "--target", "rpi5", "--out", str(out), "-q"]
+    proc = _run(args, tmp_path)
+    assert proc.returncode == code, proc.stderr
+    assert "| 3 | quantize |" in proc.stdout  # the table goes to stdout, messages to stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["kind"] for s in summary["stages"]] == [
+        "original",
+        "prune_channels",
+        "distill",
+        "quantize",
+    ]
+    assert summary["ok"] is (code == EXIT_OK) and summary["size_reduction"] > 2
+    assert (out / "model.pt").is_file() and (out / "model_float.pt").is_file()
+    if code == EXIT_BUDGET:
+        assert "budget not met: min_size_reduction" in proc.stderr
+
+
+def test_compress_user_model_from_module_factory(tmp_path):
+    pkg = tmp_path / "userpkg.py"
+    pkg.write_text(
+        "from optimizer.examples import digits\n"
+        "def make():\n    return digits.mlp_digits()\n"
+        "def data():\n    tr, te = digits.loaders()\n    return list(tr)[:4], list(te)\n"
+    )
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[stages]]\nkind = "prune_channels"\nratio = 0.5\n')
+    args = ["compress", "--model", "userpkg:make", "--data", "userpkg:data", "--recipe"]
+    proc = _run(
+        [*args, str(recipe), "--out", str(tmp_path / "o"), "-q"],
+        tmp_path,
+        PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    )
+    assert proc.returncode == EXIT_OK, proc.stderr
+    from optimizer import load
+    from optimizer.examples import digits
+
+    model = load(tmp_path / "o" / "model.pt", digits.mlp_digits)
+    assert model.net[0].out_features < 256
