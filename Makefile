@@ -48,4 +48,4 @@ format: venv
 	clang-format -i $$(find kernels -name '*.cc' -o -name '*.h')
 
 clean:
-	rm -rf build optimizer/_kernels*.so *.egg-info
+	rm -rf build optimizer/_kernels*.so optimizer/_runtime*.so *.egg-info

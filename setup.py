@@ -1,5 +1,6 @@
-"""Builds the native extension ``optimizer._kernels`` by driving CMake (CMake is the source of
-truth for native code; this file only forwards ``CMAKE_ARGS``, as pybind11's cmake_example)."""
+"""Builds the native extensions ``optimizer._kernels`` and ``optimizer._runtime`` by driving CMake
+(CMake is the source of truth for native code; this file only forwards ``CMAKE_ARGS``, as
+pybind11's cmake_example)."""
 
 from __future__ import annotations
 
@@ -45,9 +46,13 @@ class CMakeBuild(build_ext):
         args += shlex.split(os.environ.get("CMAKE_ARGS", ""))
         subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), *args], check=True)
         jobs = str(os.cpu_count() or 2)
+        target = ext.name.rpartition(".")[2]
         subprocess.run(
-            ["cmake", "--build", str(build_dir), "--target", "_kernels", "-j", jobs], check=True
+            ["cmake", "--build", str(build_dir), "--target", target, "-j", jobs], check=True
         )
 
 
-setup(ext_modules=[CMakeExtension("optimizer._kernels")], cmdclass={"build_ext": CMakeBuild})
+setup(
+    ext_modules=[CMakeExtension("optimizer._kernels"), CMakeExtension("optimizer._runtime")],
+    cmdclass={"build_ext": CMakeBuild},
+)

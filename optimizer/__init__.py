@@ -64,6 +64,8 @@ _LAZY = {
     "Budget": "optimizer.recipes",
     "RecipeError": "optimizer.recipes",
     "load_recipe": "optimizer.recipes",
+    "export_native": "optimizer.export.native",
+    "NativeExportReport": "optimizer.export.native",
     "save": "optimizer.prune.plan",
     "load": "optimizer.prune.plan",
     "count_macs": "optimizer.graph.profile",

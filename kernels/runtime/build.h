@@ -1,0 +1,73 @@
+// Internal: what the loader hands each operator's builder (checked access to the file's tables).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "runtime/graph.h"
+#include "runtime/schema/eom_generated.h"
+
+namespace edgeopt {
+namespace runtime {
+
+std::string shape_str(const std::vector<int64_t>& shape);
+
+// One operator being built: every accessor checks what it reads and throws ModelError naming
+// the operator ("operator 3 (`features.0`, conv2d): ...").
+class Build {
+ public:
+  Build(const eom::Operator& op, int index, std::vector<Tensor>& tensors, const char* type_name);
+
+  [[noreturn]] void error(const std::string& msg) const;
+  void require(bool ok, const char* what) const {
+    if (!ok) error(what);
+  }
+  template <typename... Args>
+  void require(bool ok, const Args&... parts) const {
+    if (!ok) {
+      std::ostringstream os;
+      (os << ... << parts);
+      error(os.str());
+    }
+  }
+
+  const eom::Operator& op() const { return op_; }
+  const char* type_name() const { return type_name_; }
+  int num_inputs() const { return static_cast<int>(inputs_.size()); }
+  int num_outputs() const { return static_cast<int>(outputs_.size()); }
+  // Counts within [lo, hi] or the operator is refused.
+  void expect_inputs(int lo, int hi) const;
+  void expect_outputs(int lo, int hi) const;
+  int input(int i) const { return inputs_.at(i); }
+  int output(int i) const { return outputs_.at(i); }
+  const std::vector<int>& inputs() const { return inputs_; }
+  const std::vector<int>& outputs() const { return outputs_; }
+  Tensor& tensor(int t) const { return tensors_.at(t); }
+  // An activation (or graph input) of dtype `dt`: never a constant.
+  const Tensor& activation_in(int i, DType dt) const;
+  // An input that may be a constant (elementwise operands), of dtype `dt`.
+  const Tensor& any_in(int i, DType dt) const;
+  // Output i must have dtype `dt` and exactly `shape`.
+  void check_output(int i, DType dt, const std::vector<int64_t>& shape) const;
+  // A constant tensor of dtype `dt` with `count` elements (count < 0: any); returns its bytes.
+  const uint8_t* constant(int tensor_index, DType dt, int64_t count, const char* what) const;
+  // An int vector option of exactly `n` entries (n < 0: any), each in [lo, hi].
+  std::vector<int> ints(const flatbuffers::Vector<int32_t>* v, int n, int lo, int hi,
+                        const char* what) const;
+
+ private:
+  const eom::Operator& op_;
+  int index_;
+  std::vector<Tensor>& tensors_;
+  const char* type_name_;
+  std::vector<int> inputs_, outputs_;
+};
+
+// Builders of the fp32 operators (ops_f32.cc); each validates everything its kernel relies on.
+std::unique_ptr<Op> build_f32_op(Build& b);
+
+}  // namespace runtime
+}  // namespace edgeopt

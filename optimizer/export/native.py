@@ -1,0 +1,1485 @@
+"""Native model file (``.eom``) export: the float graph lowered to the C++ runtime's operators.
+
+:func:`export_native` traces the model (``torch.fx`` with shapes), folds every BatchNorm into the
+conv or linear that feeds it (a BatchNorm after anything else becomes a depthwise 1x1 conv),
+strips block-pruning masks and hooks (the zeros they imply are kept), maps every module and
+function to a runtime operator, checks the whole graph BEFORE anything is written, and writes
+the file atomically (temporary file, then rename). The format is documented in
+``kernels/runtime/FORMAT.md``; :class:`EomWriter` is its writer.
+
+Layout: the runtime keeps image activations NHWC. Graph inputs and outputs keep PyTorch's NCHW
+(the file's first operators transpose the inputs, the last ones the outputs), so callers pass what
+they pass to the module. Convolution weights are stored OHWI, K ordered (kh, kw, c), the order the
+block pruner and the int8 module use; a Linear that follows ``flatten`` of an NHWC activation
+gets its weight columns permuted from (C, H, W) to (H, W, C) once, here.
+
+Weights are stored dense, block-sparse (BSR, for layers in ``get_record(model)["block_sparsity"]``
+or with live block masks, whose zeros are whole blocks) or as a codebook (layers in
+``get_record(model)["weight_sharing"]``), so a pruned or shared model's file is smaller.
+
+Operators (float32; int8 operators arrive with format 1.1): Conv2d (groups, depthwise, stride,
+padding incl. ``"same"``, dilation), Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (global or
+dividing the input), add / sub / mul / div with broadcasting (squeeze-excitation), cat, chunk /
+split, flatten / view / reshape, ReLU / ReLU6 / Hardswish / Hardsigmoid / SiLU / GELU / Sigmoid /
+Tanh (fused into the conv, linear or add before them where possible), softmax, LayerNorm,
+GroupNorm, nearest upsampling by integer factors, mean, matmul / bmm, Dropout / Identity (dropped).
+
+Example::
+
+    report = optimizer.export_native(model, (torch.randn(1, 3, 32, 32),), "model.eom")
+    rt = optimizer.runtime.load("model.eom")
+    y = rt.run(x.numpy())
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import operator
+import struct
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import flatbuffers
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from optimizer._util import atomic_write
+from optimizer.export import eom_fbs as fb
+from optimizer.graph.record import get_record
+
+__all__ = [
+    "FORMAT_VERSION",
+    "EomWriter",
+    "NativeExportReport",
+    "export_native",
+    "pack_file",
+]
+
+_API = "export_native"
+#: (major, minor) of the files this module writes; the runtime refuses another major.
+FORMAT_VERSION = (1, 0)
+MAGIC = b"\x89EOM\r\n\x1a\n"
+ENDIAN_MARKER = 0x0A0B0C0D
+HEADER_SIZE = 64
+ALIGN = 64
+# magic, major, minor, byte-order marker, header size, CRC-32 of bytes [24, end), file size,
+# model offset, model size, data offset, data size: 64 bytes, little-endian.
+_HEADER = struct.Struct("<8sHHIIIQQQQQ")
+_CRC_START = 24
+_DTYPES = {
+    np.dtype(np.float32): 0,
+    np.dtype(np.int8): 1,
+    np.dtype(np.int32): 2,
+    np.dtype(np.uint8): 3,
+}
+_SUPPORTED = (
+    "Conv2d, Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm (folded), GroupNorm, "
+    "LayerNorm, ReLU, ReLU6, Hardswish, Hardsigmoid, SiLU, GELU, Sigmoid, Tanh, Softmax, Upsample "
+    "(nearest, integer scale), Dropout, Identity, Flatten, and add/sub/mul/div, cat, chunk/split, "
+    "flatten/view/reshape, mean, matmul/bmm, softmax, relu/sigmoid/... functions"
+)
+
+
+def _align(n: int, a: int = ALIGN) -> int:
+    return (n + a - 1) // a * a
+
+
+def pack_file(model_bytes: bytes, data: bytes, version: tuple[int, int] = FORMAT_VERSION) -> bytes:
+    """Assembles a .eom file: the 64-byte header, the Model FlatBuffer, and the data section
+    (starting on a 64-byte boundary), with the CRC-32 of bytes [24, end) in the header."""
+    data_offset = _align(HEADER_SIZE + len(model_bytes))
+    size = data_offset + len(data)
+    body = bytearray(size)
+    body[HEADER_SIZE : HEADER_SIZE + len(model_bytes)] = model_bytes
+    body[data_offset:] = data
+    fields = (MAGIC, version[0], version[1], ENDIAN_MARKER, HEADER_SIZE, 0, size, HEADER_SIZE)
+    body[:HEADER_SIZE] = _HEADER.pack(*fields, len(model_bytes), data_offset, len(data))
+    crc = zlib.crc32(memoryview(body)[_CRC_START:]) & 0xFFFFFFFF
+    struct.pack_into("<I", body, 20, crc)
+    return bytes(body)
+
+
+# --------------------------------------------------------------------------------------------
+# The writer
+# --------------------------------------------------------------------------------------------
+
+
+def _camel(name: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in name.split("_"))
+
+
+class EomWriter:
+    """Builds a .eom file: tensors (activations and constants), operators, graph inputs/outputs.
+
+    Operators are kept as dicts until :meth:`finish`, so a later step may still fuse an
+    activation into them. Example::
+
+        w = EomWriter()
+        x = w.add_tensor("x", (1, 4))
+        y = w.add_tensor("y", (1, 2))
+        values = w.add_constant("fc.w", np.ones((2, 4), np.float32))
+        weight = {"format": 0, "n": 2, "k": 4, "values": values}
+        w.add_operator(fb.OpType.LINEAR, "fc", [x], [y], weight=weight)
+        blob = w.finish([x], [y])
+    """
+
+    def __init__(self) -> None:
+        self.tensors: list[dict[str, Any]] = []
+        self.operators: list[dict[str, Any]] = []
+        self._data = bytearray()
+        self._buffers: list[tuple[int, int]] = []
+
+    def add_tensor(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: Any = np.float32,
+        quantization: dict[str, Any] | None = None,
+    ) -> int:
+        """An activation tensor (written by one operator, or a graph input); returns its index."""
+        self.tensors.append(
+            {
+                "name": name,
+                "shape": tuple(int(s) for s in shape),
+                "dtype": _DTYPES[np.dtype(dtype)],
+                "quantization": quantization,
+                "buffer": -1,
+            }
+        )
+        return len(self.tensors) - 1
+
+    def add_constant(
+        self, name: str, array: np.ndarray, quantization: dict[str, Any] | None = None
+    ) -> int:
+        """A constant tensor; its bytes go to the data section, 64-byte aligned."""
+        a = np.ascontiguousarray(array)
+        if a.dtype not in _DTYPES:
+            raise TypeError(
+                f"EomWriter: constant `{name}` has dtype {a.dtype}; expected one of "
+                f"{[str(d) for d in _DTYPES]}"
+            )
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        offset = _align(len(self._data))
+        self._data.extend(b"\0" * (offset - len(self._data)))
+        raw = a.tobytes()
+        self._data.extend(raw)
+        self._buffers.append((offset, len(raw)))
+        t = self.add_tensor(name, a.shape if a.ndim else (1,), a.dtype, quantization)
+        self.tensors[t]["buffer"] = len(self._buffers) - 1
+        return t
+
+    def add_operator(
+        self,
+        op_type: int,
+        name: str,
+        inputs: list[int],
+        outputs: list[int],
+        *,
+        weight: dict[str, Any] | None = None,
+        bias: int = -1,
+        activation: int = 0,
+        options: tuple[str, dict[str, Any]] | None = None,
+        int8: dict[str, Any] | None = None,
+    ) -> int:
+        """Appends an operator (topological order); ``options`` is ``(table name, fields)``."""
+        self.operators.append(
+            {
+                "type": int(op_type),
+                "name": name,
+                "inputs": list(inputs),
+                "outputs": list(outputs),
+                "weight": weight,
+                "bias": bias,
+                "activation": activation,
+                "options": options,
+                "int8": int8,
+            }
+        )
+        return len(self.operators) - 1
+
+    # -- serialization ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _vector(b: flatbuffers.Builder, values: Any, dtype: Any = np.int32) -> int:
+        return b.CreateNumpyVector(np.asarray(values, dtype=dtype).reshape(-1))
+
+    def _table(self, b: flatbuffers.Builder, kind: str, fields: dict[str, Any]) -> int:
+        """A table of the schema from a dict: lists become int32 (float32 for scales) vectors."""
+        prepared = {}
+        for key, value in fields.items():
+            if isinstance(value, (list, tuple, np.ndarray)):
+                arr = np.asarray(value)
+                dt = np.float32 if arr.dtype.kind == "f" else np.int32
+                if kind == "LutOptions":
+                    dt = np.int8
+                prepared[key] = self._vector(b, arr, dt)
+            else:
+                prepared[key] = value
+        getattr(fb, f"{kind}Start")(b)
+        for key, value in prepared.items():
+            getattr(fb, f"{kind}Add{_camel(key)}")(b, value)
+        return getattr(fb, f"{kind}End")(b)
+
+    def _quantization(self, b: flatbuffers.Builder, q: dict[str, Any]) -> int:
+        scale = self._vector(b, np.atleast_1d(q["scale"]), np.float32)
+        zp = self._vector(b, np.atleast_1d(q["zero_point"]), np.int32)
+        fb.QuantizationStart(b)
+        fb.QuantizationAddScale(b, scale)
+        fb.QuantizationAddZeroPoint(b, zp)
+        fb.QuantizationAddAxis(b, int(q.get("axis", -1)))
+        return fb.QuantizationEnd(b)
+
+    def _offsets_vector(self, b: flatbuffers.Builder, start: Any, offsets: list[int]) -> int:
+        start(b, len(offsets))
+        for o in reversed(offsets):
+            b.PrependUOffsetTRelative(o)
+        return b.EndVector()
+
+    def finish(
+        self,
+        inputs: list[int],
+        outputs: list[int],
+        metadata: dict[str, str] | None = None,
+        producer: str = "edge-optimizer",
+        version: tuple[int, int] = FORMAT_VERSION,
+    ) -> bytes:
+        """The whole file (header, FlatBuffer, data section) as bytes."""
+        b = flatbuffers.Builder(1 << 16)
+        tensor_offsets = []
+        for t in self.tensors:
+            name = b.CreateString(t["name"])
+            shape = self._vector(b, t["shape"])
+            quant = self._quantization(b, t["quantization"]) if t["quantization"] else None
+            fb.TensorStart(b)
+            fb.TensorAddName(b, name)
+            fb.TensorAddShape(b, shape)
+            fb.TensorAddDtype(b, t["dtype"])
+            if quant is not None:
+                fb.TensorAddQuantization(b, quant)
+            fb.TensorAddBuffer(b, t["buffer"])
+            tensor_offsets.append(fb.TensorEnd(b))
+        op_offsets = []
+        for op in self.operators:
+            name = b.CreateString(op["name"])
+            ins = self._vector(b, op["inputs"])
+            outs = self._vector(b, op["outputs"])
+            weight = self._table(b, "Weight", op["weight"]) if op["weight"] else None
+            options = None
+            if op["options"]:
+                kind, fields = op["options"]
+                options = (getattr(fb.OpOptions, kind), self._table(b, kind, fields))
+            int8 = self._table(b, "Int8Stage", op["int8"]) if op["int8"] else None
+            fb.OperatorStart(b)
+            fb.OperatorAddType(b, op["type"])
+            fb.OperatorAddName(b, name)
+            fb.OperatorAddInputs(b, ins)
+            fb.OperatorAddOutputs(b, outs)
+            if weight is not None:
+                fb.OperatorAddWeight(b, weight)
+            fb.OperatorAddBias(b, op["bias"])
+            fb.OperatorAddActivation(b, op["activation"])
+            if options is not None:
+                fb.OperatorAddOptionsType(b, options[0])
+                fb.OperatorAddOptions(b, options[1])
+            if int8 is not None:
+                fb.OperatorAddInt8(b, int8)
+            op_offsets.append(fb.OperatorEnd(b))
+        meta_offsets = []
+        for key, value in (metadata or {}).items():
+            k, v = b.CreateString(key), b.CreateString(value)
+            fb.MetadataStart(b)
+            fb.MetadataAddKey(b, k)
+            fb.MetadataAddValue(b, v)
+            meta_offsets.append(fb.MetadataEnd(b))
+        producer_off = b.CreateString(producer)
+        tensors_vec = self._offsets_vector(b, fb.ModelStartTensorsVector, tensor_offsets)
+        ops_vec = self._offsets_vector(b, fb.ModelStartOperatorsVector, op_offsets)
+        meta_vec = self._offsets_vector(b, fb.ModelStartMetadataVector, meta_offsets)
+        fb.ModelStartBuffersVector(b, len(self._buffers))
+        for offset, size in reversed(self._buffers):
+            fb.CreateBufferRef(b, offset, size)
+        buffers_vec = b.EndVector()
+        in_vec = self._vector(b, inputs)
+        out_vec = self._vector(b, outputs)
+        fb.ModelStart(b)
+        fb.ModelAddProducer(b, producer_off)
+        fb.ModelAddTensors(b, tensors_vec)
+        fb.ModelAddOperators(b, ops_vec)
+        fb.ModelAddInputs(b, in_vec)
+        fb.ModelAddOutputs(b, out_vec)
+        fb.ModelAddBuffers(b, buffers_vec)
+        fb.ModelAddMetadata(b, meta_vec)
+        b.Finish(fb.ModelEnd(b), file_identifier=b"EOM1")
+        return pack_file(bytes(b.Output()), bytes(self._data), version)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NativeExportReport:
+    """What :func:`export_native` wrote.
+
+    Attributes:
+        path: the file.
+        size_bytes: its size.
+        ops: runtime operator name -> count.
+        layers: per conv / linear: ``{"name", "op", "format" ("dense" | "bsr" | "codebook"),
+            "shape" [n, k], "stored_bytes", "dense_bytes"}`` (plus ``"block"`` or ``"bits"``).
+        fused: module paths whose activation was fused into the operator before them.
+        inputs, outputs: ``{"name", "shape", "dtype"}`` as the runtime takes and returns them.
+        notes: remarks (a block-pruned layer kept dense, ...).
+    """
+
+    path: Path
+    size_bytes: int
+    ops: dict[str, int]
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    fused: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line per layer: path, format, stored bytes."""
+        lines = [
+            f"{self.path} ({self.size_bytes} bytes): "
+            + ", ".join(f"{k} x{v}" for k, v in sorted(self.ops.items()))
+        ]
+        for row in self.layers:
+            lines.append(
+                f"  {row['name']:<32} {row['op']:<7} {row['format']:<9} "
+                f"{row['stored_bytes']:>9} / {row['dense_bytes']} bytes"
+            )
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Lowering
+# --------------------------------------------------------------------------------------------
+
+
+class _Unsupported(Exception):
+    """One node the runtime cannot run (collected, then raised as ValueError before writing)."""
+
+
+class _Upstream(Exception):
+    """A node fed by a node already reported as unsupported (not reported again)."""
+
+
+@dataclass
+class _V:
+    """A lowered tensor: its file tensor, PyTorch (logical) shape, and physical layout."""
+
+    tid: int
+    shape: tuple[int, ...]
+    nhwc: bool = False
+    #: set on [N, C*H*W] features flattened from NHWC memory (order H, W, C): (C, H, W).
+    chw: tuple[int, int, int] | None = None
+
+    @property
+    def physical(self) -> tuple[int, ...]:
+        if self.nhwc:
+            n, c, h, w = self.shape
+            return (n, h, w, c)
+        return self.shape
+
+
+_ACT_MODULES: dict[type, int] = {
+    nn.ReLU: fb.Activation.RELU,
+    nn.ReLU6: fb.Activation.RELU6,
+    nn.Hardswish: fb.Activation.HARDSWISH,
+    nn.Hardsigmoid: fb.Activation.HARDSIGMOID,
+    nn.SiLU: fb.Activation.SILU,
+    nn.Sigmoid: fb.Activation.SIGMOID,
+    nn.Tanh: fb.Activation.TANH,
+}
+_ACT_FUNCTIONS: dict[Any, int] = {
+    F.relu: fb.Activation.RELU,
+    torch.relu: fb.Activation.RELU,
+    F.relu6: fb.Activation.RELU6,
+    F.hardswish: fb.Activation.HARDSWISH,
+    F.hardsigmoid: fb.Activation.HARDSIGMOID,
+    F.silu: fb.Activation.SILU,
+    torch.sigmoid: fb.Activation.SIGMOID,
+    F.sigmoid: fb.Activation.SIGMOID,
+    torch.tanh: fb.Activation.TANH,
+    F.tanh: fb.Activation.TANH,
+}
+_ACT_METHODS = {
+    "relu": fb.Activation.RELU,
+    "sigmoid": fb.Activation.SIGMOID,
+    "tanh": fb.Activation.TANH,
+}
+_BINARY = {
+    operator.add: fb.OpType.ADD,
+    torch.add: fb.OpType.ADD,
+    operator.sub: fb.OpType.SUB,
+    torch.sub: fb.OpType.SUB,
+    operator.mul: fb.OpType.MUL,
+    torch.mul: fb.OpType.MUL,
+    operator.truediv: fb.OpType.DIV,
+    torch.div: fb.OpType.DIV,
+}
+_BINARY_METHODS = {
+    "add": fb.OpType.ADD,
+    "sub": fb.OpType.SUB,
+    "mul": fb.OpType.MUL,
+    "div": fb.OpType.DIV,
+}
+_FUSE_INTO = {
+    fb.OpType.CONV2D,
+    fb.OpType.LINEAR,
+    fb.OpType.ADD,
+    fb.OpType.SUB,
+    fb.OpType.MUL,
+    fb.OpType.CHANNEL_AFFINE,
+}
+_OP_NAMES = {v: k.lower() for k, v in vars(fb.OpType).items() if not k.startswith("_")}
+_TO_NHWC = (0, 2, 3, 1)
+_TO_NCHW = (0, 3, 1, 2)
+_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
+# Zero blocks must be at least this fraction of a block-pruned layer to store it as BSR.
+_MIN_BSR_SPARSITY = 0.2
+_BLOCK_CANDIDATES = [(r, c) for r in (32, 16, 8, 4, 2, 1) for c in (16, 8, 4, 2, 1)]
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _meta_shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    if meta is None or not hasattr(meta, "shape"):
+        return None
+    return tuple(int(s) for s in meta.shape)
+
+
+def _node_path(node: fx.Node) -> str:
+    from optimizer.quantize.fold import node_path
+
+    return node_path(node)
+
+
+def _mask_block(mask: np.ndarray) -> tuple[int, int] | None:
+    """The largest candidate block (R, C) whose tiles the [N, K] keep-mask is constant on."""
+    n, k = mask.shape
+    for r, c in sorted(_BLOCK_CANDIDATES, key=lambda rc: -rc[0] * rc[1]):
+        if r > n or c > k:
+            continue
+        nbr, nbc = -(-n // r), -(-k // c)
+        pad = np.zeros((nbr * r, nbc * c), bool)
+        pad[:n, :k] = mask
+        tiles = pad.reshape(nbr, r, nbc, c).any(axis=(1, 3))
+        expanded = np.repeat(np.repeat(tiles, r, 0), c, 1)[:n, :k]
+        if np.array_equal(expanded, mask) and not tiles.all():
+            return (r, c)
+    return None
+
+
+class _Lowering:
+    def __init__(self, model: nn.Module, example_inputs: tuple, target: Any) -> None:
+        self.model = model
+        self.example_inputs = example_inputs
+        self.target = target
+        self.w = EomWriter()
+        self.vals: dict[fx.Node, Any] = {}
+        self.op_node: dict[int, fx.Node] = {}  # tensor id -> the node whose operator wrote it
+        self.writer_op: dict[int, int] = {}  # tensor id -> operator index
+        self.errors: list[str] = []
+        self.report_layers: list[dict[str, Any]] = []
+        self.fused: list[str] = []
+        self.notes: list[str] = []
+        self.blocks: dict[str, tuple[int, int]] = {}
+        self.sharing: dict[str, dict[str, Any]] = {}
+        self.counter = 0
+        self.input_tids: set[int] = set()
+        self._gm_modules: dict[str, nn.Module] = {}
+
+    # -- preparation -----------------------------------------------------------------------------
+
+    def prepare(self) -> fx.GraphModule:
+        from optimizer.prune.blocks import MASK_BUFFER
+        from optimizer.quantize.fold import float_graph
+
+        rec = get_record(self.model)
+        work = copy.deepcopy(self.model)
+        for path, entry in rec.get("block_sparsity", {}).items():
+            self.blocks[path] = tuple(int(v) for v in entry["block"])
+        self.sharing = dict(rec.get("weight_sharing", {}))
+        # Live block masks (prune_blocks_ without remove()): apply them, drop masks and hooks.
+        for path, m in work.named_modules():
+            mask = getattr(m, MASK_BUFFER, None)
+            if mask is None:
+                continue
+            with torch.no_grad():
+                m.weight.masked_fill_(~mask, 0)
+            del m._buffers[MASK_BUFFER]
+            for hid, hook in list(m._forward_pre_hooks.items()):
+                if type(hook).__name__ == "_ApplyMask":
+                    del m._forward_pre_hooks[hid]
+            if path not in self.blocks and m.weight.dim() in (2, 4):
+                mat = self._matrix(m.weight.detach()) if m.weight.dim() == 4 else m.weight.detach()
+                block = _mask_block((mat != 0).cpu().numpy())
+                if block is not None:
+                    self.blocks[path] = block
+        for path, m in work.named_modules():
+            if getattr(m, "op", None) and hasattr(m, "output_scale"):
+                raise ValueError(
+                    f"`{_API}`: cannot export `{path or type(m).__name__}` ({type(m).__name__}): "
+                    "int8 modules need the runtime's int8 operators (format 1.1), not written "
+                    "yet; expected a float model. Export the float model (before quantize_), or "
+                    "use export_tflite for the int8 model"
+                )
+        return float_graph(work, self.example_inputs)
+
+    @staticmethod
+    def _matrix(weight: torch.Tensor) -> torch.Tensor:
+        return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _name(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}#{self.counter}" if base else f"t{self.counter}"
+
+    def _new(self, name: str, shape: tuple[int, ...], nhwc: bool = False) -> _V:
+        v = _V(0, tuple(shape), nhwc)
+        v.tid = self.w.add_tensor(self._name(name), v.physical)
+        return v
+
+    def _emit(
+        self,
+        node: fx.Node | None,
+        op_type: int,
+        name: str,
+        ins: list[int],
+        outs: list[_V],
+        **kw: Any,
+    ) -> int:
+        idx = self.w.add_operator(op_type, name, ins, [o.tid for o in outs], **kw)
+        for o in outs:
+            self.writer_op[o.tid] = idx
+            if node is not None:
+                self.op_node[o.tid] = node
+        return idx
+
+    def _value(self, arg: Any, node: fx.Node) -> _V:
+        if isinstance(arg, fx.Node):
+            v = self.vals.get(arg)
+            if isinstance(v, _V):
+                return v
+            if arg in self.vals and v is None:
+                raise _Upstream()
+        raise _Unsupported(f"argument {arg!r} is not a tensor the runtime computes")
+
+    def _const(self, name: str, array: np.ndarray) -> int:
+        return self.w.add_constant(self._name(name), np.ascontiguousarray(array, np.float32))
+
+    def _transpose(self, v: _V, perm: tuple[int, ...], name: str, nhwc: bool) -> _V:
+        out = _V(0, v.shape, nhwc)
+        out.tid = self.w.add_tensor(self._name(name), tuple(v.physical[p] for p in perm))
+        self._emit(
+            None,
+            fb.OpType.TRANSPOSE,
+            name,
+            [v.tid],
+            [out],
+            options=("TransposeOptions", {"perm": list(perm)}),
+        )
+        return out
+
+    def _reshape(self, v: _V, shape: tuple[int, ...], name: str, nhwc: bool = False) -> _V:
+        out = self._new(name, shape, nhwc)
+        self._emit(None, fb.OpType.RESHAPE, name, [v.tid], [out])
+        return out
+
+    def _plain(self, v: _V, name: str) -> _V:
+        """``v`` in PyTorch's memory order (NCHW for images)."""
+        if v.chw is not None:
+            raise _Unsupported(
+                "features flattened from an NHWC activation feed something other than Linear"
+            )
+        if not v.nhwc:
+            return v
+        n, c, h, w = v.shape
+        if c == 1 or h * w == 1:  # the same bytes in either order
+            return self._reshape(v, v.shape, name + ".nchw")
+        return self._transpose(v, _TO_NCHW, name + ".nchw", nhwc=False)
+
+    def _to_nhwc(self, v: _V, name: str) -> _V:
+        if v.nhwc:
+            return v
+        if len(v.shape) != 4:
+            raise _Unsupported(f"expected a 4-D image tensor, got shape {v.shape}")
+        n, c, h, w = v.shape
+        if c == 1 or h * w == 1:
+            return self._reshape(v, v.shape, name + ".nhwc", nhwc=True)
+        return self._transpose(v, _TO_NHWC, name + ".nhwc", nhwc=True)
+
+    def _image(self, node: fx.Node, arg: Any) -> _V:
+        v = self._value(arg, node)
+        if len(v.shape) != 4:
+            raise _Unsupported(f"expected a 4-D [N, C, H, W] input, got shape {v.shape}")
+        return self._to_nhwc(v, _node_path(node))
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    def _weight(self, path: str, op: str, mat: np.ndarray, groups: int) -> dict[str, Any]:
+        """The Weight table of a [n, k] float matrix, in the format its layer earned."""
+        n, k = mat.shape
+        row = {
+            "name": path,
+            "op": op,
+            "format": "dense",
+            "shape": [n, k],
+            "dense_bytes": mat.size * 4,
+        }
+        weight: dict[str, Any] | None = None
+        block = self.blocks.get(path)
+        if block is not None and groups == 1:
+            weight = self._bsr(path, mat, block, row)
+        if weight is None and path in self.sharing and groups == 1:
+            weight = self._codebook(path, mat, self.sharing[path], row)
+        if weight is None:
+            values = self._const(f"{path}.weight", mat)
+            weight = {"format": fb.WeightFormat.DENSE, "n": n, "k": k, "values": values}
+            row["stored_bytes"] = mat.size * 4
+        self.report_layers.append(row)
+        return weight
+
+    def _bsr(self, path: str, mat: np.ndarray, block: tuple[int, int], row: dict) -> dict | None:
+        n, k = mat.shape
+        r, c = block
+        nbr, nbc = -(-n // r), -(-k // c)
+        padded = np.zeros((nbr * r, nbc * c), np.float32)
+        padded[:n, :k] = mat
+        tiles = padded.reshape(nbr, r, nbc, c).transpose(0, 2, 1, 3)
+        keep = np.any(tiles != 0, axis=(2, 3))
+        sparsity = 1.0 - keep.mean()
+        if sparsity < _MIN_BSR_SPARSITY:
+            self.notes.append(
+                f"`{path}`: block-pruned with block {r}x{c} but only {sparsity:.0%} of its blocks "
+                "are zero in the runtime's (kh, kw, c) order; stored dense"
+            )
+            return None
+        row_ptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)
+        col_idx = np.nonzero(keep)[1].astype(np.int32)
+        values = np.ascontiguousarray(tiles[keep], np.float32)
+        row.update(
+            format="bsr",
+            block=[r, c],
+            sparsity=float(sparsity),
+            stored_bytes=values.nbytes + row_ptr.nbytes + col_idx.nbytes,
+        )
+        return {
+            "format": fb.WeightFormat.BSR,
+            "n": n,
+            "k": k,
+            "values": self._const(f"{path}.weight.blocks", values),
+            "block": [r, c],
+            "row_ptr": self.w.add_constant(self._name(f"{path}.weight.row_ptr"), row_ptr),
+            "col_idx": self.w.add_constant(self._name(f"{path}.weight.col_idx"), col_idx),
+        }
+
+    def _codebook(self, path: str, mat: np.ndarray, entry: dict, row: dict) -> dict | None:
+        from optimizer.share.share import bits_for, codebook_of
+
+        bits = int(entry.get("bits") or bits_for(int(entry["clusters"])))
+        bits = next(b for b in (1, 2, 4, 8) if b >= bits)
+        entries = 1 << bits
+        n, k = mat.shape
+        table = idx = None
+        for per_channel in (False, True):
+            try:
+                idx, table = codebook_of(mat, per_channel=per_channel, entries=entries)
+                break
+            except ValueError:
+                continue
+        if table is None:
+            self.notes.append(
+                f"`{path}`: shared weights but more than {entries} distinct values "
+                "per channel after BatchNorm folding; stored dense"
+            )
+            return None
+        per_byte = 8 // bits
+        kp = -(-k // per_byte) * per_byte
+        padded = np.zeros((n, kp), np.uint8)
+        padded[:, :k] = idx
+        packed = np.zeros((n, kp // per_byte), np.uint8)
+        for j in range(per_byte):
+            packed |= (padded[:, j::per_byte] << (j * bits)).astype(np.uint8)
+        table2 = table.reshape(-1, entries).astype(np.float32)
+        row.update(
+            format="codebook",
+            bits=bits,
+            per_channel=table2.shape[0] > 1,
+            stored_bytes=packed.nbytes + table2.nbytes,
+        )
+        return {
+            "format": fb.WeightFormat.CODEBOOK,
+            "n": n,
+            "k": k,
+            "values": self._const(f"{path}.weight.table", table2),
+            "indices": self.w.add_constant(self._name(f"{path}.weight.indices"), packed),
+            "bits": bits,
+            "per_channel_table": table2.shape[0] > 1,
+        }
+
+    # -- node handlers ---------------------------------------------------------------------------
+
+    def lower(self, gm: fx.GraphModule) -> tuple[list[int], list[int]]:
+        inputs, outputs = [], []
+        modules = self._gm_modules = dict(gm.named_modules())
+        for node in gm.graph.nodes:
+            try:
+                if node.op == "placeholder":
+                    inputs.append(self._placeholder(node))
+                elif node.op == "get_attr":
+                    self.vals[node] = self._get_attr(gm, node)
+                elif node.op == "call_module":
+                    self._module(node, modules[node.target])
+                elif node.op == "call_function":
+                    self._function(node)
+                elif node.op == "call_method":
+                    self._method(node)
+                elif node.op == "output":
+                    outputs = self._output(node)
+            except _Upstream:
+                self.vals[node] = None
+            except _Unsupported as e:
+                what = (
+                    node.target if node.op != "call_module" else type(modules[node.target]).__name__
+                )
+                self.errors.append(f"`{_node_path(node)}` ({getattr(what, '__name__', what)}): {e}")
+                self.vals[node] = None
+                if len(self.errors) >= 5:
+                    break
+        return inputs, outputs
+
+    def _placeholder(self, node: fx.Node) -> int:
+        shape = _meta_shape(node)
+        meta = node.meta.get("tensor_meta")
+        if shape is None or meta is None or meta.dtype != torch.float32:
+            dtype = getattr(meta, "dtype", type(meta).__name__)
+            raise _Unsupported(f"model inputs must be float32 tensors, got {dtype}")
+        v = _V(0, shape, False)
+        v.tid = self.w.add_tensor(node.name, shape)
+        self.input_tids.add(v.tid)
+        self.vals[node] = self._to_nhwc(v, node.name) if len(shape) == 4 else v
+        return v.tid
+
+    def _get_attr(self, gm: fx.GraphModule, node: fx.Node) -> np.ndarray:
+        obj = gm
+        for part in str(node.target).split("."):
+            obj = getattr(obj, part)
+        if not isinstance(obj, torch.Tensor):
+            raise _Unsupported("only tensor attributes can be constants")
+        return obj.detach().cpu().float().numpy()
+
+    def _output(self, node: fx.Node) -> list[int]:
+        args = node.args[0]
+        items = list(args) if isinstance(args, (tuple, list)) else [args]
+        outs = []
+        for i, a in enumerate(items):
+            v = self._value(a, node)
+            name = f"output{i}" if len(items) > 1 else "output"
+            p = self._plain(v, name)
+            if p.tid in outs or p.tid in self.input_tids:
+                p = self._reshape(p, p.shape, name)
+            self.w.tensors[p.tid]["name"] = name
+            outs.append(p.tid)
+        return outs
+
+    def _fuse(self, node: fx.Node, src: Any, act: int) -> bool:
+        """Fuses activation ``act`` into the operator that wrote ``src`` when nothing else reads
+        it; returns whether it did."""
+        v = self.vals.get(src) if isinstance(src, fx.Node) else None
+        if not isinstance(v, _V) or v.chw is not None:
+            return False
+        idx = self.writer_op.get(v.tid)
+        if idx is None or self.op_node.get(v.tid) is not src or len(src.users) != 1:
+            return False
+        op = self.w.operators[idx]
+        if op["type"] not in _FUSE_INTO or op["activation"] != fb.Activation.NONE:
+            return False
+        op["activation"] = act
+        self.vals[node] = v
+        self.op_node[v.tid] = node
+        self.fused.append(_node_path(node))
+        return True
+
+    def _activation(self, node: fx.Node, src: Any, act: int) -> None:
+        if self._fuse(node, src, act):
+            return
+        x = self._value(src, node)
+        out = self._new(_node_path(node), x.shape, x.nhwc)
+        out.chw = x.chw
+        self._emit(node, fb.OpType.ACTIVATION, _node_path(node), [x.tid], [out], activation=act)
+        self.vals[node] = out
+
+    def _module(self, node: fx.Node, m: nn.Module) -> None:
+        path = str(node.target)
+        src = node.args[0] if node.args else None
+        if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)):
+            self.vals[node] = self._value(src, node)
+        elif isinstance(m, nn.Conv2d):
+            self._conv(node, m, path)
+        elif isinstance(m, nn.Linear):
+            self._linear(node, m, path)
+        elif type(m) in _ACT_MODULES:
+            self._activation(node, src, _ACT_MODULES[type(m)])
+        elif isinstance(m, nn.GELU):
+            act = fb.Activation.GELU_TANH if m.approximate == "tanh" else fb.Activation.GELU
+            self._activation(node, src, act)
+        elif isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0):
+            self._activation(node, src, fb.Activation.RELU6)
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+            self._pool(
+                node,
+                src,
+                isinstance(m, nn.MaxPool2d),
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                getattr(m, "dilation", 1),
+                m.ceil_mode,
+                getattr(m, "count_include_pad", True),
+                getattr(m, "divisor_override", None),
+            )
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            self._adaptive_pool(node, src)
+        elif isinstance(m, nn.Flatten):
+            self._reshape_node(node, src)
+        elif isinstance(m, (nn.Upsample, nn.UpsamplingNearest2d)):
+            if m.mode != "nearest":
+                raise _Unsupported(f"upsampling mode {m.mode!r}; expected 'nearest'")
+            self._upsample(node, src)
+        elif isinstance(m, nn.Softmax):
+            self._softmax(node, src, m.dim)
+        elif isinstance(m, nn.LayerNorm):
+            self._layer_norm(node, src, m.normalized_shape, m.weight, m.bias, m.eps)
+        elif isinstance(m, nn.GroupNorm):
+            self._group_norm(node, src, m)
+        elif isinstance(m, nn.BatchNorm1d):
+            self._batch_norm1d(node, src, m)
+        else:
+            raise _Unsupported(f"module type {type(m).__name__} has no runtime operator")
+
+    def _conv(self, node: fx.Node, m: nn.Conv2d, path: str) -> None:
+        if m.padding_mode != "zeros":
+            raise _Unsupported(f"padding_mode={m.padding_mode!r}; expected 'zeros'")
+        x = self._image(node, node.args[0])
+        n, c, h, w = x.shape
+        kh, kw = m.kernel_size
+        (sh, sw), (dh, dw) = _pair(m.stride), _pair(m.dilation)
+        if isinstance(m.padding, str):
+            if m.padding == "valid":
+                pad = [0, 0, 0, 0]
+            else:
+                th, tw = dh * (kh - 1), dw * (kw - 1)
+                pad = [th // 2, tw // 2, th - th // 2, tw - tw // 2]
+        else:
+            ph, pw = _pair(m.padding)
+            pad = [ph, pw, ph, pw]
+        out_shape = _meta_shape(node)
+        weight = m.weight.detach().float()
+        mat = self._matrix(weight).numpy()
+        wdef = self._weight(path, "conv2d", mat, m.groups)
+        bias = -1
+        if m.bias is not None:
+            bias = self._const(f"{path}.bias", m.bias.detach().float().numpy())
+        out = self._new(path, out_shape, nhwc=True)
+        options = {
+            "kernel": [kh, kw],
+            "stride": [sh, sw],
+            "dilation": [dh, dw],
+            "pad": pad,
+            "groups": m.groups,
+        }
+        self._emit(
+            node,
+            fb.OpType.CONV2D,
+            path,
+            [x.tid],
+            [out],
+            weight=wdef,
+            bias=bias,
+            options=("Conv2DOptions", options),
+        )
+        self.vals[node] = out
+
+    def _linear(self, node: fx.Node, m: nn.Linear, path: str) -> None:
+        x = self._value(node.args[0], node)
+        mat = m.weight.detach().float().numpy()
+        if x.chw is not None:
+            c, h, w = x.chw
+            mat = mat.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(mat.shape[0], -1)
+        elif x.nhwc:
+            x = self._plain(x, path)
+        wdef = self._weight(path, "linear", np.ascontiguousarray(mat), 1)
+        bias = (
+            self._const(f"{path}.bias", m.bias.detach().float().numpy())
+            if m.bias is not None
+            else -1
+        )
+        out = self._new(path, _meta_shape(node))
+        self._emit(node, fb.OpType.LINEAR, path, [x.tid], [out], weight=wdef, bias=bias)
+        self.vals[node] = out
+
+    def _pool(
+        self,
+        node,
+        src,
+        is_max,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    ) -> None:
+        x = self._image(node, src)
+        n, c, h, w = x.shape
+        kh, kw = _pair(kernel)
+        sh, sw = _pair(stride if stride else kernel)
+        ph, pw = _pair(padding)
+        if _pair(dilation) != (1, 1):
+            raise _Unsupported("dilated pooling")
+        if divisor_override:
+            raise _Unsupported("divisor_override")
+        out_shape = _meta_shape(node)
+        pb, pr = ph, pw
+        if ceil_mode:
+            if not is_max:
+                raise _Unsupported("ceil_mode average pooling; pad the input or use floor mode")
+            pb = max(ph, (out_shape[2] - 1) * sh + kh - h - ph)
+            pr = max(pw, (out_shape[3] - 1) * sw + kw - w - pw)
+        out = self._new(_node_path(node), out_shape, nhwc=True)
+        opts = {
+            "kernel": [kh, kw],
+            "stride": [sh, sw],
+            "pad": [ph, pw, pb, pr],
+            "count_include_pad": bool(count_include_pad),
+        }
+        op = fb.OpType.MAX_POOL2D if is_max else fb.OpType.AVG_POOL2D
+        self._emit(node, op, _node_path(node), [x.tid], [out], options=("Pool2DOptions", opts))
+        self.vals[node] = out
+
+    def _adaptive_pool(self, node: fx.Node, src: Any) -> None:
+        x = self._image(node, src)
+        n, c, h, w = x.shape
+        out_shape = _meta_shape(node)
+        oh, ow = out_shape[2], out_shape[3]
+        if (oh, ow) == (1, 1):
+            out = self._new(_node_path(node), out_shape, nhwc=True)
+            self._emit(node, fb.OpType.GLOBAL_AVG_POOL, _node_path(node), [x.tid], [out])
+            self.vals[node] = out
+            return
+        if h % oh or w % ow:
+            raise _Unsupported(f"adaptive average pooling {h}x{w} -> {oh}x{ow} (not a divisor)")
+        k = (h // oh, w // ow)
+        self._pool(node, src, False, k, k, 0, 1, False, True, None)
+
+    def _upsample(self, node: fx.Node, src: Any) -> None:
+        x = self._image(node, src)
+        out_shape = _meta_shape(node)
+        if out_shape[2] % x.shape[2] or out_shape[3] % x.shape[3]:
+            raise _Unsupported("nearest upsampling by a non-integer factor")
+        scale = [out_shape[2] // x.shape[2], out_shape[3] // x.shape[3]]
+        out = self._new(_node_path(node), out_shape, nhwc=True)
+        self._emit(
+            node,
+            fb.OpType.UPSAMPLE_NEAREST,
+            _node_path(node),
+            [x.tid],
+            [out],
+            options=("UpsampleOptions", {"scale": scale}),
+        )
+        self.vals[node] = out
+
+    def _softmax(self, node: fx.Node, src: Any, dim: int | None) -> None:
+        x = self._value(src, node)
+        if dim is None:
+            raise _Unsupported("softmax without dim")
+        dim = dim % len(x.shape)
+        axis = _NHWC_AXIS[dim] if x.nhwc else dim
+        if x.chw is not None:
+            x = self._plain(x, _node_path(node))
+        out = self._new(_node_path(node), x.shape, x.nhwc)
+        self._emit(
+            node,
+            fb.OpType.SOFTMAX,
+            _node_path(node),
+            [x.tid],
+            [out],
+            options=("SoftmaxOptions", {"axis": axis}),
+        )
+        self.vals[node] = out
+
+    def _param(self, p: Any) -> np.ndarray | None:
+        if p is None:
+            return None
+        if isinstance(p, fx.Node):
+            p = self.vals.get(p)
+            if not isinstance(p, np.ndarray):
+                raise _Unsupported("a normalization weight computed at run time")
+            return p
+        return p.detach().cpu().float().numpy()
+
+    def _layer_norm(self, node, src, normalized_shape, weight, bias, eps) -> None:
+        path = _node_path(node)
+        x = self._plain(self._value(src, node), path)
+        k = len(tuple(normalized_shape)) if not isinstance(normalized_shape, int) else 1
+        inner = int(np.prod(x.shape[-k:]))
+        w, b = self._param(weight), self._param(bias)
+        ins = [x.tid]
+        if w is not None or b is not None:
+            w = np.ones(inner, np.float32) if w is None else w
+            b = np.zeros(inner, np.float32) if b is None else b
+            ins += [
+                self._const(f"{path}.weight", w.reshape(inner)),
+                self._const(f"{path}.bias", b.reshape(inner)),
+            ]
+        out = self._new(_node_path(node), x.shape)
+        self._emit(
+            node,
+            fb.OpType.LAYER_NORM,
+            _node_path(node),
+            ins,
+            [out],
+            options=("NormOptions", {"axis": len(x.shape) - k, "eps": float(eps)}),
+        )
+        self.vals[node] = out
+
+    def _group_norm(self, node: fx.Node, src: Any, m: nn.GroupNorm) -> None:
+        x = self._image(node, src)
+        c = x.shape[1]
+        wt = m.weight.detach().float().numpy() if m.weight is not None else np.ones(c, np.float32)
+        bs = m.bias.detach().float().numpy() if m.bias is not None else np.zeros(c, np.float32)
+        path = _node_path(node)
+        ins = [x.tid, self._const(f"{path}.weight", wt), self._const(f"{path}.bias", bs)]
+        out = self._new(path, x.shape, nhwc=True)
+        self._emit(
+            node,
+            fb.OpType.GROUP_NORM,
+            path,
+            ins,
+            [out],
+            options=("NormOptions", {"groups": m.num_groups, "eps": float(m.eps)}),
+        )
+        self.vals[node] = out
+
+    def _batch_norm1d(self, node: fx.Node, src: Any, m: nn.BatchNorm1d) -> None:
+        from optimizer.quantize.fold import _bn_affine
+
+        x = self._value(src, node)
+        if len(x.shape) != 2:
+            raise _Unsupported("BatchNorm1d on a 3-D input; expected [N, C]")
+        scale, shift = _bn_affine(m)
+        path = _node_path(node)
+        ins = [
+            x.tid,
+            self._const(f"{path}.scale", scale.float().numpy()),
+            self._const(f"{path}.shift", shift.float().numpy()),
+        ]
+        out = self._new(path, x.shape)
+        self._emit(node, fb.OpType.CHANNEL_AFFINE, path, ins, [out])
+        self.vals[node] = out
+
+    def _reshape_node(self, node: fx.Node, src: Any) -> None:
+        x = self._value(src, node)
+        out_shape = _meta_shape(node)
+        path = _node_path(node)
+        if x.nhwc:
+            n, c, h, w = x.shape
+            same_bytes = c == 1 or h * w == 1
+            users = list(node.users)
+            to_linear = (
+                not same_bytes
+                and len(out_shape) == 2
+                and out_shape[0] == n
+                and users
+                and all(
+                    u.op == "call_module" and isinstance(self._gm_modules.get(u.target), nn.Linear)
+                    for u in users
+                )
+            )
+            if to_linear:
+                out = self._reshape(x, out_shape, path)
+                out.chw = (c, h, w)
+                self.vals[node] = out
+                return
+            if not same_bytes:
+                x = self._plain(x, path)
+        elif x.chw is not None:
+            x = self._plain(x, path)
+        nhwc = len(out_shape) == 4
+        if nhwc:
+            plain = self._reshape(x, out_shape, path)
+            self.vals[node] = self._to_nhwc(plain, path)
+        else:
+            self.vals[node] = self._reshape(x, out_shape, path)
+
+    def _binary(self, node: fx.Node, op_type: int, a: Any, b: Any) -> None:
+        path = _node_path(node)
+        for arg in (a, b):
+            if isinstance(arg, fx.Node) and arg in self.vals and self.vals[arg] is None:
+                raise _Upstream()
+        va = self.vals.get(a) if isinstance(a, fx.Node) else None
+        vb = self.vals.get(b) if isinstance(b, fx.Node) else None
+        ca = None if isinstance(va, _V) else va if isinstance(a, fx.Node) else a
+        cb = None if isinstance(vb, _V) else vb if isinstance(b, fx.Node) else b
+        if not isinstance(va, _V) and isinstance(vb, _V):
+            if op_type not in (fb.OpType.ADD, fb.OpType.MUL):
+                raise _Unsupported("a constant on the left of sub/div")
+            va, vb, ca, cb = vb, None, None, ca
+        if not isinstance(va, _V):
+            raise _Unsupported("an operation on constants only")
+        out_shape = _meta_shape(node)
+        if isinstance(vb, _V):
+            if va.chw is not None or vb.chw is not None:
+                va, vb = self._plain(va, path), self._plain(vb, path)
+            if va.nhwc != vb.nhwc:
+                if len(va.shape) == 4 and len(vb.shape) == 4:
+                    va, vb = self._to_nhwc(va, path), self._to_nhwc(vb, path)
+                else:
+                    va, vb = self._plain(va, path), self._plain(vb, path)
+            nhwc = va.nhwc
+            other = vb.tid
+        else:
+            if not isinstance(cb, (int, float, np.ndarray)) or isinstance(cb, bool):
+                raise _Unsupported(f"operand {cb!r} is neither a tensor nor a number")
+            const = np.asarray(cb, np.float32)
+            if va.chw is not None:
+                va = self._plain(va, path)
+            nhwc = va.nhwc
+            if nhwc and const.ndim > 0 and const.size > 1:
+                const = const.reshape((1,) * (4 - const.ndim) + const.shape).transpose(_TO_NHWC)
+            other = self._const(f"{path}.operand", const.reshape(const.shape or (1,)))
+        out = self._new(path, out_shape, nhwc)
+        self._emit(node, op_type, path, [va.tid, other], [out])
+        self.vals[node] = out
+
+    def _cat(self, node: fx.Node, tensors: Any, dim: int) -> None:
+        path = _node_path(node)
+        vs = [self._value(t, node) for t in tensors]
+        rank = len(vs[0].shape)
+        dim = dim % rank
+        if all(v.nhwc for v in vs):
+            axis = _NHWC_AXIS[dim]
+        else:
+            vs = [self._plain(v, path) for v in vs]
+            axis = dim
+        out = self._new(path, _meta_shape(node), all(v.nhwc for v in vs))
+        self._emit(
+            node,
+            fb.OpType.CONCAT,
+            path,
+            [v.tid for v in vs],
+            [out],
+            options=("ConcatOptions", {"axis": axis}),
+        )
+        self.vals[node] = out
+
+    def _split(self, node: fx.Node, src: Any, dim: int) -> None:
+        path = _node_path(node)
+        x = self._value(src, node)
+        if x.chw is not None:
+            x = self._plain(x, path)
+        metas = node.meta.get("tensor_meta")
+        shapes = [tuple(int(s) for s in m.shape) for m in metas]
+        dim = dim % len(x.shape)
+        axis = _NHWC_AXIS[dim] if x.nhwc else dim
+        outs = [self._new(f"{path}.{i}", s, x.nhwc) for i, s in enumerate(shapes)]
+        self._emit(
+            node,
+            fb.OpType.SPLIT,
+            path,
+            [x.tid],
+            outs,
+            options=("SplitOptions", {"axis": axis, "sizes": [s[dim] for s in shapes]}),
+        )
+        self.vals[node] = outs
+
+    def _mean(self, node: fx.Node, src: Any, dims: Any, keepdim: bool) -> None:
+        path = _node_path(node)
+        x = self._value(src, node)
+        if x.chw is not None:
+            x = self._plain(x, path)
+        rank = len(x.shape)
+        dims = (
+            list(range(rank)) if dims is None else [dims] if isinstance(dims, int) else list(dims)
+        )
+        dims = sorted(d % rank for d in dims)
+        nhwc_out = x.nhwc and keepdim
+        if x.nhwc and not keepdim and not (1 in dims or {2, 3} <= set(dims)):
+            x = self._plain(x, path)
+        axes = [_NHWC_AXIS[d] for d in dims] if x.nhwc else dims
+        out = self._new(path, _meta_shape(node), nhwc_out and x.nhwc)
+        self._emit(
+            node,
+            fb.OpType.MEAN,
+            path,
+            [x.tid],
+            [out],
+            options=("MeanOptions", {"axes": axes, "keep_dims": bool(keepdim)}),
+        )
+        self.vals[node] = out
+
+    def _matmul(self, node: fx.Node, a: Any, b: Any) -> None:
+        path = _node_path(node)
+        va, vb = self._value(a, node), self._value(b, node)
+        va, vb = self._plain(va, path), self._plain(vb, path)
+        if len(va.shape) < 2 or va.shape[:-2] != vb.shape[:-2]:
+            raise _Unsupported(f"matmul of {va.shape} and {vb.shape}; expected equal batch dims")
+        out = self._new(path, _meta_shape(node))
+        self._emit(
+            node,
+            fb.OpType.BATCH_MATMUL,
+            path,
+            [va.tid, vb.tid],
+            [out],
+            options=("BatchMatMulOptions", {}),
+        )
+        self.vals[node] = out
+
+    def _shape_value(self, node: fx.Node, src: Any, args: tuple) -> None:
+        v = self.vals.get(src)
+        if not isinstance(v, _V):
+            raise _Unsupported("size() of a non-tensor")
+        self.vals[node] = v.shape[args[0]] if args else torch.Size(v.shape)
+
+    def _function(self, node: fx.Node) -> None:
+        t = node.target
+        args, kwargs = node.args, node.kwargs
+        if t in _BINARY:
+            if kwargs.get("alpha", 1) != 1 or kwargs.get("rounding_mode"):
+                raise _Unsupported("add/sub with alpha or div with rounding_mode")
+            self._binary(node, _BINARY[t], args[0], args[1] if len(args) > 1 else kwargs["other"])
+        elif t in _ACT_FUNCTIONS:
+            self._activation(node, args[0], _ACT_FUNCTIONS[t])
+        elif t is F.gelu:
+            approx = kwargs.get("approximate", "none")
+            self._activation(
+                node, args[0], fb.Activation.GELU_TANH if approx == "tanh" else fb.Activation.GELU
+            )
+        elif t in (torch.cat, torch.concat):
+            self._cat(node, args[0], args[1] if len(args) > 1 else kwargs.get("dim", 0))
+        elif t in (torch.flatten, torch.reshape):
+            self._reshape_node(node, args[0])
+        elif t is F.adaptive_avg_pool2d:
+            self._adaptive_pool(node, args[0])
+        elif t in (F.max_pool2d, F.avg_pool2d):
+            names = (
+                ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+                if t is F.max_pool2d
+                else (
+                    "kernel_size",
+                    "stride",
+                    "padding",
+                    "ceil_mode",
+                    "count_include_pad",
+                    "divisor_override",
+                )
+            )
+            p = dict(zip(names, args[1:]))
+            p.update(kwargs)
+            self._pool(
+                node,
+                args[0],
+                t is F.max_pool2d,
+                p["kernel_size"],
+                p.get("stride"),
+                p.get("padding", 0),
+                p.get("dilation", 1),
+                p.get("ceil_mode", False),
+                p.get("count_include_pad", True),
+                p.get("divisor_override"),
+            )
+        elif t in (F.softmax, torch.softmax):
+            self._softmax(node, args[0], args[1] if len(args) > 1 else kwargs.get("dim"))
+        elif t in (F.dropout, F.dropout1d, F.dropout2d):
+            self.vals[node] = self._value(args[0], node)
+        elif t is F.interpolate:
+            if kwargs.get("mode", args[3] if len(args) > 3 else "nearest") != "nearest":
+                raise _Unsupported("interpolate mode other than 'nearest'")
+            self._upsample(node, args[0])
+        elif t in (torch.chunk, torch.split):
+            self._split(node, args[0], args[2] if len(args) > 2 else kwargs.get("dim", 0))
+        elif t is operator.getitem:
+            if args[0] in self.vals and self.vals[args[0]] is None:
+                raise _Upstream()
+            src = self.vals.get(args[0])
+            if isinstance(src, (list, tuple, torch.Size)):
+                self.vals[node] = src[args[1]]
+            else:
+                raise _Unsupported("indexing or slicing a tensor")
+        elif t in (torch.matmul, torch.bmm):
+            self._matmul(node, args[0], args[1])
+        elif t is torch.mean:
+            self._mean(
+                node,
+                args[0],
+                args[1] if len(args) > 1 else kwargs.get("dim"),
+                kwargs.get("keepdim", args[2] if len(args) > 2 else False),
+            )
+        elif t is F.layer_norm:
+            rest = list(args[2:5]) + [None] * 3
+            weight = kwargs.get("weight", rest[0])
+            bias = kwargs.get("bias", rest[1])
+            eps = kwargs.get("eps", rest[2] if rest[2] is not None else 1e-5)
+            self._layer_norm(node, args[0], args[1], weight, bias, eps)
+        elif t is getattr and args[1] == "shape":
+            self._shape_value(node, args[0], ())
+        else:
+            name = getattr(t, "__name__", str(t))
+            raise _Unsupported(f"function `{name}` has no runtime operator")
+
+    def _method(self, node: fx.Node) -> None:
+        t, args, kwargs = node.target, node.args, node.kwargs
+        if t in ("view", "reshape", "flatten"):
+            self._reshape_node(node, args[0])
+        elif t in ("contiguous", "clone", "detach"):
+            self.vals[node] = self._value(args[0], node)
+        elif t == "size":
+            self._shape_value(node, args[0], args[1:])
+        elif t in _BINARY_METHODS:
+            self._binary(node, _BINARY_METHODS[t], args[0], args[1])
+        elif t in _ACT_METHODS:
+            self._activation(node, args[0], _ACT_METHODS[t])
+        elif t in ("chunk", "split"):
+            self._split(node, args[0], args[2] if len(args) > 2 else kwargs.get("dim", 0))
+        elif t == "softmax":
+            self._softmax(node, args[0], args[1] if len(args) > 1 else kwargs.get("dim"))
+        elif t == "mean":
+            self._mean(
+                node,
+                args[0],
+                args[1] if len(args) > 1 else kwargs.get("dim"),
+                kwargs.get("keepdim", args[2] if len(args) > 2 else False),
+            )
+        elif t == "matmul":
+            self._matmul(node, args[0], args[1])
+        else:
+            raise _Unsupported(f"tensor method `.{t}()` has no runtime operator")
+
+
+def _check_inputs(example_inputs: Any) -> tuple:
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        raise TypeError(
+            f"`{_API}`: example_inputs must be a tuple of tensors; expected "
+            f"(x,), got {type(example_inputs).__name__}"
+        )
+    for i, x in enumerate(example_inputs):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"`{_API}`: example_inputs[{i}] must be a tensor, got {type(x).__name__}"
+            )
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise ValueError(f"`{_API}`: example_inputs[{i}] has NaN or inf values")
+    return tuple(x.detach().cpu() for x in example_inputs)
+
+
+def _check_finite(model: nn.Module) -> None:
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.dtype.is_floating_point and not torch.isfinite(t).all():
+            raise ValueError(f"`{_API}`: `{name}` has NaN or inf values; expected finite weights")
+
+
+def export_native(
+    model: nn.Module,
+    example_inputs: Any,
+    path: str | Path,
+    target: Any = None,
+) -> NativeExportReport:
+    """Writes ``model`` as a native ``.eom`` file for the C++ runtime (``optimizer.runtime``).
+
+    Shapes are fixed by ``example_inputs`` (batch included): export with the batch size the
+    device runs. The model is not changed. Every node is checked before anything is written;
+    the file is written atomically.
+
+    Args:
+        model: a float ``nn.Module`` (plain, channel-pruned, block-pruned with or without its
+            sparsifier removed, weight-shared, factorized). int8 modules are refused for now.
+        example_inputs: tuple of float32 tensors (images NCHW, as the model takes them).
+        path: the file to write (``.eom`` by convention).
+        target: optional target profile (``optimizer.targets.get("rpi5")``) or its name; it is
+            recorded in the file's metadata.
+
+    Returns:
+        A :class:`NativeExportReport` (size, operators, weight format per layer, fused
+        activations, notes).
+
+    Raises:
+        ValueError: a module or function the runtime has no operator for (its path and type are
+            named; up to five are listed), non-finite weights or inputs, or an int8 model.
+        TypeError: ``model`` is not an ``nn.Module`` or ``example_inputs`` not tensors.
+
+    Example::
+
+        report = export_native(model, (torch.randn(1, 3, 32, 32),), "model.eom")
+        print(report.summary())
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`{_API}`: model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = _check_inputs(example_inputs)
+    _check_finite(model)
+    if isinstance(target, str):
+        from optimizer import targets as _targets
+
+        target = _targets.get(target)
+    low = _Lowering(model, inputs, target)
+    gm = low.prepare()
+    graph_in, graph_out = low.lower(gm)
+    if low.errors:
+        raise ValueError(
+            f"`{_API}`: the runtime cannot run {len(low.errors)} node(s); nothing was written:\n  "
+            + "\n  ".join(low.errors)
+            + f"\nThe runtime supports: {_SUPPORTED}. Replace these modules, or keep them "
+            "outside the exported model"
+        )
+    meta = {
+        "edgeopt.format": ".".join(map(str, FORMAT_VERSION)),
+        "edgeopt.inputs_layout": "NCHW",
+    }
+    if target is not None:
+        meta["edgeopt.target"] = getattr(target, "name", str(target))
+    passes = get_record(model).get("passes", [])
+    if passes:
+        meta["edgeopt.passes"] = json.dumps(passes, default=str)
+    from optimizer import __version__
+
+    blob = low.w.finish(graph_in, graph_out, meta, producer=f"edge-optimizer {__version__}")
+    out = atomic_write(path, lambda f: f.write(blob))
+    ops = Counter(_OP_NAMES.get(op["type"], "?") for op in low.w.operators)
+    spec = [
+        {"name": low.w.tensors[t]["name"], "shape": low.w.tensors[t]["shape"], "dtype": "float32"}
+        for t in graph_in
+    ]
+    spec_out = [
+        {"name": low.w.tensors[t]["name"], "shape": low.w.tensors[t]["shape"], "dtype": "float32"}
+        for t in graph_out
+    ]
+    return NativeExportReport(
+        path=out,
+        size_bytes=len(blob),
+        ops=dict(ops),
+        layers=low.report_layers,
+        fused=low.fused,
+        inputs=spec,
+        outputs=spec_out,
+        notes=low.notes,
+    )

@@ -1,0 +1,214 @@
+"""export_native + the C++ runtime: float parity with PyTorch on the zoo, weight formats (dense,
+block-sparse, codebook), the NCHW/NHWC boundary, fusion, and refusals before anything is written.
+
+Not covered by the float runtime yet: ``transformer`` (nn.Embedding on int64 token ids and
+nn.MultiheadAttention have no runtime operator); it is checked to be refused with its module
+path named.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import optimizer
+from optimizer import runtime
+from optimizer.export.native import export_native
+from tests.zoo import ZOO
+
+COVERED = [
+    "vgg",
+    "resnet_basic",
+    "resnet_bottleneck",
+    "mobilenetv2",
+    "efficientnet",
+    "densenet",
+    "yolo_c2f",
+    "mlp",
+]
+
+
+def _close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    # fp32 sums in another order: tolerance scaled by the output's magnitude.
+    scale = float(np.abs(want).max()) + 1e-6
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5 * scale, err_msg=what)
+
+
+def _torch(model: nn.Module, inputs: tuple) -> np.ndarray:
+    with torch.no_grad():
+        return model.eval()(*inputs).numpy()
+
+
+def _export_run(model, inputs, path, **kw):
+    report = export_native(model, inputs, path, **kw)
+    rt = runtime.load(path)
+    return report, rt, rt.run(*[x.numpy() for x in inputs])
+
+
+@pytest.mark.parametrize("name", COVERED)
+def test_zoo_float_parity_with_pytorch(name, tmp_path):
+    model, inputs = ZOO[name]()
+    report, rt, y = _export_run(model, inputs, tmp_path / f"{name}.eom")
+    _close(y, _torch(model, inputs), name)
+    assert report.size_bytes == (tmp_path / f"{name}.eom").stat().st_size
+    assert all(layer["kernel"] for layer in rt.layers), "every layer names its kernel after a run"
+    rt.num_threads = 2
+    np.testing.assert_array_equal(rt.run(*[x.numpy() for x in inputs]), y)
+
+
+def test_transformer_is_refused_naming_the_modules(tmp_path):
+    model, inputs = ZOO["transformer"]()
+    target = tmp_path / "t.eom"
+    with pytest.raises(ValueError) as err:
+        export_native(model, inputs, target)
+    msg = str(err.value)
+    assert "nothing was written" in msg and "int64" in msg, msg
+    assert "`embed` (Embedding)" in msg, msg
+    assert not target.exists()
+
+
+def test_failed_export_leaves_an_existing_file_untouched(tmp_path):
+    path = tmp_path / "m.eom"
+    path.write_bytes(b"old")
+    model = nn.Sequential(nn.Linear(4, 4), nn.LSTM(4, 4))
+    with pytest.raises(ValueError, match=r"`1` \(LSTM\)"):
+        export_native(model, (torch.randn(1, 4),), path)
+    assert path.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [path], "no temporary file is left behind"
+
+
+class _Ops(nn.Module):
+    """Conv geometry and the non-CNN ops: dilation, 'same', grouped, channel multiplier,
+    ceil-mode max pool, average pool without padding counted, upsample, softmax, layer norm,
+    GELU, mean, matmul, split by sizes, scalar arithmetic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(4, 8, 3, padding="same", dilation=2)
+        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2, bias=False)
+        self.c = nn.Conv2d(8, 16, 3, padding=1, groups=8)  # depthwise, channel multiplier 2
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.avg = nn.AvgPool2d(3, 1, padding=1, count_include_pad=False)
+        self.ln = nn.LayerNorm(16)
+        self.fc = nn.Linear(16, 16)
+        self.bn = nn.BatchNorm1d(16)
+
+    def forward(self, x):
+        x = F.gelu(self.a(x)) * 0.5 + 1.0
+        x = torch.sigmoid(self.b(x)) / 2.0
+        x = self.avg(F.hardswish(self.c(x)))
+        x = F.interpolate(self.pool(x), scale_factor=2, mode="nearest")
+        s = torch.softmax(x, dim=1)
+        t = x.mean((2, 3), keepdim=True) + s
+        u, v = torch.split(t, [6, 10], dim=1)
+        t = torch.cat([v, u], 1)
+        seq = t.flatten(2)  # [N, 16, HW]
+        seq = self.ln(seq.reshape(seq.shape[0], 16, -1).mean(2, keepdim=True).reshape(-1, 1, 16))
+        att = torch.matmul(seq.reshape(-1, 4, 4), seq.reshape(-1, 4, 4))
+        return self.bn(self.fc(F.gelu(att.reshape(-1, 16), approximate="tanh"))) - 0.25
+
+
+def test_op_coverage_parity(tmp_path):
+    torch.manual_seed(0)
+    model = _Ops().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.2, 0.2)
+        model.bn.running_var.uniform_(0.5, 1.5)
+    inputs = (torch.randn(2, 4, 13, 11),)
+    report, rt, y = _export_run(model, inputs, tmp_path / "ops.eom")
+    _close(y, _torch(model, inputs), "ops")
+    for op in ("upsample_nearest", "softmax", "layer_norm", "batch_matmul", "split", "mean"):
+        assert op in report.ops, report.ops
+
+
+def test_image_outputs_and_inputs_keep_pytorch_layout(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU()).eval()
+    x = torch.randn(1, 3, 6, 7)
+    report, rt, y = _export_run(model, (x,), tmp_path / "img.eom")
+    assert rt.inputs[0]["shape"] == (1, 3, 6, 7) and rt.outputs[0]["shape"] == (1, 5, 6, 7)
+    _close(y, _torch(model, (x,)), "image")
+    assert report.fused == ["1"], "the ReLU runs inside the conv"
+    assert report.ops == {"transpose": 2, "conv2d": 1}
+
+
+def test_flatten_into_linear_permutes_weight_columns_not_activations(tmp_path):
+    model, inputs = ZOO["vgg"]()
+    report, _, _ = _export_run(model, inputs, tmp_path / "vgg.eom")
+    assert report.ops["transpose"] == 1, "only the input is transposed; flatten feeds the linear"
+
+
+def test_block_pruned_mlp_is_stored_as_bsr_and_matches(tmp_path):
+    model, inputs = ZOO["mlp"]()
+    dense = export_native(model, inputs, tmp_path / "dense.eom")
+    sp = optimizer.prune_blocks_(model, optimizer.BlockPruneConfig(block=(8, 4), sparsity=0.75))
+    sp.remove()
+    report, rt, y = _export_run(model, inputs, tmp_path / "bsr.eom")
+    _close(y, _torch(model, inputs), "block-pruned mlp")
+    formats = {row["name"]: row["format"] for row in report.layers}
+    assert "bsr" in formats.values(), formats
+    assert report.size_bytes < 0.6 * dense.size_bytes
+    kernels = [layer["kernel"] for layer in rt.layers if layer["op"] == "linear"]
+    assert any("bsrgemm" in k for k in kernels), kernels
+
+
+def test_live_block_masks_are_stripped_and_kept_as_zeros(tmp_path):
+    model, inputs = ZOO["mlp"]()
+    optimizer.prune_blocks_(model, optimizer.BlockPruneConfig(block=(8, 4), sparsity=0.5))
+    want = _torch(model, inputs)  # the pre-hook applies the masks
+    report, _, y = _export_run(model, inputs, tmp_path / "live.eom")
+    _close(y, want, "masked mlp")
+    assert any(row["format"] == "bsr" for row in report.layers)
+    assert any(hasattr(m, "weight_block_mask") for m in model.modules()), "model left as it was"
+
+
+def test_block_pruned_convs_are_bsr_in_ohwi_order(tmp_path):
+    model, inputs = ZOO["resnet_basic"]()
+    sp = optimizer.prune_blocks_(model, optimizer.BlockPruneConfig(block=(8, 4), sparsity=0.7))
+    sp.remove()
+    report, _, y = _export_run(model, inputs, tmp_path / "rb.eom")
+    _close(y, _torch(model, inputs), "block-pruned resnet")
+    convs = [row for row in report.layers if row["op"] == "conv2d"]
+    assert sum(row["format"] == "bsr" for row in convs) >= len(convs) // 2, report.summary()
+
+
+def test_channel_pruned_model_gives_a_smaller_file(tmp_path):
+    model, inputs = ZOO["mobilenetv2"]()
+    before = export_native(model, inputs, tmp_path / "a.eom").size_bytes
+    optimizer.prune_channels_(model, inputs, optimizer.ChannelPruneConfig(ratio=0.5))
+    report, _, y = _export_run(model, inputs, tmp_path / "b.eom")
+    _close(y, _torch(model, inputs), "channel-pruned mobilenetv2")
+    assert report.size_bytes < 0.7 * before
+
+
+def test_shared_weights_are_stored_as_codebooks(tmp_path):
+    model, inputs = ZOO["mlp"]()
+    optimizer.share_weights_(model, optimizer.WeightShareConfig(clusters=16))
+    report, rt, y = _export_run(model, inputs, tmp_path / "cb.eom")
+    _close(y, _torch(model, inputs), "shared mlp")
+    rows = [row for row in report.layers if row["format"] == "codebook"]
+    assert rows and all(row["bits"] == 4 for row in rows), report.layers
+    assert any("cbgemm" in layer["kernel"] for layer in rt.layers)
+
+
+def test_target_is_recorded_in_metadata(tmp_path):
+    model, inputs = ZOO["mlp"]()
+    export_native(model, inputs, tmp_path / "m.eom", target="rpi5")
+    meta = runtime.load(tmp_path / "m.eom").metadata
+    assert meta["edgeopt.target"] == "rpi5" and meta["edgeopt.format"] == "1.0"
+
+
+def test_bad_arguments_raise_clear_errors(tmp_path):
+    model, inputs = ZOO["mlp"]()
+    with pytest.raises(TypeError, match="nn.Module"):
+        export_native("model", inputs, tmp_path / "x.eom")
+    with pytest.raises(TypeError, match="example_inputs"):
+        export_native(model, "x", tmp_path / "x.eom")
+    with pytest.raises(ValueError, match="NaN"):
+        export_native(model, (torch.full((2, 64), float("nan")),), tmp_path / "x.eom")
+    with torch.no_grad():
+        model.out.weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="out.weight"):
+        export_native(model, inputs, tmp_path / "x.eom")
