@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 import operator
@@ -73,7 +74,7 @@ def _check_steps(api: str, begin_step: object, end_step: object, allow_open_end:
     return begin, end
 
 
-class PruningSchedule:
+class PruningSchedule(abc.ABC):
     """Base class of the schedules: ``__call__(step) -> float`` and ``should_update(step)``.
 
     Subclasses set ``begin_step``, ``end_step`` (-1: no end) and ``frequency``, and implement
@@ -87,8 +88,9 @@ class PruningSchedule:
     frequency: int
     final_sparsity: float
 
-    def __call__(self, step: int) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, step: int) -> float:
+        """The target sparsity at ``step``."""
 
     def _step(self, step: object) -> int:
         return _check_int(type(self).__name__, "step", step, 0)
