@@ -68,6 +68,10 @@ class Build {
 
 // Builders of the fp32 operators (ops_f32.cc); each validates everything its kernel relies on.
 std::unique_ptr<Op> build_f32_op(Build& b);
+// Whether an operator runs int8 (QUANTIZE / DEQUANTIZE / LUT, or any S8 input or output; a
+// TRANSPOSE of int8 values stays with the generic builder), and the int8 builders (ops_s8.cc).
+bool is_s8_op(const Build& b);
+std::unique_ptr<Op> build_s8_op(Build& b);
 
 }  // namespace runtime
 }  // namespace edgeopt

@@ -25,7 +25,9 @@ struct Tensor {
   int producer = -1;                  // operator that writes it
   float scale = 0.0f;                 // per-tensor quantization (S8)
   int32_t zero_point = 0;
-  int storage = -1;  // activations: storage slot (reshapes share their input's)
+  int quant_count = 0;           // scales in the file's quantization (0: none)
+  bool zero_points_zero = true;  // every zero point is 0 (symmetric int8 weights)
+  int storage = -1;              // activations: storage slot (reshapes share their input's)
 };
 
 // Where each tensor's bytes are during one run.

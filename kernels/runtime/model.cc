@@ -287,6 +287,9 @@ void Model::Impl::load_tensors(const eom::Model& m, const uint8_t* data, uint64_
       }
       r.scale = q->scale()->Get(0);
       r.zero_point = q->zero_point()->Get(0);
+      r.quant_count = static_cast<int>(ns);
+      for (size_t j = 0; j < nz; ++j)
+        r.zero_points_zero &= q->zero_point()->Get(static_cast<flatbuffers::uoffset_t>(j)) == 0;
     }
     const int buf = t->buffer();
     if (buf >= 0) {
@@ -304,6 +307,16 @@ void Model::Impl::load_tensors(const eom::Model& m, const uint8_t* data, uint64_
       weight_size += r.bytes;
     } else if (buf != -1) {
       fail(where + ": buffer index " + std::to_string(buf) + " must be >= 0 or -1 (activation)");
+    }
+    if (r.dtype == DType::kS8 && buf == -1) {
+      // int8 activations: one scale and one zero point in the int8 range (per tensor).
+      if (r.quant_count != 1) {
+        fail(where + ": an int8 activation needs per-tensor quantization (one scale and one " +
+             "zero point), got " + std::to_string(r.quant_count) + " scales");
+      }
+      if (r.zero_point < -128 || r.zero_point > 127) {
+        fail(where + ": zero point " + std::to_string(r.zero_point) + " out of the int8 range");
+      }
     }
   }
   auto read_io = [&](const flatbuffers::Vector<int32_t>* v, std::vector<int>* out,
@@ -360,7 +373,7 @@ void Model::Impl::load_operators(const eom::Model& m) {
                 " already writes");
     }
     b.require(b.num_outputs() >= 1, "has no outputs");
-    std::unique_ptr<Op> op = build_f32_op(b);
+    std::unique_ptr<Op> op = is_s8_op(b) ? build_s8_op(b) : build_f32_op(b);
     op->inputs = b.inputs();
     op->outputs = b.outputs();
     for (int t : b.outputs()) tensors[t].producer = static_cast<int>(i);

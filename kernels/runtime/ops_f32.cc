@@ -959,7 +959,7 @@ class Transpose : public Op {
         idx[d] = 0;
       }
     }
-    info.kernel = "f32_transpose__generic";
+    info.kernel = esize == 4 ? "f32_transpose__generic" : "s8_transpose__generic";
   }
 };
 
@@ -989,6 +989,11 @@ std::unique_ptr<Op> build_transpose(Build& b) {
     op->in_strides[i] = stride[perm[i]];
   }
   b.check_output(0, x.dtype, op->out_shape);
+  if (x.dtype == DType::kS8) {
+    const Tensor& y = b.tensor(b.output(0));
+    b.require(y.scale == x.scale && y.zero_point == x.zero_point, "output `", y.name,
+              "` must keep the input's int8 quantization (", x.scale, ", ", x.zero_point, ")");
+  }
   op->n = x.elements;
   op->esize = dtype_size(x.dtype);
   op->info.op = "transpose";
@@ -1344,8 +1349,8 @@ std::unique_ptr<Op> build_f32_op(Build& b) {
     case eom::OpType_CHANNEL_AFFINE: return build_affine(b);
     case eom::OpType_MEAN: return build_mean(b);
     default:
-      b.error(std::string("is not supported by this runtime version (float32 operators only; ") +
-              "int8 operators arrive with format 1.1)");
+      b.error("is not a float32 operator this runtime knows (unknown type, or an int8-only type " +
+              std::string("on float tensors)"));
   }
 }
 

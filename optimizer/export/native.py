@@ -52,18 +52,23 @@ from torch import fx, nn
 from optimizer._util import atomic_write
 from optimizer.export import eom_fbs as fb
 from optimizer.graph.record import get_record
+from optimizer.quantize import modules as qm
 
 __all__ = [
     "FORMAT_VERSION",
+    "FORMAT_VERSION_INT8",
     "EomWriter",
     "NativeExportReport",
     "export_native",
+    "is_int8_model",
     "pack_file",
 ]
 
 _API = "export_native"
-#: (major, minor) of the files this module writes; the runtime refuses another major.
+#: (major, minor) of the files this module writes; the runtime refuses another major. Float
+#: models are written as 1.0 (readable by every 1.x runtime), int8 models as 1.1.
 FORMAT_VERSION = (1, 0)
+FORMAT_VERSION_INT8 = (1, 1)
 MAGIC = b"\x89EOM\r\n\x1a\n"
 ENDIAN_MARKER = 0x0A0B0C0D
 HEADER_SIZE = 64
@@ -385,6 +390,8 @@ class _V:
     nhwc: bool = False
     #: set on [N, C*H*W] features flattened from NHWC memory (order H, W, C): (C, H, W).
     chw: tuple[int, int, int] | None = None
+    #: int8 tensors: (scale, zero point); None for float32.
+    q: tuple[float, int] | None = None
 
     @property
     def physical(self) -> tuple[int, ...]:
@@ -444,6 +451,7 @@ _FUSE_INTO = {
     fb.OpType.MUL,
     fb.OpType.CHANNEL_AFFINE,
 }
+_LINEAR_TYPES = (nn.Linear, qm.QLinear)
 _OP_NAMES = {v: k.lower() for k, v in vars(fb.OpType).items() if not k.startswith("_")}
 _TO_NHWC = (0, 2, 3, 1)
 _TO_NCHW = (0, 3, 1, 2)
@@ -451,6 +459,13 @@ _NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 # Zero blocks must be at least this fraction of a block-pruned layer to store it as BSR.
 _MIN_BSR_SPARSITY = 0.2
 _BLOCK_CANDIDATES = [(r, c) for r in (32, 16, 8, 4, 2, 1) for c in (16, 8, 4, 2, 1)]
+
+
+def _tensor_type(q: tuple[float, int] | None) -> tuple[Any, dict[str, Any] | None]:
+    """(dtype, quantization) of an activation: int8 with (scale, zero point), or float32."""
+    if q is None:
+        return np.float32, None
+    return np.int8, {"scale": [q[0]], "zero_point": [q[1]]}
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -532,14 +547,6 @@ class _Lowering:
                 block = _mask_block((mat != 0).cpu().numpy())
                 if block is not None:
                     self.blocks[path] = block
-        for path, m in work.named_modules():
-            if getattr(m, "op", None) and hasattr(m, "output_scale"):
-                raise ValueError(
-                    f"`{_API}`: cannot export `{path or type(m).__name__}` ({type(m).__name__}): "
-                    "int8 modules need the runtime's int8 operators (format 1.1), not written "
-                    "yet; expected a float model. Export the float model (before quantize_), or "
-                    "use export_tflite for the int8 model"
-                )
         return float_graph(work, self.example_inputs)
 
     @staticmethod
@@ -552,9 +559,15 @@ class _Lowering:
         self.counter += 1
         return f"{base}#{self.counter}" if base else f"t{self.counter}"
 
-    def _new(self, name: str, shape: tuple[int, ...], nhwc: bool = False) -> _V:
-        v = _V(0, tuple(shape), nhwc)
-        v.tid = self.w.add_tensor(self._name(name), v.physical)
+    def _new(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        nhwc: bool = False,
+        q: tuple[float, int] | None = None,
+    ) -> _V:
+        v = _V(0, tuple(shape), nhwc, q=q)
+        v.tid = self.w.add_tensor(self._name(name), v.physical, *_tensor_type(q))
         return v
 
     def _emit(
@@ -586,8 +599,10 @@ class _Lowering:
         return self.w.add_constant(self._name(name), np.ascontiguousarray(array, np.float32))
 
     def _transpose(self, v: _V, perm: tuple[int, ...], name: str, nhwc: bool) -> _V:
-        out = _V(0, v.shape, nhwc)
-        out.tid = self.w.add_tensor(self._name(name), tuple(v.physical[p] for p in perm))
+        out = _V(0, v.shape, nhwc, q=v.q)
+        out.tid = self.w.add_tensor(
+            self._name(name), tuple(v.physical[p] for p in perm), *_tensor_type(v.q)
+        )
         self._emit(
             None,
             fb.OpType.TRANSPOSE,
@@ -599,7 +614,7 @@ class _Lowering:
         return out
 
     def _reshape(self, v: _V, shape: tuple[int, ...], name: str, nhwc: bool = False) -> _V:
-        out = self._new(name, shape, nhwc)
+        out = self._new(name, shape, nhwc, q=v.q)
         self._emit(None, fb.OpType.RESHAPE, name, [v.tid], [out])
         return out
 
@@ -810,7 +825,11 @@ class _Lowering:
         if idx is None or self.op_node.get(v.tid) is not src or len(src.users) != 1:
             return False
         op = self.w.operators[idx]
-        if op["type"] not in _FUSE_INTO or op["activation"] != fb.Activation.NONE:
+        if (
+            op["type"] not in _FUSE_INTO
+            or op["activation"] != fb.Activation.NONE
+            or op["int8"] is not None
+        ):
             return False
         op["activation"] = act
         self.vals[node] = v
@@ -965,7 +984,7 @@ class _Lowering:
                 raise _Unsupported("ceil_mode average pooling; pad the input or use floor mode")
             pb = max(ph, (out_shape[2] - 1) * sh + kh - h - ph)
             pr = max(pw, (out_shape[3] - 1) * sw + kw - w - pw)
-        out = self._new(_node_path(node), out_shape, nhwc=True)
+        out = self._new(_node_path(node), out_shape, nhwc=True, q=x.q)
         opts = {
             "kernel": [kh, kw],
             "stride": [sh, sw],
@@ -997,7 +1016,7 @@ class _Lowering:
         if out_shape[2] % x.shape[2] or out_shape[3] % x.shape[3]:
             raise _Unsupported("nearest upsampling by a non-integer factor")
         scale = [out_shape[2] // x.shape[2], out_shape[3] // x.shape[3]]
-        out = self._new(_node_path(node), out_shape, nhwc=True)
+        out = self._new(_node_path(node), out_shape, nhwc=True, q=x.q)
         self._emit(
             node,
             fb.OpType.UPSAMPLE_NEAREST,
@@ -1111,7 +1130,8 @@ class _Lowering:
                 and out_shape[0] == n
                 and users
                 and all(
-                    u.op == "call_module" and isinstance(self._gm_modules.get(u.target), nn.Linear)
+                    u.op == "call_module"
+                    and isinstance(self._gm_modules.get(u.target), _LINEAR_TYPES)
                     for u in users
                 )
             )
@@ -1181,7 +1201,11 @@ class _Lowering:
         else:
             vs = [self._plain(v, path) for v in vs]
             axis = dim
-        out = self._new(path, _meta_shape(node), all(v.nhwc for v in vs))
+        if len({v.q for v in vs}) > 1:
+            raise _Unsupported(
+                f"concatenates tensors of different quantization {sorted({v.q for v in vs})}"
+            )
+        out = self._new(path, _meta_shape(node), all(v.nhwc for v in vs), q=vs[0].q)
         self._emit(
             node,
             fb.OpType.CONCAT,
@@ -1201,7 +1225,7 @@ class _Lowering:
         shapes = [tuple(int(s) for s in m.shape) for m in metas]
         dim = dim % len(x.shape)
         axis = _NHWC_AXIS[dim] if x.nhwc else dim
-        outs = [self._new(f"{path}.{i}", s, x.nhwc) for i, s in enumerate(shapes)]
+        outs = [self._new(f"{path}.{i}", s, x.nhwc, q=x.q) for i, s in enumerate(shapes)]
         self._emit(
             node,
             fb.OpType.SPLIT,
@@ -1375,6 +1399,432 @@ class _Lowering:
             raise _Unsupported(f"tensor method `.{t}()` has no runtime operator")
 
 
+# --------------------------------------------------------------------------------------------
+# int8 lowering (the GraphModule of optimizer.quantize_)
+# --------------------------------------------------------------------------------------------
+
+#: Zero blocks must be at least this fraction of an int8 layer for BSR (and BSR smaller).
+_MIN_BSR_SPARSITY_S8 = 0.3
+#: A codebook must store at most this fraction of the dense int8 bytes to be chosen.
+_MAX_CODEBOOK_RATIO = 0.75
+
+
+def is_int8_model(model: nn.Module) -> bool:
+    """Whether ``model`` holds int8 modules of :mod:`optimizer.quantize.modules` (the GraphModule
+    :func:`optimizer.quantize_` returns). Example: ``is_int8_model(quantize_(m, ...)) -> True``."""
+    return any(isinstance(m, qm.QModule) for m in model.modules())
+
+
+def _pack_indices(idx: np.ndarray, bits: int) -> np.ndarray:
+    """[n, k] indices < 2^bits -> [n, ceil(k * bits / 8)] bytes (low bits first, rows on bytes)."""
+    n, k = idx.shape
+    per_byte = 8 // bits
+    kp = -(-k // per_byte) * per_byte
+    padded = np.zeros((n, kp), np.uint8)
+    padded[:, :k] = idx
+    packed = np.zeros((n, kp // per_byte), np.uint8)
+    for j in range(per_byte):
+        packed |= (padded[:, j::per_byte] << (j * bits)).astype(np.uint8)
+    return packed
+
+
+class _QLowering(_Lowering):
+    """Lowers the int8 GraphModule: QModules to S8 operators with their Int8Stage, float
+    modules (float islands between DeQuantStub and QuantStub) as in the float path."""
+
+    def prepare(self) -> fx.GraphModule:
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        if not isinstance(self.model, fx.GraphModule):
+            raise TypeError(
+                f"`{_API}`: an int8 model must be the torch.fx GraphModule that "
+                f"optimizer.quantize_ returns, got {type(self.model).__name__}"
+            )
+        rec = get_record(self.model)
+        for path, entry in rec.get("block_sparsity", {}).items():
+            self.blocks[path] = tuple(int(v) for v in entry["block"])
+        gm = copy.deepcopy(self.model)
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*self.example_inputs)
+        return gm
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _qin(self, node: fx.Node, arg: Any, scale: float, zero_point: int, what: str) -> _V:
+        """An int8 input whose quantization must be the module's ``(scale, zero_point)``."""
+        v = self._value(arg, node)
+        if v.q is None:
+            raise _Unsupported(f"{what} is float32; an int8 module needs an int8 input")
+        if v.q[1] != int(zero_point) or np.float32(v.q[0]) != np.float32(scale):
+            raise _Unsupported(
+                f"{what} has quantization {v.q}, the module expects ({scale}, {zero_point})"
+            )
+        return v
+
+    @staticmethod
+    def _out_q(mod: qm.QModule) -> tuple[float, int]:
+        return (float(np.float32(mod.output_scale)), int(mod.output_zero_point))
+
+    def _module(self, node: fx.Node, m: nn.Module) -> None:
+        if not isinstance(m, qm.QModule):
+            super()._module(node, m)  # a float island's module
+            return
+        handler = {
+            "quantize": self._quantize,
+            "dequantize": self._dequantize,
+            "conv2d": self._qconv,
+            "linear": self._qlinear,
+            "add": self._qbinary,
+            "mul": self._qbinary,
+            "lut": self._qlut,
+            "clamp": self._qlut,
+            "max_pool2d": self._qpool,
+            "avg_pool2d": self._qpool,
+            "upsample_nearest": self._qupsample,
+        }.get(m.op)
+        if handler is None:
+            raise _Unsupported(f"int8 module op {m.op!r} has no runtime operator")
+        handler(node, m)
+
+    def _quantize(self, node: fx.Node, mod: qm.QuantStub) -> None:
+        x = self._value(node.args[0], node)
+        if x.q is not None:
+            raise _Unsupported("quantizes a tensor that is int8 already")
+        path = mod.path or _node_path(node)
+        out = self._new(path, x.shape, x.nhwc, q=self._out_q(mod))
+        out.chw = x.chw
+        self._emit(node, fb.OpType.QUANTIZE, path, [x.tid], [out])
+        self.vals[node] = out
+
+    def _dequantize(self, node: fx.Node, mod: qm.DeQuantStub) -> None:
+        x = self._qin(node, node.args[0], mod.input_scale, mod.input_zero_point, "the input")
+        shape_only = all(
+            (u.op == "call_method" and u.target in ("size", "dim"))
+            or (u.op == "call_function" and u.target is getattr)
+            for u in node.users
+        )
+        if shape_only:  # only its shape is read (x.size(0) before a view): no operator
+            self.vals[node] = x
+            return
+        path = mod.path or _node_path(node)
+        out = self._new(path, x.shape, x.nhwc)
+        out.chw = x.chw
+        self._emit(node, fb.OpType.DEQUANTIZE, path, [x.tid], [out])
+        self.vals[node] = out
+
+    def _stage(self, mod: qm.QModule, in_zp: int) -> dict[str, Any]:
+        lo, hi = (int(v) for v in mod.clamp)
+        return {
+            "multiplier": mod.multiplier.numpy().astype(np.int32),
+            "shift": mod.shift.numpy().astype(np.int32),
+            "input_zero_point": int(in_zp),
+            "output_zero_point": int(mod.output_zero_point),
+            "qmin": lo,
+            "qmax": hi,
+        }
+
+    def _qweight(
+        self, path: str, op: str, mat: np.ndarray, mod: qm.QConv2d | qm.QLinear
+    ) -> dict[str, Any]:
+        """The Weight table of an int8 [n, k] matrix: dense, BSR or codebook, whichever the
+        weight's zeros / distinct values make smallest."""
+        n, k = mat.shape
+        scales = mod.weight_scale.numpy().astype(np.float32).reshape(-1)
+        row: dict[str, Any] = {
+            "name": path,
+            "op": op,
+            "format": "dense",
+            "shape": [n, k],
+            "dense_bytes": mat.size,
+            "stored_bytes": mat.size,
+        }
+        options: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+        bsr = self._qbsr_candidate(path, mat)
+        if bsr is not None:
+            options.append(bsr)
+        cb = self._qcodebook_candidate(mat)
+        if cb is not None:
+            options.append(cb)
+        options = [o for o in options if o[0] < mat.size]
+        if options:
+            _, info, arrays = min(options, key=lambda o: o[0])
+        else:
+            info, arrays = {"format": "dense"}, {}
+        row.update(info)
+        self.report_layers.append(row)
+        fmt = info["format"]
+        if fmt == "dense":
+            values = self.w.add_constant(
+                self._name(f"{path}.weight"), mat, self._wquant(scales, n, n)
+            )
+            return {"format": fb.WeightFormat.DENSE, "n": n, "k": k, "values": values}
+        if fmt == "bsr":
+            return {
+                "format": fb.WeightFormat.BSR,
+                "n": n,
+                "k": k,
+                "values": self.w.add_constant(
+                    self._name(f"{path}.weight.blocks"), arrays["values"], None
+                ),
+                "block": list(info["block"]),
+                "row_ptr": self.w.add_constant(
+                    self._name(f"{path}.weight.row_ptr"), arrays["row_ptr"]
+                ),
+                "col_idx": self.w.add_constant(
+                    self._name(f"{path}.weight.col_idx"), arrays["col_idx"]
+                ),
+            }
+        table = arrays["table"]
+        return {
+            "format": fb.WeightFormat.CODEBOOK,
+            "n": n,
+            "k": k,
+            "values": self.w.add_constant(
+                self._name(f"{path}.weight.table"),
+                table,
+                self._wquant(scales, n, table.shape[0]),
+            ),
+            "indices": self.w.add_constant(self._name(f"{path}.weight.indices"), arrays["packed"]),
+            "bits": info["bits"],
+            "per_channel_table": bool(info["per_channel"]),
+        }
+
+    @staticmethod
+    def _wquant(scales: np.ndarray, n: int, rows: int) -> dict[str, Any] | None:
+        """Weight scales on a values tensor whose axis 0 has ``rows`` entries (per channel when
+        rows == n, per tensor when one scale); None where they do not index axis 0."""
+        if scales.size == 1:
+            return {"scale": scales, "zero_point": np.zeros(1, np.int32), "axis": -1}
+        if rows == n and scales.size == n:
+            return {"scale": scales, "zero_point": np.zeros(n, np.int32), "axis": 0}
+        return None
+
+    def _qbsr_candidate(self, path: str, mat: np.ndarray):
+        n, k = mat.shape
+        blocks = []
+        if path in self.blocks:
+            blocks.append(tuple(self.blocks[path]))
+        target = self.target
+        if target is None:
+            from optimizer import targets as _targets
+
+            target = _targets.host()
+        blocks.append(tuple(int(v) for v in target.bsr_block))
+        best = None
+        for r, c in dict.fromkeys(blocks):
+            if r > n or c > k:
+                continue
+            nbr, nbc = -(-n // r), -(-k // c)
+            padded = np.zeros((nbr * r, nbc * c), np.int8)
+            padded[:n, :k] = mat
+            tiles = padded.reshape(nbr, r, nbc, c).transpose(0, 2, 1, 3)
+            keep = np.any(tiles != 0, axis=(2, 3))
+            sparsity = 1.0 - float(keep.mean())
+            if sparsity < _MIN_BSR_SPARSITY_S8:
+                continue
+            row_ptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)
+            col_idx = np.nonzero(keep)[1].astype(np.int32)
+            values = np.ascontiguousarray(tiles[keep], np.int8)
+            if values.size == 0:  # an all-zero layer still needs one block
+                keep[0, 0] = True
+                row_ptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)
+                col_idx = np.nonzero(keep)[1].astype(np.int32)
+                values = np.ascontiguousarray(tiles[keep], np.int8)
+            nbytes = values.nbytes + row_ptr.nbytes + col_idx.nbytes
+            cand = (
+                nbytes,
+                {"format": "bsr", "block": [r, c], "sparsity": sparsity, "stored_bytes": nbytes},
+                {"values": values, "row_ptr": row_ptr, "col_idx": col_idx},
+            )
+            if best is None or nbytes < best[0]:
+                best = cand
+        return best
+
+    @staticmethod
+    def _qcodebook_candidate(mat: np.ndarray):
+        n, k = mat.shape
+        layer_vals = np.unique(mat)
+        row_counts = max(len(np.unique(r)) for r in mat)
+        best = None
+        for bits in (1, 2, 4):
+            entries = 1 << bits
+            per_channel = len(layer_vals) > entries
+            if per_channel and row_counts > entries:
+                continue
+            if per_channel:
+                table = np.zeros((n, entries), np.int8)
+                idx = np.zeros((n, k), np.uint8)
+                for i in range(n):
+                    vals, inv = np.unique(mat[i], return_inverse=True)
+                    table[i, : len(vals)] = vals
+                    idx[i] = inv.reshape(-1)
+            else:
+                table = np.zeros((1, entries), np.int8)
+                table[0, : len(layer_vals)] = layer_vals
+                idx = np.searchsorted(layer_vals, mat).astype(np.uint8)
+            packed = _pack_indices(idx, bits)
+            nbytes = packed.nbytes + table.nbytes
+            if nbytes > _MAX_CODEBOOK_RATIO * mat.size:
+                continue
+            cand = (
+                nbytes,
+                {
+                    "format": "codebook",
+                    "bits": bits,
+                    "per_channel": per_channel,
+                    "stored_bytes": nbytes,
+                },
+                {"table": table, "packed": packed},
+            )
+            if best is None or nbytes < best[0]:
+                best = cand
+        return best
+
+    # -- int8 modules ----------------------------------------------------------------------------
+
+    def _qconv(self, node: fx.Node, mod: qm.QConv2d) -> None:
+        path = mod.path or str(node.target)
+        x = self._qin(node, node.args[0], mod.input_scale, mod.input_zero_point, "the input")
+        if len(x.shape) != 4:
+            raise _Unsupported(f"expected a 4-D [N, C, H, W] input, got shape {x.shape}")
+        x = self._to_nhwc(x, path)
+        kh, kw = mod.kernel_size
+        (sh, sw), (dh, dw), (ph, pw) = (_pair(mod.stride), _pair(mod.dilation), _pair(mod.padding))
+        mat = np.ascontiguousarray(mod.weight_ohwi().reshape(mod.out_channels, -1))
+        wdef = self._qweight(path, "conv2d", mat, mod)
+        bias = self.w.add_constant(self._name(f"{path}.bias"), mod.bias_int32.numpy())
+        out = self._new(path, _meta_shape(node), nhwc=True, q=self._out_q(mod))
+        options = {
+            "kernel": [kh, kw],
+            "stride": [sh, sw],
+            "dilation": [dh, dw],
+            "pad": [ph, pw, ph, pw],
+            "groups": mod.groups,
+        }
+        self._emit(
+            node,
+            fb.OpType.CONV2D,
+            path,
+            [x.tid],
+            [out],
+            weight=wdef,
+            bias=bias,
+            options=("Conv2DOptions", options),
+            int8=self._stage(mod, mod.input_zero_point),
+        )
+        self.vals[node] = out
+
+    def _qlinear(self, node: fx.Node, mod: qm.QLinear) -> None:
+        path = mod.path or str(node.target)
+        x = self._qin(node, node.args[0], mod.input_scale, mod.input_zero_point, "the input")
+        mat = mod.weight_int8.numpy()
+        if x.chw is not None:
+            c, h, w = x.chw
+            mat = mat.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(mat.shape[0], -1)
+        elif x.nhwc:
+            x = self._plain(x, path)
+        wdef = self._qweight(path, "linear", np.ascontiguousarray(mat), mod)
+        bias = self.w.add_constant(self._name(f"{path}.bias"), mod.bias_int32.numpy())
+        out = self._new(path, _meta_shape(node), q=self._out_q(mod))
+        self._emit(
+            node,
+            fb.OpType.LINEAR,
+            path,
+            [x.tid],
+            [out],
+            weight=wdef,
+            bias=bias,
+            int8=self._stage(mod, mod.input_zero_point),
+        )
+        self.vals[node] = out
+
+    def _qbinary(self, node: fx.Node, mod: qm.QAdd | qm.QMul) -> None:
+        path = mod.path or str(node.target)
+        if len(node.args) != 2 or node.kwargs:
+            raise _Unsupported("expected two tensor arguments")
+        (s1, s2), (z1, z2) = mod.input_scales, mod.input_zero_points
+        va = self._qin(node, node.args[0], s1, z1, "input 0")
+        vb = self._qin(node, node.args[1], s2, z2, "input 1")
+        if va.chw is not None or vb.chw is not None:
+            va, vb = self._plain(va, path), self._plain(vb, path)
+        if va.nhwc != vb.nhwc:
+            if len(va.shape) == 4 and len(vb.shape) == 4:
+                va, vb = self._to_nhwc(va, path), self._to_nhwc(vb, path)
+            else:
+                va, vb = self._plain(va, path), self._plain(vb, path)
+        lo, hi = (int(v) for v in mod.clamp)
+        stage: dict[str, Any] = {
+            "input_zero_points": [int(z1), int(z2)],
+            "output_zero_point": int(mod.output_zero_point),
+            "qmin": lo,
+            "qmax": hi,
+        }
+        if mod.op == "add":
+            m1, sh1, m2, sh2, mo, so = (int(v) for v in mod.multipliers)
+            stage.update(
+                input_multiplier=[m1, m2],
+                input_shift=[sh1, sh2],
+                multiplier=[mo],
+                shift=[so],
+                left_shift=int(mod.left_shift),
+            )
+            op_type = fb.OpType.ADD
+        else:
+            stage.update(multiplier=[int(mod.multiplier)], shift=[int(mod.shift)])
+            op_type = fb.OpType.MUL
+        out = self._new(path, _meta_shape(node), va.nhwc, q=self._out_q(mod))
+        self._emit(node, op_type, path, [va.tid, vb.tid], [out], int8=stage)
+        self.vals[node] = out
+
+    def _qlut(self, node: fx.Node, mod: qm.QLookupTable | qm.QClamp) -> None:
+        path = mod.path or str(node.target)
+        x = self._qin(node, node.args[0], mod.input_scale, mod.input_zero_point, "the input")
+        if mod.op == "lut":
+            table = mod.table.numpy().astype(np.int8)
+        else:  # a ReLU / ReLU6 left unfused: a clamp is a table too
+            lo, hi = (int(v) for v in mod.clamp)
+            table = np.clip(np.arange(-128, 128), lo, hi).astype(np.int8)
+        out = self._new(path, x.shape, x.nhwc, q=self._out_q(mod))
+        out.chw = x.chw
+        self._emit(
+            node,
+            fb.OpType.LUT,
+            path,
+            [x.tid],
+            [out],
+            options=("LutOptions", {"table": table}),
+        )
+        self.vals[node] = out
+
+    def _qpool(self, node: fx.Node, mod: qm.QMaxPool2d | qm.QAvgPool2d) -> None:
+        self._qin(node, node.args[0], mod.input_scale, mod.input_zero_point, "the input")
+        is_max = mod.op == "max_pool2d"
+        x = self._image(node, node.args[0])
+        kh, kw = _pair(mod.kernel_size)
+        ph, pw = _pair(mod.padding)
+        if not is_max and (kh, kw) == tuple(x.shape[2:]) and (ph, pw) == (0, 0):
+            out = self._new(_node_path(node), _meta_shape(node), nhwc=True, q=x.q)
+            self._emit(node, fb.OpType.GLOBAL_AVG_POOL, _node_path(node), [x.tid], [out])
+            self.vals[node] = out
+            return
+        self._pool(
+            node,
+            node.args[0],
+            is_max,
+            mod.kernel_size,
+            mod.stride,
+            mod.padding,
+            getattr(mod, "dilation", 1),
+            getattr(mod, "ceil_mode", False),
+            False,  # TFLite's int8 average counts the valid cells only
+            None,
+        )
+
+    def _qupsample(self, node: fx.Node, mod: qm.QUpsampleNearest) -> None:
+        self._qin(node, node.args[0], mod.input_scale, mod.input_zero_point, "the input")
+        self._upsample(node, node.args[0])
+
+
 def _check_inputs(example_inputs: Any) -> tuple:
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
@@ -1441,7 +1891,8 @@ def export_native(
         from optimizer import targets as _targets
 
         target = _targets.get(target)
-    low = _Lowering(model, inputs, target)
+    int8 = is_int8_model(model)
+    low = (_QLowering if int8 else _Lowering)(model, inputs, target)
     gm = low.prepare()
     graph_in, graph_out = low.lower(gm)
     if low.errors:
@@ -1451,8 +1902,9 @@ def export_native(
             + f"\nThe runtime supports: {_SUPPORTED}. Replace these modules, or keep them "
             "outside the exported model"
         )
+    version = FORMAT_VERSION_INT8 if int8 else FORMAT_VERSION
     meta = {
-        "edgeopt.format": ".".join(map(str, FORMAT_VERSION)),
+        "edgeopt.format": ".".join(map(str, version)),
         "edgeopt.inputs_layout": "NCHW",
     }
     if target is not None:
@@ -1462,17 +1914,19 @@ def export_native(
         meta["edgeopt.passes"] = json.dumps(passes, default=str)
     from optimizer import __version__
 
-    blob = low.w.finish(graph_in, graph_out, meta, producer=f"edge-optimizer {__version__}")
+    blob = low.w.finish(
+        graph_in, graph_out, meta, producer=f"edge-optimizer {__version__}", version=version
+    )
     out = atomic_write(path, lambda f: f.write(blob))
     ops = Counter(_OP_NAMES.get(op["type"], "?") for op in low.w.operators)
-    spec = [
-        {"name": low.w.tensors[t]["name"], "shape": low.w.tensors[t]["shape"], "dtype": "float32"}
-        for t in graph_in
-    ]
-    spec_out = [
-        {"name": low.w.tensors[t]["name"], "shape": low.w.tensors[t]["shape"], "dtype": "float32"}
-        for t in graph_out
-    ]
+    names = {0: "float32", 1: "int8", 2: "int32", 3: "uint8"}
+
+    def io(t: int) -> dict[str, Any]:
+        tensor = low.w.tensors[t]
+        return {"name": tensor["name"], "shape": tensor["shape"], "dtype": names[tensor["dtype"]]}
+
+    spec = [io(t) for t in graph_in]
+    spec_out = [io(t) for t in graph_out]
     return NativeExportReport(
         path=out,
         size_bytes=len(blob),

@@ -1,0 +1,1094 @@
+// The int8 operators (format 1.1): builders that check every shape, option and quantization
+// parameter, and their kernels (NHWC), bit-exact to optimizer/quantize/arithmetic.py.
+//
+// Convolutions and linears run on the project's int8 kernels (linear_s8 with the fused QS8Params
+// output stage; dense, block-sparse or codebook weights): 1x1 stride-1 convolutions multiply the
+// NHWC input in place, others go through im2col (padded with the input zero point, so padding
+// adds exactly 0 to sum (x - zp) * w) in row tiles of a fixed size. Depthwise convolutions are a
+// direct loop over the channel vector with int32 accumulators and the same requantization.
+// ADD / MUL follow TFLite's int8 kernels (ADD: both inputs rescaled to a 2^-left_shift grid;
+// the per-input part is a 256-entry table built at load), pooling rounds as TFLite's
+// AVERAGE_POOL_2D, LUT indexes a 256-entry table, QUANTIZE divides in double and rounds half to
+// even (as numpy / torch.round), DEQUANTIZE multiplies in double.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "common/requant.h"
+#include "dispatch/threadpool.h"
+#include "edgeopt/gemm.h"
+#include "edgeopt/path.h"
+#include "edgeopt/sparse.h"
+#include "runtime/build.h"
+
+namespace edgeopt {
+namespace runtime {
+namespace {
+
+constexpr int kMaxRank = 6;
+
+void parallel(int tasks, int threads, const std::function<void(int)>& fn) {
+  if (threads <= 1 || tasks <= 1) {
+    for (int t = 0; t < tasks; ++t) fn(t);
+    return;
+  }
+  ThreadPool::instance().run(tasks, threads, fn);
+}
+
+int task_count(size_t n, size_t min_items) {
+  return static_cast<int>(
+      std::max<size_t>(1, std::min<size_t>(64, n / std::max<size_t>(1, min_items))));
+}
+
+size_t product(const std::vector<int64_t>& s, size_t from, size_t to) {
+  size_t p = 1;
+  for (size_t i = from; i < to; ++i) p *= static_cast<size_t>(s[i]);
+  return p;
+}
+
+int normalize_axis(const Build& b, int axis, size_t rank) {
+  const int r = static_cast<int>(rank);
+  b.require(axis >= -r && axis < r, "axis ", axis, " out of range for rank ", r);
+  return axis < 0 ? axis + r : axis;
+}
+
+// Keeps the layer's kernel string in step with the ISA path that last ran.
+void note_kernel(LayerInfo& info, const std::string& prefix, const std::string& family) {
+  const std::string k = prefix + family + "__" + path_name(last_path());
+  if (info.kernel != k) info.kernel = k;
+}
+
+// ---- Quantization parameters ------------------------------------------------------------------
+
+const eom::Int8Stage& stage_of(const Build& b) {
+  const eom::Int8Stage* s = b.op().int8();
+  b.require(s != nullptr, "an int8 operator needs its Int8Stage (`int8` table)");
+  return *s;
+}
+
+// An int32 vector of exactly n entries, each in [lo, hi].
+std::vector<int32_t> int_vector(const Build& b, const flatbuffers::Vector<int32_t>* v, size_t n,
+                                int64_t lo, int64_t hi, const char* what) {
+  b.require(v != nullptr, "int8.", what, " is missing");
+  b.require(v->size() == n, "int8.", what, " must have ", n, " entries, got ", v->size());
+  std::vector<int32_t> out(v->begin(), v->end());
+  for (size_t i = 0; i < n; ++i) {
+    b.require(out[i] >= lo && out[i] <= hi, "int8.", what, "[", i, "] = ", out[i],
+              " out of range [", lo, ", ", hi, "]");
+  }
+  return out;
+}
+
+// Multipliers are normalized (in [2^30, 2^31)) or 0 (a scale below 2^-31).
+std::vector<int32_t> multipliers(const Build& b, const flatbuffers::Vector<int32_t>* v, size_t n,
+                                 const char* what) {
+  auto m = int_vector(b, v, n, 0, std::numeric_limits<int32_t>::max(), what);
+  for (size_t i = 0; i < n; ++i) {
+    b.require(m[i] == 0 || m[i] >= (int32_t{1} << 30), "int8.", what, "[", i, "] = ", m[i],
+              " is not a normalized fixed-point multiplier (0 or in [2^30, 2^31))");
+  }
+  return m;
+}
+
+// The zero point the stage declares for a tensor must be the tensor's own.
+void same_zero_point(const Build& b, int32_t stage_zp, const Tensor& t, const char* what) {
+  b.require(stage_zp == t.zero_point, "int8.", what, " = ", stage_zp,
+            " differs from the zero point ", t.zero_point, " of tensor `", t.name, "`");
+}
+
+void clamp_bounds(const Build& b, const eom::Int8Stage& s, int32_t* qmin, int32_t* qmax) {
+  b.require(s.qmin() >= -128 && s.qmin() <= s.qmax() && s.qmax() <= 127, "int8 clamp [", s.qmin(),
+            ", ", s.qmax(), "] must satisfy -128 <= qmin <= qmax <= 127");
+  *qmin = s.qmin();
+  *qmax = s.qmax();
+}
+
+// ---- Weights ----------------------------------------------------------------------------------
+
+// One [n, k] int8 weight matrix in the kernel format the file chose.
+struct S8Matrix {
+  int n = 0, k = 0;
+  std::unique_ptr<PackedS8> dense;
+  std::unique_ptr<PackedBsrS8> bsr;
+  std::unique_ptr<PackedCodebookS8> codebook;
+
+  void run(int m, const int8_t* a, size_t lda, const QS8Params& p, int8_t* out, size_t ldo,
+           int threads) const {
+    if (dense)
+      linear_s8(m, a, lda, *dense, p, out, ldo, threads);
+    else if (bsr)
+      linear_s8(m, a, lda, *bsr, p, out, ldo, threads);
+    else
+      linear_s8(m, a, lda, *codebook, p, out, ldo, threads);
+  }
+  // Packs now for the path the kernels will pick (so the first run does not pay for it).
+  void prepack() const {
+    if (bsr) {
+      bsr->packed_for(bsr_path(bsr->r(), bsr->c(), true));
+    } else if (codebook) {
+      codebook->packed_for(codebook_path(codebook->bits(), codebook->per_channel(), true));
+    } else if (dense) {
+      const uint32_t av = available_paths();
+      for (Path p : {kAmxInt8, kAvx512Vnni, kAvx2, kNeonDot, kNeon, kScalar}) {
+        if ((av & p) && dense->packed_for(p) && p != kAmxInt8) break;
+      }
+    }
+  }
+  std::string family() const {
+    if (dense) return "s8_gemm";
+    if (bsr) return "s8_bsrgemm_b" + std::to_string(bsr->r()) + "x" + std::to_string(bsr->c());
+    return "s8_cbgemm_i" + std::to_string(codebook->bits()) +
+           (codebook->per_channel() ? "_pc" : "");
+  }
+};
+
+// The int8 weight of a conv / linear decoded to dense [n, k] (checking every index), or kept in
+// its sparse / codebook kernel format when `keep` (groups == 1 and no direct kernel).
+struct S8Weight {
+  std::vector<S8Matrix> groups;
+  std::vector<int8_t> dense;  // [n, k] when decoded
+};
+
+void check_weight_quantization(const Build& b, const Tensor& v, int n) {
+  // Per channel (axis 0, n scales) or per tensor (1 scale); symmetric (zero points 0): the
+  // loader checked scales are finite and > 0 and the counts against the axis.
+  b.require(v.quant_count == 0 || v.quant_count == 1 || v.quant_count == n, "weight `", v.name,
+            "` has ", v.quant_count, " scales; expected 1 or ", n, " (per output channel)");
+  b.require(v.zero_points_zero, "weight `", v.name,
+            "` has non-zero zero points; int8 weights are symmetric (zero point 0)");
+}
+
+S8Weight load_s8_weight(const Build& b, int n, int k, int groups, bool want_dense) {
+  const eom::Weight* w = b.op().weight();
+  b.require(w != nullptr, "has no weight");
+  b.require(w->n() == n && w->k() == k, "weight is declared [", w->n(), ", ", w->k(),
+            "], the operator needs [", n, ", ", k, "]");
+  S8Weight ws;
+  std::vector<int8_t> dense;
+  const int ng = n / groups;
+  // Called after Build::constant checked the index.
+  auto values_tensor = [&](int t) -> const Tensor& { return b.tensor(t); };
+  if (w->format() == eom::WeightFormat_DENSE) {
+    const auto* v = reinterpret_cast<const int8_t*>(
+        b.constant(w->values(), DType::kS8, static_cast<int64_t>(n) * k, "weight.values"));
+    check_weight_quantization(b, values_tensor(w->values()), n);
+    dense.assign(v, v + static_cast<size_t>(n) * k);
+  } else if (w->format() == eom::WeightFormat_BSR) {
+    const auto block = b.ints(w->block(), 2, 1, 256, "weight.block");
+    const int r = block[0], c = block[1];
+    const int brs = (n + r - 1) / r, bcs = (k + c - 1) / c;
+    const auto* row_ptr = reinterpret_cast<const int32_t*>(
+        b.constant(w->row_ptr(), DType::kS32, brs + 1, "weight.row_ptr"));
+    b.require(row_ptr[0] == 0, "weight.row_ptr[0] must be 0, got ", row_ptr[0]);
+    for (int i = 0; i < brs; ++i)
+      b.require(row_ptr[i + 1] >= row_ptr[i], "weight.row_ptr must not decrease (at ", i + 1, ")");
+    const int64_t nnz = row_ptr[brs];
+    b.require(nnz <= static_cast<int64_t>(brs) * bcs, "weight.row_ptr declares ", nnz,
+              " blocks, more than the ", static_cast<int64_t>(brs) * bcs, " of the matrix");
+    const auto* col = reinterpret_cast<const int32_t*>(
+        b.constant(w->col_idx(), DType::kS32, nnz, "weight.col_idx"));
+    const auto* values = reinterpret_cast<const int8_t*>(
+        b.constant(w->values(), DType::kS8, nnz * r * c, "weight.values (BSR blocks)"));
+    check_weight_quantization(b, values_tensor(w->values()), n);
+    dense.assign(static_cast<size_t>(n) * k, 0);
+    for (int br = 0; br < brs; ++br) {
+      for (int j = row_ptr[br]; j < row_ptr[br + 1]; ++j) {
+        b.require(col[j] >= 0 && col[j] < bcs, "weight.col_idx[", j, "] = ", col[j],
+                  " out of range [0, ", bcs, ")");
+        b.require(j == row_ptr[br] || col[j] > col[j - 1], "weight.col_idx must increase within ",
+                  "block row ", br, " (at ", j, ")");
+        const int8_t* blk = values + static_cast<size_t>(j) * r * c;
+        for (int rr = 0; rr < r && br * r + rr < n; ++rr)
+          for (int cc = 0; cc < c && col[j] * c + cc < k; ++cc)
+            dense[static_cast<size_t>(br * r + rr) * k + col[j] * c + cc] = blk[rr * c + cc];
+      }
+    }
+    if (groups == 1 && !want_dense && bsr_path(r, c, true) != kScalar) {
+      S8Matrix m;
+      m.n = n;
+      m.k = k;
+      m.bsr = std::make_unique<PackedBsrS8>(dense.data(), n, k, r, c, /*strict=*/false);
+      ws.groups.push_back(std::move(m));
+      return ws;
+    }
+  } else if (w->format() == eom::WeightFormat_CODEBOOK) {
+    const int bits = w->bits();
+    b.require(bits == 1 || bits == 2 || bits == 4 || bits == 8,
+              "weight.bits must be 1, 2, 4 or 8, got ", bits);
+    const int entries = 1 << bits;
+    const size_t row_bytes = (static_cast<size_t>(k) * bits + 7) / 8;
+    const uint8_t* packed =
+        b.constant(w->indices(), DType::kU8, static_cast<int64_t>(row_bytes) * n, "weight.indices");
+    const bool per_channel = w->per_channel_table();
+    const auto* table = reinterpret_cast<const int8_t*>(
+        b.constant(w->values(), DType::kS8, static_cast<int64_t>(per_channel ? n : 1) * entries,
+                   "weight.values (codebook table)"));
+    check_weight_quantization(b, values_tensor(w->values()), n);
+    std::vector<uint8_t> idx(static_cast<size_t>(n) * k);
+    const int per_byte = 8 / bits;
+    for (int i = 0; i < n; ++i) {
+      const uint8_t* row = packed + i * row_bytes;
+      for (int j = 0; j < k; ++j)
+        idx[static_cast<size_t>(i) * k + j] =
+            static_cast<uint8_t>((row[j / per_byte] >> ((j % per_byte) * bits)) & (entries - 1));
+    }
+    if (groups == 1 && !want_dense && codebook_path(bits, per_channel, true) != kScalar) {
+      S8Matrix m;
+      m.n = n;
+      m.k = k;
+      m.codebook = std::make_unique<PackedCodebookS8>(idx.data(), table, n, k, bits, per_channel);
+      ws.groups.push_back(std::move(m));
+      return ws;
+    }
+    dense.resize(static_cast<size_t>(n) * k);
+    for (int i = 0; i < n; ++i) {
+      const int8_t* t = table + (per_channel ? static_cast<size_t>(i) * entries : 0);
+      for (int j = 0; j < k; ++j)
+        dense[static_cast<size_t>(i) * k + j] = t[idx[static_cast<size_t>(i) * k + j]];
+    }
+  } else {
+    b.error("unknown weight format " + std::to_string(static_cast<int>(w->format())));
+  }
+  if (want_dense) {
+    ws.dense = std::move(dense);
+    return ws;
+  }
+  for (int g = 0; g < groups; ++g) {
+    S8Matrix m;
+    m.n = ng;
+    m.k = k;
+    m.dense = std::make_unique<PackedS8>(dense.data() + static_cast<size_t>(g) * ng * k, ng, k);
+    ws.groups.push_back(std::move(m));
+  }
+  return ws;
+}
+
+std::vector<int32_t> load_bias(const Build& b, int n) {
+  if (b.op().bias() < 0) return std::vector<int32_t>(n, 0);
+  const auto* v =
+      reinterpret_cast<const int32_t*>(b.constant(b.op().bias(), DType::kS32, n, "bias (int32)"));
+  return std::vector<int32_t>(v, v + n);
+}
+
+// The per-channel output stage of a conv / linear: multiplier, shift, zero points, clamp.
+struct ChannelStage {
+  std::vector<int32_t> multiplier, shift, bias;
+  int32_t in_zp = 0, out_zp = 0, qmin = -128, qmax = 127;
+  QS8Params params(int offset) const {
+    QS8Params p;
+    p.bias = bias.data() + offset;
+    p.multiplier = multiplier.data() + offset;
+    p.shift = shift.data() + offset;
+    p.input_zero_point = in_zp;
+    p.output_zero_point = out_zp;
+    p.qmin = qmin;
+    p.qmax = qmax;
+    return p;
+  }
+};
+
+ChannelStage read_channel_stage(const Build& b, int n, const Tensor& x, const Tensor& y) {
+  const eom::Int8Stage& s = stage_of(b);
+  ChannelStage st;
+  st.multiplier = multipliers(b, s.multiplier(), n, "multiplier");
+  st.shift = int_vector(b, s.shift(), n, -31, 30, "shift");
+  st.in_zp = s.input_zero_point();
+  st.out_zp = s.output_zero_point();
+  same_zero_point(b, st.in_zp, x, "input_zero_point");
+  same_zero_point(b, st.out_zp, y, "output_zero_point");
+  clamp_bounds(b, s, &st.qmin, &st.qmax);
+  st.bias = load_bias(b, n);
+  return st;
+}
+
+// ---- Conv2D -----------------------------------------------------------------------------------
+
+class Conv2DS8 : public Op {
+ public:
+  int N, H, W, C, OH, OW, O, KH, KW, SH, SW, DH, DW, PT, PL, G, Cg, Og, K;
+  bool pointwise = false, depthwise = false;
+  ChannelStage st;
+  S8Weight weights;
+  std::vector<int8_t> dw;  // depthwise: [KH * KW, O]
+  int tile_rows = 64;
+
+  void run(RunContext& ctx) override {
+    const int8_t* x = ctx.get<int8_t>(inputs[0]);
+    int8_t* y = ctx.get<int8_t>(outputs[0]);
+    if (depthwise) {
+      run_depthwise(x, y, ctx.threads);
+      info.kernel = "s8_dwconv_direct__generic";
+    } else {
+      run_gemm(x, y, ctx.threads);
+      note_kernel(info, pointwise ? "" : "im2col+", weights.groups[0].family());
+    }
+  }
+
+ private:
+  void im2col(const int8_t* x, int g, int m0, int m1, int8_t* col) const {
+    const int plane = OH * OW;
+    const int8_t pad = static_cast<int8_t>(st.in_zp);
+    for (int m = m0; m < m1; ++m) {
+      const int n = m / plane, rem = m % plane, oh = rem / OW, ow = rem % OW;
+      int8_t* dst = col + static_cast<size_t>(m - m0) * K;
+      for (int kh = 0; kh < KH; ++kh) {
+        const int ih = oh * SH - PT + kh * DH;
+        for (int kw = 0; kw < KW; ++kw, dst += Cg) {
+          const int iw = ow * SW - PL + kw * DW;
+          if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
+            std::memset(dst, pad, Cg);
+          } else {
+            std::memcpy(dst, x + (static_cast<size_t>(n * H + ih) * W + iw) * C + g * Cg, Cg);
+          }
+        }
+      }
+    }
+  }
+
+  void run_gemm(const int8_t* x, int8_t* y, int threads) {
+    const int M = N * OH * OW;
+    if (pointwise && G == 1) {
+      weights.groups[0].run(M, x, C, st.params(0), y, O, threads);
+      return;
+    }
+    const int tiles = (M + tile_rows - 1) / tile_rows;
+    const int tasks = tiles * G;
+    const bool by_tile = threads > 1 && tasks >= 2 * threads;
+    const int inner = by_tile ? 1 : threads;
+    auto task = [&](int t) {
+      const int tile = t / G, g = t % G;
+      const int m0 = tile * tile_rows, m1 = std::min(M, m0 + tile_rows);
+      const QS8Params p = st.params(g * Og);
+      int8_t* out = y + static_cast<size_t>(m0) * O + g * Og;
+      if (pointwise) {
+        weights.groups[g].run(m1 - m0, x + static_cast<size_t>(m0) * C + g * Cg, C, p, out, O,
+                              inner);
+        return;
+      }
+      thread_local std::vector<int8_t> col;
+      if (col.size() < static_cast<size_t>(tile_rows) * K)
+        col.resize(static_cast<size_t>(tile_rows) * K);
+      im2col(x, g, m0, m1, col.data());
+      weights.groups[g].run(m1 - m0, col.data(), K, p, out, O, inner);
+    };
+    if (by_tile) {
+      parallel(tasks, threads, task);
+    } else {
+      for (int t = 0; t < tasks; ++t) task(t);
+    }
+  }
+
+  void run_depthwise(const int8_t* x, int8_t* y, int threads) {
+    const int mult = O / C;
+    const int rows = N * OH;
+    const int ntask =
+        std::min(rows, task_count(static_cast<size_t>(rows) * OW * O * KH * KW, 1 << 15));
+    parallel(ntask, threads, [&](int t) {
+      const int r0 = rows * t / ntask, r1 = rows * (t + 1) / ntask;
+      thread_local std::vector<int32_t> accv;
+      if (accv.size() < static_cast<size_t>(O)) accv.resize(O);
+      int32_t* __restrict acc = accv.data();
+      const int32_t zp = st.in_zp;
+      for (int r = r0; r < r1; ++r) {
+        const int n = r / OH, oh = r % OH;
+        for (int ow = 0; ow < OW; ++ow) {
+          std::memcpy(acc, st.bias.data(), sizeof(int32_t) * O);
+          for (int kh = 0; kh < KH; ++kh) {
+            const int ih = oh * SH - PT + kh * DH;
+            if (ih < 0 || ih >= H) continue;
+            for (int kw = 0; kw < KW; ++kw) {
+              const int iw = ow * SW - PL + kw * DW;
+              if (iw < 0 || iw >= W) continue;
+              const int8_t* __restrict xin = x + (static_cast<size_t>(n * H + ih) * W + iw) * C;
+              const int8_t* __restrict wk = dw.data() + static_cast<size_t>(kh * KW + kw) * O;
+              if (mult == 1) {
+                for (int c = 0; c < O; ++c)
+                  acc[c] += (static_cast<int32_t>(xin[c]) - zp) * static_cast<int32_t>(wk[c]);
+              } else {
+                for (int c = 0; c < O; ++c)
+                  acc[c] +=
+                      (static_cast<int32_t>(xin[c / mult]) - zp) * static_cast<int32_t>(wk[c]);
+              }
+            }
+          }
+          int8_t* out = y + (static_cast<size_t>(r) * OW + ow) * O;
+          for (int c = 0; c < O; ++c)
+            out[c] =
+                requantize_s8(acc[c], st.multiplier[c], st.shift[c], st.out_zp, st.qmin, st.qmax);
+        }
+      }
+    });
+  }
+};
+
+std::unique_ptr<Op> build_conv(Build& b) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1);
+  const Tensor& x = b.activation_in(0, DType::kS8);
+  b.require(x.shape.size() == 4, "input must be 4-D NHWC, got ", shape_str(x.shape));
+  const auto* o = b.op().options_as_Conv2DOptions();
+  b.require(o != nullptr, "needs Conv2DOptions");
+  auto op = std::make_unique<Conv2DS8>();
+  op->N = static_cast<int>(x.shape[0]);
+  op->H = static_cast<int>(x.shape[1]);
+  op->W = static_cast<int>(x.shape[2]);
+  op->C = static_cast<int>(x.shape[3]);
+  const auto k = b.ints(o->kernel(), 2, 1, 1 << 12, "kernel");
+  const auto s = b.ints(o->stride(), 2, 1, 1 << 12, "stride");
+  const auto d = b.ints(o->dilation(), 2, 1, 1 << 12, "dilation");
+  const auto pad = b.ints(o->pad(), 4, 0, 1 << 12, "pad");
+  op->KH = k[0], op->KW = k[1], op->SH = s[0], op->SW = s[1], op->DH = d[0], op->DW = d[1];
+  op->PT = pad[0], op->PL = pad[1];
+  op->G = o->groups();
+  b.require(op->G >= 1 && op->C % op->G == 0, "groups = ", op->G, " must divide the ", op->C,
+            " input channels");
+  const eom::Weight* w = b.op().weight();
+  b.require(w != nullptr, "has no weight");
+  op->O = w->n();
+  b.require(op->O >= 1 && op->O % op->G == 0, "groups = ", op->G, " must divide the ", op->O,
+            " output channels");
+  op->Cg = op->C / op->G;
+  op->Og = op->O / op->G;
+  const int64_t kk = static_cast<int64_t>(op->KH) * op->KW * op->Cg;
+  b.require(kk <= (1 << 24), "K = ", kk, " is too large");
+  op->K = static_cast<int>(kk);
+  const int64_t eh = static_cast<int64_t>(op->DH) * (op->KH - 1) + 1;
+  const int64_t ew = static_cast<int64_t>(op->DW) * (op->KW - 1) + 1;
+  const int64_t ph = op->H + pad[0] + pad[2], pw = op->W + pad[1] + pad[3];
+  b.require(ph >= eh && pw >= ew, "the ", eh, "x", ew, " dilated kernel does not fit the padded ",
+            ph, "x", pw, " input");
+  op->OH = static_cast<int>((ph - eh) / op->SH + 1);
+  op->OW = static_cast<int>((pw - ew) / op->SW + 1);
+  b.check_output(0, DType::kS8, {op->N, op->OH, op->OW, op->O});
+  b.require(b.op().activation() == eom::Activation_NONE,
+            "an int8 operator's activation is its clamp (int8.qmin / qmax); got activation ",
+            static_cast<int>(b.op().activation()));
+  op->st = read_channel_stage(b, op->O, x, b.tensor(b.output(0)));
+  op->depthwise = op->G == op->C && op->G > 1;
+  op->pointwise = op->KH == 1 && op->KW == 1 && op->SH == 1 && op->SW == 1 && pad[0] == 0 &&
+                  pad[1] == 0 && pad[2] == 0 && pad[3] == 0;
+  op->weights = load_s8_weight(b, op->O, op->K, op->depthwise ? 1 : op->G, op->depthwise);
+  if (op->depthwise) {
+    const int taps = op->KH * op->KW;
+    op->dw.resize(static_cast<size_t>(taps) * op->O);
+    for (int c = 0; c < op->O; ++c)
+      for (int t = 0; t < taps; ++t)
+        op->dw[static_cast<size_t>(t) * op->O + c] =
+            op->weights.dense[static_cast<size_t>(c) * taps + t];
+    op->weights = S8Weight();
+  } else {
+    for (const auto& m : op->weights.groups) m.prepack();
+  }
+  op->tile_rows = std::max(16, std::min(512, (32768 / std::max(1, op->K)) / 16 * 16));
+  op->info.op = "conv2d";
+  op->info.macs = static_cast<int64_t>(op->N) * op->OH * op->OW * op->O * op->K;
+  return op;
+}
+
+// ---- Linear -----------------------------------------------------------------------------------
+
+class LinearS8 : public Op {
+ public:
+  int M, K, N;
+  ChannelStage st;
+  S8Weight weights;
+  void run(RunContext& ctx) override {
+    weights.groups[0].run(M, ctx.get<int8_t>(inputs[0]), K, st.params(0),
+                          ctx.get<int8_t>(outputs[0]), N, ctx.threads);
+    note_kernel(info, "", weights.groups[0].family());
+  }
+};
+
+std::unique_ptr<Op> build_linear(Build& b) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1);
+  const Tensor& x = b.activation_in(0, DType::kS8);
+  const eom::Weight* w = b.op().weight();
+  b.require(w != nullptr, "has no weight");
+  auto op = std::make_unique<LinearS8>();
+  op->K = static_cast<int>(x.shape.back());
+  op->N = w->n();
+  b.require(op->N >= 1, "weight.n must be >= 1, got ", op->N);
+  op->M = static_cast<int>(x.elements / op->K);
+  std::vector<int64_t> out = x.shape;
+  out.back() = op->N;
+  b.check_output(0, DType::kS8, out);
+  b.require(b.op().activation() == eom::Activation_NONE,
+            "an int8 operator's activation is its clamp (int8.qmin / qmax); got activation ",
+            static_cast<int>(b.op().activation()));
+  op->st = read_channel_stage(b, op->N, x, b.tensor(b.output(0)));
+  op->weights = load_s8_weight(b, op->N, op->K, 1, false);
+  op->weights.groups[0].prepack();
+  op->info.op = "linear";
+  op->info.macs = static_cast<int64_t>(op->M) * op->N * op->K;
+  return op;
+}
+
+// ---- Pooling ----------------------------------------------------------------------------------
+
+// TFLite's int8 average: sum / count rounded half away from zero (C division truncates).
+inline int32_t rounded_average(int32_t acc, int32_t count) {
+  const int32_t half = count / 2;
+  return acc > 0 ? (acc + half) / count : (acc - half) / count;
+}
+
+class Pool2DS8 : public Op {
+ public:
+  bool is_max, count_include_pad;
+  int N, H, W, C, OH, OW, KH, KW, SH, SW, PT, PL, PB, PR;
+  int32_t qmin = -128, qmax = 127;
+  void run(RunContext& ctx) override {
+    const int8_t* x = ctx.get<int8_t>(inputs[0]);
+    int8_t* y = ctx.get<int8_t>(outputs[0]);
+    const int rows = N * OH;
+    const int tasks =
+        std::min(rows, task_count(static_cast<size_t>(rows) * OW * C * KH * KW, 1 << 15));
+    parallel(tasks, ctx.threads, [&](int t) {
+      const int r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
+      thread_local std::vector<int32_t> accv;
+      if (accv.size() < static_cast<size_t>(C)) accv.resize(C);
+      int32_t* acc = accv.data();
+      for (int r = r0; r < r1; ++r) {
+        const int n = r / OH, oh = r % OH;
+        const int hs = oh * SH - PT, he = std::min(hs + KH, H + PB);
+        const int h0 = std::max(hs, 0), h1 = std::min(he, H);
+        for (int ow = 0; ow < OW; ++ow) {
+          const int ws = ow * SW - PL, we = std::min(ws + KW, W + PR);
+          const int w0 = std::max(ws, 0), w1 = std::min(we, W);
+          int8_t* out = y + (static_cast<size_t>(r) * OW + ow) * C;
+          if (is_max) {
+            for (int c = 0; c < C; ++c) out[c] = -128;
+            for (int ih = h0; ih < h1; ++ih)
+              for (int iw = w0; iw < w1; ++iw) {
+                const int8_t* in = x + (static_cast<size_t>(n * H + ih) * W + iw) * C;
+                for (int c = 0; c < C; ++c) out[c] = std::max(out[c], in[c]);
+              }
+          } else {
+            for (int c = 0; c < C; ++c) acc[c] = 0;
+            for (int ih = h0; ih < h1; ++ih)
+              for (int iw = w0; iw < w1; ++iw) {
+                const int8_t* in = x + (static_cast<size_t>(n * H + ih) * W + iw) * C;
+                for (int c = 0; c < C; ++c) acc[c] += in[c];
+              }
+            const int count = count_include_pad ? (he - hs) * (we - ws) : (h1 - h0) * (w1 - w0);
+            for (int c = 0; c < C; ++c) {
+              const int32_t v = rounded_average(acc[c], count);
+              out[c] = static_cast<int8_t>(std::min(std::max(v, qmin), qmax));
+            }
+          }
+        }
+      }
+    });
+    info.kernel = is_max ? "s8_maxpool_direct__generic" : "s8_avgpool_direct__generic";
+  }
+};
+
+// Pools keep the input's quantization; a stage, when present, may only narrow the clamp.
+void pool_clamp(const Build& b, const Tensor& x, const Tensor& y, int32_t* qmin, int32_t* qmax) {
+  b.require(y.zero_point == x.zero_point && y.scale == x.scale, "output quantization (", y.scale,
+            ", ", y.zero_point, ") must equal the input's (", x.scale, ", ", x.zero_point, ")");
+  if (const eom::Int8Stage* s = b.op().int8()) clamp_bounds(b, *s, qmin, qmax);
+}
+
+std::unique_ptr<Op> build_pool(Build& b, bool is_max) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1);
+  const Tensor& x = b.activation_in(0, DType::kS8);
+  b.require(x.shape.size() == 4, "input must be 4-D NHWC, got ", shape_str(x.shape));
+  const auto* o = b.op().options_as_Pool2DOptions();
+  b.require(o != nullptr, "needs Pool2DOptions");
+  auto op = std::make_unique<Pool2DS8>();
+  op->is_max = is_max;
+  op->count_include_pad = o->count_include_pad();
+  op->N = static_cast<int>(x.shape[0]);
+  op->H = static_cast<int>(x.shape[1]);
+  op->W = static_cast<int>(x.shape[2]);
+  op->C = static_cast<int>(x.shape[3]);
+  const auto k = b.ints(o->kernel(), 2, 1, 1 << 14, "kernel");
+  const auto s = b.ints(o->stride(), 2, 1, 1 << 14, "stride");
+  const auto pad = b.ints(o->pad(), 4, 0, 1 << 14, "pad");
+  op->KH = k[0], op->KW = k[1], op->SH = s[0], op->SW = s[1];
+  op->PT = pad[0], op->PL = pad[1], op->PB = pad[2], op->PR = pad[3];
+  b.require(pad[0] < k[0] && pad[2] < k[0] && pad[1] < k[1] && pad[3] < k[1],
+            "padding must be smaller than the window (every window holds an input cell)");
+  const int64_t ph = op->H + pad[0] + pad[2], pw = op->W + pad[1] + pad[3];
+  b.require(ph >= k[0] && pw >= k[1], "the window does not fit the padded input");
+  b.require(static_cast<int64_t>(k[0]) * k[1] <= (1 << 22), "the window is too large");
+  op->OH = static_cast<int>((ph - k[0]) / s[0] + 1);
+  op->OW = static_cast<int>((pw - k[1]) / s[1] + 1);
+  b.require(static_cast<int64_t>(op->OH - 1) * s[0] - pad[0] < op->H &&
+                static_cast<int64_t>(op->OW - 1) * s[1] - pad[1] < op->W,
+            "the last window lies entirely in the padding");
+  b.check_output(0, DType::kS8, {op->N, op->OH, op->OW, op->C});
+  pool_clamp(b, x, b.tensor(b.output(0)), &op->qmin, &op->qmax);
+  op->info.op = is_max ? "max_pool2d" : "avg_pool2d";
+  return op;
+}
+
+class GlobalAvgPoolS8 : public Op {
+ public:
+  int N, HW, C;
+  int32_t qmin = -128, qmax = 127;
+  std::vector<int32_t> acc;
+  void run(RunContext& ctx) override {
+    const int8_t* x = ctx.get<int8_t>(inputs[0]);
+    int8_t* y = ctx.get<int8_t>(outputs[0]);
+    for (int n = 0; n < N; ++n) {
+      std::fill(acc.begin(), acc.end(), 0);
+      for (int i = 0; i < HW; ++i) {
+        const int8_t* in = x + (static_cast<size_t>(n) * HW + i) * C;
+        for (int c = 0; c < C; ++c) acc[c] += in[c];
+      }
+      int8_t* out = y + static_cast<size_t>(n) * C;
+      for (int c = 0; c < C; ++c)
+        out[c] = static_cast<int8_t>(std::min(std::max(rounded_average(acc[c], HW), qmin), qmax));
+    }
+    info.kernel = "s8_global_avgpool__generic";
+  }
+};
+
+std::unique_ptr<Op> build_global_pool(Build& b) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1);
+  const Tensor& x = b.activation_in(0, DType::kS8);
+  b.require(x.shape.size() == 4, "input must be 4-D NHWC, got ", shape_str(x.shape));
+  auto op = std::make_unique<GlobalAvgPoolS8>();
+  op->N = static_cast<int>(x.shape[0]);
+  b.require(x.shape[1] * x.shape[2] <= (1 << 22), "the image is too large to average in int32");
+  op->HW = static_cast<int>(x.shape[1] * x.shape[2]);
+  op->C = static_cast<int>(x.shape[3]);
+  op->acc.assign(op->C, 0);
+  b.check_output(0, DType::kS8, {x.shape[0], 1, 1, x.shape[3]});
+  pool_clamp(b, x, b.tensor(b.output(0)), &op->qmin, &op->qmax);
+  op->info.op = "global_avg_pool";
+  return op;
+}
+
+// ---- Elementwise ------------------------------------------------------------------------------
+
+void broadcast_strides(const std::vector<int64_t>& shape, const std::vector<int64_t>& out,
+                       int64_t* strides) {
+  const int off = static_cast<int>(out.size() - shape.size());
+  int64_t s = 1;
+  for (int i = static_cast<int>(out.size()) - 1; i >= 0; --i) {
+    const int j = i - off;
+    strides[i] = (j < 0 || shape[j] == 1) ? 0 : s;
+    if (j >= 0) s *= shape[j];
+  }
+}
+
+class BinaryS8 : public Op {
+ public:
+  bool is_add = true;
+  std::vector<int64_t> out_shape;
+  int64_t sa[kMaxRank], sb[kMaxRank];
+  size_t n = 0;
+  bool same = false;
+  // ADD: the rescaled inputs per int8 value (table[q + 128]), the output stage.
+  int32_t ta[256], tb[256];
+  int32_t za = 0, zb = 0;  // MUL: input zero points
+  int32_t multiplier = 0, shift = 0, out_zp = 0, qmin = -128, qmax = 127;
+
+  inline int8_t add(int8_t a, int8_t b) const {
+    const int32_t sum = static_cast<int32_t>(static_cast<uint32_t>(ta[a + 128]) +
+                                             static_cast<uint32_t>(tb[b + 128]));
+    return requantize_s8(sum, multiplier, shift, out_zp, qmin, qmax);
+  }
+  inline int8_t mul(int8_t a, int8_t b) const {
+    const int32_t prod = (static_cast<int32_t>(a) - za) * (static_cast<int32_t>(b) - zb);
+    return requantize_s8(prod, multiplier, shift, out_zp, qmin, qmax);
+  }
+
+  template <typename Fn>
+  void compute(const int8_t* a, const int8_t* b, int8_t* y, Fn fn) const {
+    const int rank = static_cast<int>(out_shape.size());
+    if (same) {
+      for (size_t i = 0; i < n; ++i) y[i] = fn(a[i], b[i]);
+      return;
+    }
+    int64_t idx[kMaxRank] = {0};
+    const int64_t inner = out_shape[rank - 1];
+    const int64_t ia = sa[rank - 1], ib = sb[rank - 1];
+    size_t o = 0;
+    while (o < n) {
+      int64_t oa = 0, ob = 0;
+      for (int d = 0; d < rank - 1; ++d) {
+        oa += idx[d] * sa[d];
+        ob += idx[d] * sb[d];
+      }
+      const int8_t* pa = a + oa;
+      const int8_t* pb = b + ob;
+      int8_t* py = y + o;
+      for (int64_t i = 0; i < inner; ++i) py[i] = fn(pa[i * ia], pb[i * ib]);
+      o += inner;
+      for (int d = rank - 2; d >= 0; --d) {
+        if (++idx[d] < out_shape[d]) break;
+        idx[d] = 0;
+      }
+    }
+  }
+
+  void run(RunContext& ctx) override {
+    const int8_t* a = ctx.get<int8_t>(inputs[0]);
+    const int8_t* b = ctx.get<int8_t>(inputs[1]);
+    int8_t* y = ctx.get<int8_t>(outputs[0]);
+    if (is_add) {
+      compute(a, b, y, [this](int8_t u, int8_t v) { return add(u, v); });
+      info.kernel = "s8_add__generic";
+    } else {
+      compute(a, b, y, [this](int8_t u, int8_t v) { return mul(u, v); });
+      info.kernel = "s8_mul__generic";
+    }
+  }
+};
+
+std::unique_ptr<Op> build_binary(Build& b, bool is_add) {
+  b.expect_inputs(2, 2);
+  b.expect_outputs(1, 1);
+  const Tensor& a = b.activation_in(0, DType::kS8);
+  const Tensor& c = b.activation_in(1, DType::kS8);
+  b.require(a.shape.size() <= kMaxRank && c.shape.size() <= kMaxRank, "rank above ", kMaxRank);
+  b.require(b.op().activation() == eom::Activation_NONE,
+            "an int8 operator's activation is its clamp (int8.qmin / qmax)");
+  auto op = std::make_unique<BinaryS8>();
+  op->is_add = is_add;
+  const size_t rank = std::max(a.shape.size(), c.shape.size());
+  std::vector<int64_t> out(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    const int64_t da = i + a.shape.size() >= rank ? a.shape[i + a.shape.size() - rank] : 1;
+    const int64_t dc = i + c.shape.size() >= rank ? c.shape[i + c.shape.size() - rank] : 1;
+    b.require(da == dc || da == 1 || dc == 1, "shapes ", shape_str(a.shape), " and ",
+              shape_str(c.shape), " do not broadcast");
+    out[i] = std::max(da, dc);
+  }
+  b.check_output(0, DType::kS8, out);
+  const Tensor& y = b.tensor(b.output(0));
+  const eom::Int8Stage& s = stage_of(b);
+  const auto zps = int_vector(b, s.input_zero_points(), 2, -128, 127, "input_zero_points");
+  same_zero_point(b, zps[0], a, "input_zero_points[0]");
+  same_zero_point(b, zps[1], c, "input_zero_points[1]");
+  op->out_zp = s.output_zero_point();
+  same_zero_point(b, op->out_zp, y, "output_zero_point");
+  clamp_bounds(b, s, &op->qmin, &op->qmax);
+  op->multiplier = multipliers(b, s.multiplier(), 1, "multiplier")[0];
+  op->shift = int_vector(b, s.shift(), 1, -31, 30, "shift")[0];
+  if (is_add) {
+    const int left = s.left_shift();
+    // (q - zp) << left_shift must fit int32 for every int8 q and zero point.
+    b.require(left >= 0 && left <= 22, "int8.left_shift = ", left, " out of range [0, 22]");
+    const auto im = multipliers(b, s.input_multiplier(), 2, "input_multiplier");
+    const auto is = int_vector(b, s.input_shift(), 2, -31, 30, "input_shift");
+    for (int q = -128; q < 128; ++q) {
+      op->ta[q + 128] =
+          multiply_by_quantized_multiplier((q - zps[0]) * (int32_t{1} << left), im[0], is[0]);
+      op->tb[q + 128] =
+          multiply_by_quantized_multiplier((q - zps[1]) * (int32_t{1} << left), im[1], is[1]);
+    }
+  } else {
+    op->za = zps[0];
+    op->zb = zps[1];
+  }
+  op->out_shape = out;
+  op->n = y.elements;
+  op->same = a.shape == out && c.shape == out;
+  broadcast_strides(a.shape, out, op->sa);
+  broadcast_strides(c.shape, out, op->sb);
+  op->info.op = is_add ? "add" : "mul";
+  return op;
+}
+
+class LutS8 : public Op {
+ public:
+  int8_t table[256];
+  size_t n = 0;
+  void run(RunContext& ctx) override {
+    const int8_t* x = ctx.get<int8_t>(inputs[0]);
+    int8_t* y = ctx.get<int8_t>(outputs[0]);
+    for (size_t i = 0; i < n; ++i) y[i] = table[x[i] + 128];
+    info.kernel = "s8_lut__generic";
+  }
+};
+
+std::unique_ptr<Op> build_lut(Build& b) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1);
+  const Tensor& x = b.activation_in(0, DType::kS8);
+  b.check_output(0, DType::kS8, x.shape);
+  const auto* o = b.op().options_as_LutOptions();
+  b.require(o != nullptr, "needs LutOptions");
+  b.require(o->table() != nullptr && o->table()->size() == 256,
+            "LutOptions.table must have 256 int8 entries (table[q + 128]), got ",
+            o->table() ? o->table()->size() : 0);
+  auto op = std::make_unique<LutS8>();
+  for (int i = 0; i < 256; ++i) op->table[i] = o->table()->Get(i);
+  op->n = x.elements;
+  op->info.op = "lut";
+  return op;
+}
+
+class QuantizeOp : public Op {
+ public:
+  size_t n = 0;
+  double scale = 1.0;
+  int32_t zp = 0;
+  void run(RunContext& ctx) override {
+    const float* x = ctx.get<float>(inputs[0]);
+    int8_t* y = ctx.get<int8_t>(outputs[0]);
+    for (size_t i = 0; i < n; ++i) {
+      // float64 division, round half to even (the default rounding mode), then the zero point.
+      double v = std::nearbyint(static_cast<double>(x[i]) / scale) + zp;
+      if (!(v == v)) v = zp;  // NaN
+      v = v < -128.0 ? -128.0 : (v > 127.0 ? 127.0 : v);
+      y[i] = static_cast<int8_t>(v);
+    }
+    info.kernel = "quantize__generic";
+  }
+};
+
+std::unique_ptr<Op> build_quantize(Build& b) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1);
+  const Tensor& x = b.activation_in(0, DType::kF32);
+  b.check_output(0, DType::kS8, x.shape);
+  const Tensor& y = b.tensor(b.output(0));
+  auto op = std::make_unique<QuantizeOp>();
+  op->n = x.elements;
+  op->scale = static_cast<double>(y.scale);
+  op->zp = y.zero_point;
+  op->info.op = "quantize";
+  return op;
+}
+
+class DequantizeOp : public Op {
+ public:
+  size_t n = 0;
+  double scale = 1.0;
+  int32_t zp = 0;
+  void run(RunContext& ctx) override {
+    const int8_t* x = ctx.get<int8_t>(inputs[0]);
+    float* y = ctx.get<float>(outputs[0]);
+    for (size_t i = 0; i < n; ++i)
+      y[i] = static_cast<float>((static_cast<double>(x[i]) - zp) * scale);
+    info.kernel = "dequantize__generic";
+  }
+};
+
+std::unique_ptr<Op> build_dequantize(Build& b) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1);
+  const Tensor& x = b.activation_in(0, DType::kS8);
+  b.check_output(0, DType::kF32, x.shape);
+  auto op = std::make_unique<DequantizeOp>();
+  op->n = x.elements;
+  op->scale = static_cast<double>(x.scale);
+  op->zp = x.zero_point;
+  op->info.op = "dequantize";
+  return op;
+}
+
+// ---- Data movement (bytes: the quantization passes through unchanged) --------------------------
+
+void same_quantization(const Build& b, const Tensor& x, const Tensor& y) {
+  b.require(x.scale == y.scale && x.zero_point == y.zero_point, "tensor `", y.name,
+            "` must keep the quantization (", x.scale, ", ", x.zero_point, ") of `", x.name,
+            "`, got (", y.scale, ", ", y.zero_point, ")");
+}
+
+class ConcatS8 : public Op {
+ public:
+  size_t outer;
+  std::vector<size_t> inner;
+  void run(RunContext& ctx) override {
+    int8_t* y = ctx.get<int8_t>(outputs[0]);
+    size_t total = 0;
+    for (size_t v : inner) total += v;
+    size_t off = 0;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const int8_t* x = ctx.get<int8_t>(inputs[i]);
+      for (size_t o = 0; o < outer; ++o)
+        std::memcpy(y + o * total + off, x + o * inner[i], inner[i]);
+      off += inner[i];
+    }
+    info.kernel = "copy";
+  }
+};
+
+std::unique_ptr<Op> build_concat(Build& b) {
+  b.expect_inputs(1, 1 << 12);
+  b.expect_outputs(1, 1);
+  const auto* o = b.op().options_as_ConcatOptions();
+  b.require(o != nullptr, "needs ConcatOptions");
+  const Tensor& x0 = b.activation_in(0, DType::kS8);
+  const int axis = normalize_axis(b, o->axis(), x0.shape.size());
+  auto op = std::make_unique<ConcatS8>();
+  std::vector<int64_t> out = x0.shape;
+  out[axis] = 0;
+  for (int i = 0; i < b.num_inputs(); ++i) {
+    const Tensor& x = b.activation_in(i, DType::kS8);
+    b.require(x.shape.size() == x0.shape.size(), "inputs must have the same rank");
+    for (size_t d = 0; d < x.shape.size(); ++d) {
+      b.require(static_cast<int>(d) == axis || x.shape[d] == x0.shape[d], "input ", i, " shape ",
+                shape_str(x.shape), " differs from ", shape_str(x0.shape), " off the axis");
+    }
+    out[axis] += x.shape[axis];
+    op->inner.push_back(product(x.shape, axis, x.shape.size()));
+  }
+  b.require(out[axis] <= std::numeric_limits<int32_t>::max(), "concatenated extent too large");
+  b.check_output(0, DType::kS8, out);
+  for (int i = 0; i < b.num_inputs(); ++i)
+    same_quantization(b, b.tensor(b.input(i)), b.tensor(b.output(0)));
+  op->outer = product(x0.shape, 0, axis);
+  op->info.op = "concat";
+  return op;
+}
+
+class SplitS8 : public Op {
+ public:
+  size_t outer, total;
+  std::vector<size_t> inner;
+  void run(RunContext& ctx) override {
+    const int8_t* x = ctx.get<int8_t>(inputs[0]);
+    size_t off = 0;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      int8_t* y = ctx.get<int8_t>(outputs[i]);
+      for (size_t o = 0; o < outer; ++o)
+        std::memcpy(y + o * inner[i], x + o * total + off, inner[i]);
+      off += inner[i];
+    }
+    info.kernel = "copy";
+  }
+};
+
+std::unique_ptr<Op> build_split(Build& b) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1 << 12);
+  const auto* o = b.op().options_as_SplitOptions();
+  b.require(o != nullptr, "needs SplitOptions");
+  const Tensor& x = b.activation_in(0, DType::kS8);
+  const int axis = normalize_axis(b, o->axis(), x.shape.size());
+  const auto sizes =
+      b.ints(o->sizes(), b.num_outputs(), 1, std::numeric_limits<int32_t>::max(), "sizes");
+  auto op = std::make_unique<SplitS8>();
+  int64_t sum = 0;
+  const size_t trailing = product(x.shape, axis + 1, x.shape.size());
+  for (int i = 0; i < b.num_outputs(); ++i) {
+    std::vector<int64_t> s = x.shape;
+    s[axis] = sizes[i];
+    sum += sizes[i];
+    b.require(sum <= x.shape[axis], "sizes add up to more than the axis extent ", x.shape[axis]);
+    b.check_output(i, DType::kS8, s);
+    same_quantization(b, x, b.tensor(b.output(i)));
+    op->inner.push_back(static_cast<size_t>(sizes[i]) * trailing);
+  }
+  b.require(sum == x.shape[axis], "sizes add up to ", sum, ", the axis extent is ", x.shape[axis]);
+  op->outer = product(x.shape, 0, axis);
+  op->total = product(x.shape, axis, x.shape.size());
+  op->info.op = "split";
+  return op;
+}
+
+class ReshapeS8 : public Op {
+ public:
+  void run(RunContext&) override { info.kernel = "alias"; }
+  bool aliases_input() const override { return true; }
+};
+
+std::unique_ptr<Op> build_reshape(Build& b) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1);
+  const Tensor& x = b.activation_in(0, DType::kS8);
+  const Tensor& y = b.tensor(b.output(0));
+  b.require(y.dtype == DType::kS8, "output must be int8");
+  b.require(y.elements == x.elements, "output ", shape_str(y.shape), " holds ", y.elements,
+            " elements, the input ", shape_str(x.shape), " ", x.elements);
+  same_quantization(b, x, y);
+  auto op = std::make_unique<ReshapeS8>();
+  op->info.op = "reshape";
+  op->info.kernel = "alias";
+  return op;
+}
+
+class UpsampleS8 : public Op {
+ public:
+  int N, H, W, C, SH, SW;
+  void run(RunContext& ctx) override {
+    const int8_t* x = ctx.get<int8_t>(inputs[0]);
+    int8_t* y = ctx.get<int8_t>(outputs[0]);
+    const int OH = H * SH, OW = W * SW;
+    for (int n = 0; n < N; ++n)
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow)
+          std::memcpy(y + (static_cast<size_t>(n * OH + oh) * OW + ow) * C,
+                      x + (static_cast<size_t>(n * H + oh / SH) * W + ow / SW) * C, C);
+    info.kernel = "copy";
+  }
+};
+
+std::unique_ptr<Op> build_upsample(Build& b) {
+  b.expect_inputs(1, 1);
+  b.expect_outputs(1, 1);
+  const Tensor& x = b.activation_in(0, DType::kS8);
+  b.require(x.shape.size() == 4, "input must be 4-D NHWC");
+  const auto* o = b.op().options_as_UpsampleOptions();
+  b.require(o != nullptr, "needs UpsampleOptions");
+  const auto s = b.ints(o->scale(), 2, 1, 1 << 10, "scale");
+  auto op = std::make_unique<UpsampleS8>();
+  op->N = static_cast<int>(x.shape[0]);
+  op->H = static_cast<int>(x.shape[1]);
+  op->W = static_cast<int>(x.shape[2]);
+  op->C = static_cast<int>(x.shape[3]);
+  op->SH = s[0];
+  op->SW = s[1];
+  b.check_output(0, DType::kS8, {x.shape[0], x.shape[1] * s[0], x.shape[2] * s[1], x.shape[3]});
+  same_quantization(b, x, b.tensor(b.output(0)));
+  op->info.op = "upsample_nearest";
+  return op;
+}
+
+}  // namespace
+
+bool is_s8_op(const Build& b) {
+  switch (b.op().type()) {
+    case eom::OpType_QUANTIZE:
+    case eom::OpType_DEQUANTIZE:
+    case eom::OpType_LUT: return true;
+    case eom::OpType_TRANSPOSE: return false;  // the generic transpose moves any element size
+    default: break;
+  }
+  for (int t : b.inputs())
+    if (b.tensor(t).dtype == DType::kS8) return true;
+  for (int t : b.outputs())
+    if (b.tensor(t).dtype == DType::kS8) return true;
+  return false;
+}
+
+std::unique_ptr<Op> build_s8_op(Build& b) {
+  switch (b.op().type()) {
+    case eom::OpType_CONV2D: return build_conv(b);
+    case eom::OpType_LINEAR: return build_linear(b);
+    case eom::OpType_MAX_POOL2D: return build_pool(b, true);
+    case eom::OpType_AVG_POOL2D: return build_pool(b, false);
+    case eom::OpType_GLOBAL_AVG_POOL: return build_global_pool(b);
+    case eom::OpType_ADD: return build_binary(b, true);
+    case eom::OpType_MUL: return build_binary(b, false);
+    case eom::OpType_CONCAT: return build_concat(b);
+    case eom::OpType_SPLIT: return build_split(b);
+    case eom::OpType_RESHAPE: return build_reshape(b);
+    case eom::OpType_UPSAMPLE_NEAREST: return build_upsample(b);
+    case eom::OpType_QUANTIZE: return build_quantize(b);
+    case eom::OpType_DEQUANTIZE: return build_dequantize(b);
+    case eom::OpType_LUT: return build_lut(b);
+    default:
+      b.error(
+          "has int8 tensors, but this operator type has no int8 kernel (int8 operators: conv2d, "
+          "linear, max/avg/global pooling, add, mul, concat, split, reshape, transpose, "
+          "upsample_nearest, quantize, dequantize, lut)");
+  }
+}
+
+}  // namespace runtime
+}  // namespace edgeopt
