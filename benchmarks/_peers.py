@@ -505,3 +505,192 @@ def _dist_version(dist: str) -> str:
         return version(dist)
     except Exception:
         return "?"
+
+
+# --------------------------------------------------------------------------------------------
+# Whole models (benchmarks/e2e.py): float in, float out, batch fixed by the caller's input
+# --------------------------------------------------------------------------------------------
+
+
+def torch_model_runner(model: Any, x: Any, name: str = "torch", detail: str = "") -> Runner:
+    """``model(x)`` under ``torch.inference_mode`` (threads: ``torch.set_num_threads``).
+
+    Example:
+        >>> r = torch_model_runner(torch.nn.Linear(4, 2).eval(), torch.zeros(1, 4))
+        >>> r.result().shape
+        (1, 2)
+    """
+    import torch
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(x)
+
+    def result() -> np.ndarray:
+        return run().float().numpy()
+
+    return Runner(name, run, result, "f32", detail or "PyTorch eager", [model, x])
+
+
+def ort_quantize_static_qdq(
+    model: Any,
+    calibration: list[Any],
+    path: str | os.PathLike,
+    activation_type: str = "int8",
+) -> os.PathLike:
+    """ONNX Runtime's own static int8: ``torch.onnx.export`` (dynamic batch) then
+    ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel int8 weights, MinMax over the
+    ``calibration`` batches). ``activation_type``: ``"int8"`` (ORT's recommended S8S8) or
+    ``"uint8"`` (U8S8). Writes the int8 model to ``path`` and returns it.
+
+    Example:
+        >>> ort_quantize_static_qdq(model, [x_train[:64]], "model_int8.onnx")
+        PosixPath('model_int8.onnx')
+    """
+    import copy
+    import tempfile
+
+    import torch
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if activation_type not in ("int8", "uint8"):
+        raise ValueError(
+            f"ort_quantize_static_qdq: activation_type must be 'int8' or 'uint8', "
+            f"got {activation_type!r}"
+        )
+    if not calibration:
+        raise ValueError("ort_quantize_static_qdq: calibration is empty; pass >= 1 input batch")
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"x": c.numpy()} for c in calibration])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    from pathlib import Path
+
+    from optimizer._util import atomic_write
+
+    out = Path(path)
+    act = QuantType.QInt8 if activation_type == "int8" else QuantType.QUInt8
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(), _quiet_stderr():
+        warnings.simplefilter("ignore")
+        f32 = os.path.join(d, "model.onnx")
+        torch.onnx.export(
+            copy.deepcopy(model).eval(),
+            (calibration[0][:1],),
+            f32,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+            dynamo=False,
+        )
+        tmp = os.path.join(d, "model_int8.onnx")
+        quantize_static(
+            f32,
+            tmp,
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=act,
+            weight_type=QuantType.QInt8,
+        )
+        blob = Path(tmp).read_bytes()
+    return atomic_write(out, lambda f: f.write(blob))
+
+
+def ort_session(path: str | os.PathLike, threads: int) -> Any:
+    """A CPU ``InferenceSession`` with ``threads`` intra-op threads (the caller's thread counts
+    as one, as in LiteRT and ours), one inter-op thread, sequential execution, every graph
+    optimization (QDQ pairs fused into QLinearConv / QGemm ...), ORT's default spinning."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_model_runner(sess: Any, x: np.ndarray, name: str = "ort", detail: str = "") -> Runner:
+    """One ``run_with_iobinding`` on pre-bound input ``x`` (float32) and a pre-allocated output.
+
+    Example:
+        >>> r = ort_model_runner(ort_session("model_int8.onnx", 1), x)
+        >>> r.result().shape
+        (1, 10)
+    """
+    import onnxruntime as ort
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = sess.get_outputs()[0]
+    y_shape = [x.shape[0] if not isinstance(d, int) else d for d in out.shape]
+    x_val = ort.OrtValue.ortvalue_from_numpy(x)
+    y_val = ort.OrtValue.ortvalue_from_shape_and_type(y_shape, np.float32)
+    binding = sess.io_binding()
+    binding.bind_ortvalue_input(sess.get_inputs()[0].name, x_val)
+    binding.bind_ortvalue_output(out.name, y_val)
+    run = functools.partial(sess.run_with_iobinding, binding)
+
+    def result() -> np.ndarray:
+        run()
+        return y_val.numpy().copy()
+
+    return Runner(
+        name, run, result, "f32", detail or "onnxruntime", keep=[sess, x, x_val, y_val, binding]
+    )
+
+
+def litert_model_runner(blob: bytes, x: np.ndarray, threads: int, name: str = "litert") -> Runner:
+    """LiteRT on a whole ``.tflite`` model with its default XNNPACK delegate and
+    ``num_threads=threads``; one call is ``set_tensor`` + ``invoke`` (the output stays in
+    LiteRT's buffer). ``x`` must match the file's input (dtype and shape).
+
+    Example:
+        >>> r = litert_model_runner(Path("model.tflite").read_bytes(), x, threads=1)
+        >>> r.result().shape
+        (1, 10)
+    """
+    interpreter_cls = _litert_interpreter_cls()
+    with _quiet_stderr():
+        interp = interpreter_cls(model_content=blob, num_threads=threads)
+        interp.allocate_tensors()
+    ops = litert_delegated_ops(interp)
+    d_in = interp.get_input_details()[0]
+    in_idx = d_in["index"]
+    out_idx = interp.get_output_details()[0]["index"]
+    x = np.ascontiguousarray(x).astype(d_in["dtype"], copy=False).reshape(d_in["shape"])
+    set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
+
+    def run() -> Any:
+        set_tensor(in_idx, x)
+        invoke()
+
+    def result() -> np.ndarray:
+        run()
+        return get_tensor(out_idx).copy()
+
+    kept = [o for o in ops if o != "DELEGATE"]
+    if "DELEGATE" in ops:
+        how = f"XNNPACK delegate, {len(kept)} nodes before delegation"
+    else:
+        how = "NOT delegated: built-in kernels" if ops else "delegation unknown"
+    return Runner(name, run, result, "f32", f"LiteRT ({how})", keep=[interp, x, blob])
+
+
+def litert_delegation(r: Runner) -> str:
+    """``"xnnpack"`` when the runner's interpreter has a DELEGATE node, ``"none"`` when it has
+    nodes but no delegate, ``"unknown"`` when LiteRT does not say."""
+    interp = r.keep[0] if r.keep else None
+    ops = litert_delegated_ops(interp) if interp is not None else []
+    if not ops:
+        return "unknown"
+    return "xnnpack" if "DELEGATE" in ops else "none"
