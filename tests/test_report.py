@@ -339,6 +339,8 @@ def test_out_dir_must_not_be_a_file(float_only, tmp_path):
         ),
         ([{"runtime": "a", "median_us": float("nan")}], ValueError, r"`bench\[0\]\['median_us'\]`"),
         ([{"runtime": "a", "median_us": 1, "accuracy": "high"}], ValueError, r"'accuracy'"),
+        ([{"runtime": "a", "median_us": 0}], ValueError, r"'median_us'\]` must be > 0"),
+        ([{"runtime": "a", "median_us": 1, "p90_us": -1}], ValueError, r"'p90_us'\]` must be >= 0"),
         ([{"runtime": 3, "median_us": 1}], TypeError, r"`bench\[0\]\['runtime'\]` must be a str"),
     ],
 )

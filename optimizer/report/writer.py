@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from optimizer._util import atomic_write
-from optimizer.report import collect, plots, render
-from optimizer.report.collect import API, ReportData
+from optimizer.report import _collect as collect
+from optimizer.report import _plots as plots
+from optimizer.report import _render as render
+from optimizer.report._collect import API, ReportData
 
 
 @dataclass
@@ -107,7 +109,7 @@ def write_report(
     Example::
 
         result = optimizer.compress(model, "default", train_loader, test_loader)
-        report = optimizer.export_native(result.model, (x,), "out/model.eom")
+        report = optimizer.export_native(result.model, (x,), "out/model.eom")  # float model
         prof = optimizer.runtime.load("out/model.eom").profile(x.numpy(), 50)
         paths = write_report(result, "out/report", export=report, profile=prof,
                              bench=[{"runtime": "edgeopt", "model": "final", "median_us": 41.0}])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from optimizer.report.collect import LayerRow, OpTime
+from optimizer.report._collect import LayerRow, OpTime
 
 DPI = 110
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

@@ -117,8 +117,9 @@ def check_bench(bench: Any) -> list[dict[str, Any]]:
                 continue
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
                 raise ValueError(f"{API}: `bench[{i}]['{key}']` must be a finite number; got {v!r}")
-            if v < 0:
-                raise ValueError(f"{API}: `bench[{i}]['{key}']` must be >= 0; got {v!r}")
+            if v < 0 or (key == "median_us" and v == 0):
+                bound = "> 0" if key == "median_us" else ">= 0"
+                raise ValueError(f"{API}: `bench[{i}]['{key}']` must be {bound}; got {v!r}")
         rows.append(r)
     return rows
 

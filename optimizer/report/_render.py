@@ -1,4 +1,4 @@
-"""Renders :class:`~optimizer.report.collect.ReportData` as Markdown and as one self-contained HTML
+"""Renders :class:`~optimizer.report._collect.ReportData` as Markdown and as one self-contained HTML
 page (inline CSS, images as base64 data URIs, no script, no external reference)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from optimizer.report.collect import ReportData
+from optimizer.report._collect import ReportData
 
 
 @dataclass
