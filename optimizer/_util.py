@@ -12,11 +12,22 @@ from typing import Any, Callable
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     """Calls ``write(f)`` on a temporary file beside ``path``, fsyncs it, then renames it over
-    ``path``; on any error the temporary file is removed and ``path`` is left as it was."""
+    ``path``; on any error the temporary file is removed and ``path`` is left as it was.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask), or keeps
+    the mode of the file it replaces; ``mkstemp``'s private 0600 never leaks to the result.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = p.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

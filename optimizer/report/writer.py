@@ -51,11 +51,8 @@ def _out_dir(out_dir: Any) -> Path:
 
 
 def _write(path: Path, content: bytes) -> Path:
-    """Atomic write, then world-readable (the temporary file is created 0600): a report is
-    meant to be shared or served."""
-    p = atomic_write(path, lambda f: f.write(content))
-    os.chmod(p, 0o644)
-    return p
+    """Atomic write (with the usual umask mode, so a report can be shared or served)."""
+    return atomic_write(path, lambda f: f.write(content))
 
 
 def write_report(
