@@ -19,6 +19,9 @@
 #include <vector>
 
 #include "common/requant.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include "dispatch/threadpool.h"
 #include "edgeopt/gemm.h"
 #include "edgeopt/path.h"
@@ -307,6 +310,117 @@ ChannelStage read_channel_stage(const Build& b, int n, const Tensor& x, const Te
 
 // ---- Conv2D -----------------------------------------------------------------------------------
 
+// acc[c] += (x[c] - zp) * w[c]: the reference twin of the vector taps below.
+inline void dw_tap(int32_t* __restrict acc, const int8_t* __restrict x, const int8_t* __restrict w,
+                   int32_t zp, int n) {
+  for (int c = 0; c < n; ++c)
+    acc[c] += (static_cast<int32_t>(x[c]) - zp) * static_cast<int32_t>(w[c]);
+}
+
+// The output stage of n accumulators (the kernels' requantize_s8, bit for bit): per-channel
+// multiplier / shift, or one for all (`per_channel` false).
+inline void requantize_row(const int32_t* __restrict acc, const int32_t* __restrict mult,
+                           const int32_t* __restrict shift, bool per_channel, int32_t out_zp,
+                           int32_t qmin, int32_t qmax, int8_t* __restrict out, int n) {
+  if (per_channel) {
+    for (int c = 0; c < n; ++c)
+      out[c] = requantize_s8(acc[c], mult[c], shift[c], out_zp, qmin, qmax);
+  } else {
+    for (int c = 0; c < n; ++c)
+      out[c] = requantize_s8(acc[c], mult[0], shift[0], out_zp, qmin, qmax);
+  }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define EO_RUNTIME_AVX2 1
+#define EO_AVX2 __attribute__((target("avx2,fma")))
+
+// Bit-exact vector MultiplyByQuantizedMultiplier (as x86/qs8_gemm_avx2.cc): srdhm(x, m) ==
+// (x*m + 2^30) >> 31 (floor) except INT32_MIN * INT32_MIN, which wraps to INT32_MIN and is
+// replaced by INT32_MAX; then RoundingDivideByPOT with ties away from zero.
+EO_AVX2 inline __m256i mbqm8(__m256i x, __m256i mult, __m256i left, __m256i right) {
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i half = _mm256_set1_epi64x(int64_t{1} << 30);
+  x = _mm256_sllv_epi32(x, left);
+  __m256i pe = _mm256_mul_epi32(x, mult);
+  __m256i po = _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32));
+  pe = _mm256_srli_epi64(_mm256_add_epi64(pe, half), 31);
+  po = _mm256_slli_epi64(_mm256_add_epi64(po, half), 1);
+  __m256i q = _mm256_blend_epi32(pe, po, 0xAA);
+  q = _mm256_xor_si256(q, _mm256_cmpeq_epi32(q, _mm256_set1_epi32(INT32_MIN)));
+  const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+  const __m256i rem = _mm256_and_si256(q, mask);
+  const __m256i thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), _mm256_srai_epi32(q, 31));
+  const __m256i res = _mm256_srav_epi32(q, right);
+  return _mm256_sub_epi32(res, _mm256_cmpgt_epi32(rem, thr));
+}
+
+// 8 accumulators -> 8 int8: clamp in the zero-point-free domain, then add the zero point.
+EO_AVX2 inline void store8(__m256i v, __m256i lo, __m256i hi, __m256i zp, int8_t* out) {
+  v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, lo), hi), zp);
+  const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_packs_epi16(p16, p16));
+}
+
+EO_AVX2 void requantize_row_avx2(const int32_t* acc, const int32_t* mult, const int32_t* shift,
+                                 bool per_channel, int32_t out_zp, int32_t qmin, int32_t qmax,
+                                 int8_t* out, int n) {
+  const __m256i lo = _mm256_set1_epi32(qmin - out_zp), hi = _mm256_set1_epi32(qmax - out_zp);
+  const __m256i zp = _mm256_set1_epi32(out_zp), zero = _mm256_setzero_si256();
+  __m256i m = _mm256_set1_epi32(mult[0]), s = _mm256_set1_epi32(shift[0]);
+  __m256i left = _mm256_max_epi32(s, zero),
+          right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
+  int c = 0;
+  for (; c + 8 <= n; c += 8) {
+    if (per_channel) {
+      m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mult + c));
+      s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shift + c));
+      left = _mm256_max_epi32(s, zero);
+      right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
+    }
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c));
+    store8(mbqm8(a, m, left, right), lo, hi, zp, out + c);
+  }
+  for (; c < n; ++c)
+    out[c] = requantize_s8(acc[c], mult[per_channel ? c : 0], shift[per_channel ? c : 0], out_zp,
+                           qmin, qmax);
+}
+
+EO_AVX2 void dw_tap_avx2(int32_t* acc, const int8_t* x, const int8_t* w, int32_t zp, int n) {
+  const __m256i z = _mm256_set1_epi32(zp);
+  int c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const __m256i xv = _mm256_sub_epi32(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x + c))), z);
+    const __m256i wv =
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + c)));
+    __m256i* a = reinterpret_cast<__m256i*>(acc + c);
+    _mm256_storeu_si256(a, _mm256_add_epi32(_mm256_loadu_si256(a), _mm256_mullo_epi32(xv, wv)));
+  }
+  for (; c < n; ++c) acc[c] += (static_cast<int32_t>(x[c]) - zp) * static_cast<int32_t>(w[c]);
+}
+#endif
+
+bool use_avx2() {
+#ifdef EO_RUNTIME_AVX2
+  return (available_paths() & kAvx2) != 0;
+#else
+  return false;
+#endif
+}
+
+void requantize_any(bool avx2, const int32_t* acc, const int32_t* mult, const int32_t* shift,
+                    bool per_channel, int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out,
+                    int n) {
+#ifdef EO_RUNTIME_AVX2
+  if (avx2) {
+    requantize_row_avx2(acc, mult, shift, per_channel, out_zp, qmin, qmax, out, n);
+    return;
+  }
+#endif
+  requantize_row(acc, mult, shift, per_channel, out_zp, qmin, qmax, out, n);
+}
+
 class Conv2DS8 : public Op {
  public:
   int N, H, W, C, OH, OW, O, KH, KW, SH, SW, DH, DW, PT, PL, G, Cg, Og, K;
@@ -321,7 +435,7 @@ class Conv2DS8 : public Op {
     int8_t* y = ctx.get<int8_t>(outputs[0]);
     if (depthwise) {
       run_depthwise(x, y, ctx.threads);
-      info.kernel = "s8_dwconv_direct__generic";
+      info.kernel = avx2 ? "s8_dwconv_direct__avx2" : "s8_dwconv_direct__generic";
     } else {
       run_gemm(x, y, ctx.threads);
       note_kernel(info, pointwise ? "" : "im2col+", weights.groups[0].family());
@@ -383,45 +497,58 @@ class Conv2DS8 : public Op {
   }
 
   void run_depthwise(const int8_t* x, int8_t* y, int threads) {
-    const int mult = O / C;
     const int rows = N * OH;
     const int ntask =
         std::min(rows, task_count(static_cast<size_t>(rows) * OW * O * KH * KW, 1 << 15));
     parallel(ntask, threads, [&](int t) {
-      const int r0 = rows * t / ntask, r1 = rows * (t + 1) / ntask;
       thread_local std::vector<int32_t> accv;
       if (accv.size() < static_cast<size_t>(O)) accv.resize(O);
-      int32_t* __restrict acc = accv.data();
-      const int32_t zp = st.in_zp;
-      for (int r = r0; r < r1; ++r) {
-        const int n = r / OH, oh = r % OH;
-        for (int ow = 0; ow < OW; ++ow) {
-          std::memcpy(acc, st.bias.data(), sizeof(int32_t) * O);
-          for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PT + kh * DH;
-            if (ih < 0 || ih >= H) continue;
-            for (int kw = 0; kw < KW; ++kw) {
-              const int iw = ow * SW - PL + kw * DW;
-              if (iw < 0 || iw >= W) continue;
-              const int8_t* __restrict xin = x + (static_cast<size_t>(n * H + ih) * W + iw) * C;
-              const int8_t* __restrict wk = dw.data() + static_cast<size_t>(kh * KW + kw) * O;
-              if (mult == 1) {
-                for (int c = 0; c < O; ++c)
-                  acc[c] += (static_cast<int32_t>(xin[c]) - zp) * static_cast<int32_t>(wk[c]);
-              } else {
-                for (int c = 0; c < O; ++c)
-                  acc[c] +=
-                      (static_cast<int32_t>(xin[c / mult]) - zp) * static_cast<int32_t>(wk[c]);
+      depthwise_rows(x, y, rows * t / ntask, rows * (t + 1) / ntask, accv.data());
+    });
+  }
+
+ public:
+  bool avx2 = false;  // the vector twin of the scalar taps and output stage (x86 AVX2)
+
+ private:
+  // Output rows [r0, r1) (r = n * OH + oh); every parameter is a local so the channel loops
+  // vectorize (no aliasing with the operator's members).
+  void depthwise_rows(const int8_t* x, int8_t* y, int r0, int r1, int32_t* acc) const {
+    const int o = O, c_in = C, mult = O / C, h = H, w = W, oh_n = OH, ow_n = OW;
+    const int kh_n = KH, kw_n = KW, sh = SH, sw = SW, pt = PT, pl = PL, dh = DH, dwd = DW;
+    const int32_t zp = st.in_zp;
+    const int32_t* bias = st.bias.data();
+    const int8_t* wts = dw.data();
+    for (int r = r0; r < r1; ++r) {
+      const int n = r / oh_n, oh = r % oh_n;
+      for (int ow = 0; ow < ow_n; ++ow) {
+        std::memcpy(acc, bias, sizeof(int32_t) * o);
+        for (int kh = 0; kh < kh_n; ++kh) {
+          const int ih = oh * sh - pt + kh * dh;
+          if (ih < 0 || ih >= h) continue;
+          for (int kw = 0; kw < kw_n; ++kw) {
+            const int iw = ow * sw - pl + kw * dwd;
+            if (iw < 0 || iw >= w) continue;
+            const int8_t* xin = x + (static_cast<size_t>(n * h + ih) * w + iw) * c_in;
+            const int8_t* wk = wts + static_cast<size_t>(kh * kw_n + kw) * o;
+            if (mult == 1) {
+#ifdef EO_RUNTIME_AVX2
+              if (avx2) {
+                dw_tap_avx2(acc, xin, wk, zp, o);
+                continue;
               }
+#endif
+              dw_tap(acc, xin, wk, zp, o);
+            } else {
+              for (int c = 0; c < o; ++c)
+                acc[c] += (static_cast<int32_t>(xin[c / mult]) - zp) * static_cast<int32_t>(wk[c]);
             }
           }
-          int8_t* out = y + (static_cast<size_t>(r) * OW + ow) * O;
-          for (int c = 0; c < O; ++c)
-            out[c] =
-                requantize_s8(acc[c], st.multiplier[c], st.shift[c], st.out_zp, st.qmin, st.qmax);
         }
+        requantize_any(avx2, acc, st.multiplier.data(), st.shift.data(), true, st.out_zp, st.qmin,
+                       st.qmax, y + (static_cast<size_t>(r) * ow_n + ow) * o, o);
       }
-    });
+    }
   }
 };
 
@@ -469,6 +596,7 @@ std::unique_ptr<Op> build_conv(Build& b) {
             static_cast<int>(b.op().activation()));
   op->st = read_channel_stage(b, op->O, x, b.tensor(b.output(0)));
   op->depthwise = op->G == op->C && op->G > 1;
+  op->avx2 = use_avx2();
   op->pointwise = op->KH == 1 && op->KW == 1 && op->SH == 1 && op->SW == 1 && pad[0] == 0 &&
                   pad[1] == 0 && pad[2] == 0 && pad[3] == 0;
   op->weights = load_s8_weight(b, op->O, op->K, op->depthwise ? 1 : op->G, op->depthwise);
@@ -693,21 +821,34 @@ class BinaryS8 : public Op {
   int32_t za = 0, zb = 0;  // MUL: input zero points
   int32_t multiplier = 0, shift = 0, out_zp = 0, qmin = -128, qmax = 127;
 
-  inline int8_t add(int8_t a, int8_t b) const {
-    const int32_t sum = static_cast<int32_t>(static_cast<uint32_t>(ta[a + 128]) +
-                                             static_cast<uint32_t>(tb[b + 128]));
-    return requantize_s8(sum, multiplier, shift, out_zp, qmin, qmax);
+  bool avx2 = false;
+
+  // The int32 value before the output stage (ADD: the rescaled sum; MUL: the product).
+  inline int32_t add_acc(int8_t a, int8_t b) const {
+    return static_cast<int32_t>(static_cast<uint32_t>(ta[a + 128]) +
+                                static_cast<uint32_t>(tb[b + 128]));
   }
-  inline int8_t mul(int8_t a, int8_t b) const {
-    const int32_t prod = (static_cast<int32_t>(a) - za) * (static_cast<int32_t>(b) - zb);
-    return requantize_s8(prod, multiplier, shift, out_zp, qmin, qmax);
+  inline int32_t mul_acc(int8_t a, int8_t b) const {
+    return (static_cast<int32_t>(a) - za) * (static_cast<int32_t>(b) - zb);
+  }
+
+  // y[i] = stage(fn(a[i * ia], b[i * ib])) for i < len, in chunks through an int32 buffer.
+  template <typename Fn>
+  void run_line(const int8_t* a, int64_t ia, const int8_t* b, int64_t ib, int8_t* y, int64_t len,
+                Fn fn) const {
+    int32_t buf[256];
+    for (int64_t i0 = 0; i0 < len; i0 += 256) {
+      const int cnt = static_cast<int>(std::min<int64_t>(256, len - i0));
+      for (int i = 0; i < cnt; ++i) buf[i] = fn(a[(i0 + i) * ia], b[(i0 + i) * ib]);
+      requantize_any(avx2, buf, &multiplier, &shift, false, out_zp, qmin, qmax, y + i0, cnt);
+    }
   }
 
   template <typename Fn>
   void compute(const int8_t* a, const int8_t* b, int8_t* y, Fn fn) const {
     const int rank = static_cast<int>(out_shape.size());
     if (same) {
-      for (size_t i = 0; i < n; ++i) y[i] = fn(a[i], b[i]);
+      run_line(a, 1, b, 1, y, static_cast<int64_t>(n), fn);
       return;
     }
     int64_t idx[kMaxRank] = {0};
@@ -720,10 +861,7 @@ class BinaryS8 : public Op {
         oa += idx[d] * sa[d];
         ob += idx[d] * sb[d];
       }
-      const int8_t* pa = a + oa;
-      const int8_t* pb = b + ob;
-      int8_t* py = y + o;
-      for (int64_t i = 0; i < inner; ++i) py[i] = fn(pa[i * ia], pb[i * ib]);
+      run_line(a + oa, ia, b + ob, ib, y + o, inner, fn);
       o += inner;
       for (int d = rank - 2; d >= 0; --d) {
         if (++idx[d] < out_shape[d]) break;
@@ -737,12 +875,11 @@ class BinaryS8 : public Op {
     const int8_t* b = ctx.get<int8_t>(inputs[1]);
     int8_t* y = ctx.get<int8_t>(outputs[0]);
     if (is_add) {
-      compute(a, b, y, [this](int8_t u, int8_t v) { return add(u, v); });
-      info.kernel = "s8_add__generic";
+      compute(a, b, y, [this](int8_t u, int8_t v) { return add_acc(u, v); });
     } else {
-      compute(a, b, y, [this](int8_t u, int8_t v) { return mul(u, v); });
-      info.kernel = "s8_mul__generic";
+      compute(a, b, y, [this](int8_t u, int8_t v) { return mul_acc(u, v); });
     }
+    info.kernel = std::string(is_add ? "s8_add" : "s8_mul") + (avx2 ? "__avx2" : "__generic");
   }
 };
 
@@ -756,6 +893,7 @@ std::unique_ptr<Op> build_binary(Build& b, bool is_add) {
             "an int8 operator's activation is its clamp (int8.qmin / qmax)");
   auto op = std::make_unique<BinaryS8>();
   op->is_add = is_add;
+  op->avx2 = use_avx2();
   const size_t rank = std::max(a.shape.size(), c.shape.size());
   std::vector<int64_t> out(rank);
   for (size_t i = 0; i < rank; ++i) {
