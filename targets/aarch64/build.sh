@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Builds edgeopt-bench and the runtime library for aarch64 into build/aarch64/ (--help for options).
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/../common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+eo_build aarch64 "$@"

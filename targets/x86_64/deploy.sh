@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Copies edgeopt-bench and a .eom model to a x86_64 device, benchmarks there, brings the JSON back
+# (--help for options).
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/../common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+eo_deploy x86_64 "$@"
