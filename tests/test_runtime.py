@@ -1,6 +1,7 @@
 """optimizer.runtime and the .eom loader: the Python API, clear errors for bad files and bad
-inputs, a bounded fuzz loop over mutated valid files, the C++ runtime test and edgeopt-bench on
-the host, and the checked-in FlatBuffers code matching the schema."""
+inputs, a bounded fuzz loop over mutated valid files (float and int8), the int8 operators against
+optimizer.quantize.arithmetic (the reference twin), corrupted int8 files, the C++ runtime test
+and edgeopt-bench on the host, and the checked-in FlatBuffers code matching the schema."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import pytest
 import torch
 
 from optimizer import runtime
+from optimizer.export import eom_fbs as fb
 from optimizer.export import native
 from optimizer.export.native import export_native
+from optimizer.quantize import arithmetic as ar
 from tests.zoo import ZOO
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +36,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
         model, inputs = ZOO[name]()
         out[name] = d / f"{name}.eom"
         export_native(model, inputs, out[name])
+    from optimizer.quantize.ptq import Int8Config, quantize_
+
+    for name in ("mobilenetv2", "efficientnet"):
+        model, inputs = ZOO[name]()
+        q = quantize_(model, Int8Config(), calibration=[inputs[0]])
+        out[f"{name}_int8"] = d / f"{name}_int8.eom"
+        export_native(q, inputs, out[f"{name}_int8"])
     return out
 
 
@@ -174,7 +184,7 @@ def test_fuzzed_files_give_value_error_or_load(files):
     that then runs; never crash or raise anything else."""
     rng = random.Random(7)
     outcomes = {"refused": 0, "loaded": 0}
-    for name in ("mobilenetv2", "yolo_c2f"):
+    for name in ("mobilenetv2", "yolo_c2f", "efficientnet_int8"):
         good = files[name].read_bytes()
         table_end = 64 + struct.unpack_from("<Q", good, 40)[0]
         for _ in range(300):
@@ -196,7 +206,161 @@ def test_fuzzed_files_give_value_error_or_load(files):
                 continue
             rt.run(np.zeros(rt.inputs[0]["shape"], np.float32))
             outcomes["loaded"] += 1
-    assert outcomes["refused"] > 300, outcomes
+    assert outcomes["refused"] > 450, outcomes
+
+
+# -- int8 operators against the reference arithmetic, and corrupted int8 files --------------------
+
+
+def _q(scale: float, zero_point: int) -> dict:
+    return {"scale": [scale], "zero_point": [zero_point]}
+
+
+def _binary_file(op: str, sa, za, sb, zb, so, zo, shape_a, shape_b, clamp=(-128, 127)) -> bytes:
+    """int8 inputs a, b -> ADD / MUL (numpy broadcasting) -> int8 output."""
+    w = native.EomWriter()
+    a = w.add_tensor("a", shape_a, np.int8, _q(sa, za))
+    b = w.add_tensor("b", shape_b, np.int8, _q(sb, zb))
+    out_shape = np.broadcast_shapes(shape_a, shape_b)
+    y = w.add_tensor("y", out_shape, np.int8, _q(so, zo))
+    stage = {"input_zero_points": [za, zb], "output_zero_point": zo}
+    stage.update(qmin=clamp[0], qmax=clamp[1])
+    if op == "add":
+        m1, s1, m2, s2, mo, shift = ar.add_multipliers(sa, sb, so)
+        stage.update(input_multiplier=[m1, m2], input_shift=[s1, s2], left_shift=20)
+        stage.update(multiplier=[mo], shift=[shift])
+    else:
+        m, shift = ar.mul_multiplier(sa, sb, so)
+        stage.update(multiplier=[m], shift=[shift])
+    op_type = fb.OpType.ADD if op == "add" else fb.OpType.MUL
+    w.add_operator(op_type, op, [a, b], [y], int8=stage)
+    return w.finish([a, b], [y], version=native.FORMAT_VERSION_INT8)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_int8_add_and_mul_match_the_reference(seed):
+    rng = np.random.default_rng(seed)
+    shapes = [((2, 3, 4, 16), (2, 3, 4, 16)), ((2, 3, 4, 16), (2, 1, 1, 16)), ((3, 5), (1, 5))]
+    for shape_a, shape_b in shapes:
+        sa, sb, so = (float(np.float32(v)) for v in rng.uniform(0.005, 0.2, 3))
+        za, zb, zo = (int(v) for v in rng.integers(-20, 20, 3))
+        a = rng.integers(-128, 128, shape_a).astype(np.int8)
+        b = rng.integers(-128, 128, shape_b).astype(np.int8)
+        lo = int(rng.integers(-128, 0))
+        add = runtime.loads(
+            _binary_file("add", sa, za, sb, zb, so, zo, shape_a, shape_b, (lo, 127))
+        )
+        want = ar.add_s8(a, b, za, zb, zo, ar.add_multipliers(sa, sb, so), 20, (lo, 127))
+        np.testing.assert_array_equal(add.run(a, b), want)
+        mul = runtime.loads(_binary_file("mul", sa, za, sb, zb, so * 0.1, zo, shape_a, shape_b))
+        m, s = ar.mul_multiplier(sa, sb, so * 0.1)
+        np.testing.assert_array_equal(mul.run(a, b), ar.mul_s8(a, b, za, zb, zo, m, s))
+
+
+def _unary_file(op_type: int, shape, out_shape, options=None, q_out=(0.05, 3)) -> bytes:
+    w = native.EomWriter()
+    x = w.add_tensor("x", shape, np.int8, _q(0.05, 3))
+    y = w.add_tensor("y", out_shape, np.int8, _q(*q_out))
+    w.add_operator(op_type, "op", [x], [y], options=options)
+    return w.finish([x], [y], version=native.FORMAT_VERSION_INT8)
+
+
+def test_int8_pools_and_lut_match_the_reference():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (2, 7, 6, 16)).astype(np.int8)
+    for k, s, p in (((3, 3), (2, 2), (1, 1)), ((2, 2), (2, 2), (0, 0)), ((3, 2), (1, 2), (1, 0))):
+        want = ar.avg_pool2d_s8(x, k, s, p)
+        opts = {"kernel": k, "stride": s, "pad": [p[0], p[1], p[0], p[1]], "count_include_pad": 0}
+        f = _unary_file(fb.OpType.AVG_POOL2D, x.shape, want.shape, ("Pool2DOptions", opts))
+        np.testing.assert_array_equal(runtime.loads(f).run(x), want)
+        want = ar.max_pool2d_s8(x, k, s, p)
+        f = _unary_file(fb.OpType.MAX_POOL2D, x.shape, want.shape, ("Pool2DOptions", opts))
+        np.testing.assert_array_equal(runtime.loads(f).run(x), want)
+    gap = runtime.loads(_unary_file(fb.OpType.GLOBAL_AVG_POOL, x.shape, (2, 1, 1, 16)))
+    np.testing.assert_array_equal(gap.run(x), ar.avg_pool2d_s8(x, (7, 6)))
+    table = rng.integers(-128, 128, 256).astype(np.int8)
+    f = _unary_file(fb.OpType.LUT, x.shape, x.shape, ("LutOptions", {"table": table}), (0.1, -4))
+    np.testing.assert_array_equal(runtime.loads(f).run(x), ar.lookup_s8(x, table))
+
+
+def test_int8_quantize_and_dequantize_match_the_reference():
+    w = native.EomWriter()
+    x = w.add_tensor("x", (4, 50))
+    q = w.add_tensor("q", (4, 50), np.int8, _q(0.037, -7))
+    y = w.add_tensor("y", (4, 50))
+    w.add_operator(fb.OpType.QUANTIZE, "quant", [x], [q])
+    w.add_operator(fb.OpType.DEQUANTIZE, "dequant", [q], [y])
+    rt = runtime.loads(w.finish([x], [y], version=native.FORMAT_VERSION_INT8))
+    v = np.random.default_rng(0).normal(0, 3, (4, 50)).astype(np.float32)
+    v[0, :4] = [0.0185, -0.0185, 0.0555, 100.0]  # ties at half a step, saturation
+    want = ar.dequantize(ar.quantize(v, np.float32(0.037), -7), np.float32(0.037), -7)
+    np.testing.assert_array_equal(rt.run(v), want)
+
+
+def _linear_file(**bad) -> bytes:
+    """QUANTIZE -> int8 LINEAR -> LUT -> DEQUANTIZE, with one field replaced by ``bad``."""
+    w = native.EomWriter()
+    x = w.add_tensor("x", (2, 8))
+    xq = w.add_tensor("xq", (2, 8), np.int8, bad.get("xq_q", _q(0.05, 3)))
+    w.add_operator(fb.OpType.QUANTIZE, "quant", [x], [xq])
+    wq = {"scale": np.full(4, 0.01, np.float32), "zero_point": [0] * 4, "axis": 0}
+    values = w.add_constant("fc.w", np.arange(32, dtype=np.int8).reshape(4, 8), wq)
+    bias = w.add_constant("fc.b", np.arange(4, dtype=np.int32))
+    yq = w.add_tensor("yq", (2, 4), np.int8, _q(0.1, -2))
+    stage = {"multiplier": [1 << 30] * 4, "shift": [-3] * 4, "input_zero_point": 3}
+    stage.update(output_zero_point=-2, qmin=-128, qmax=127)
+    stage.update(bad.get("stage", {}))
+    weight = {"format": fb.WeightFormat.DENSE, "n": 4, "k": 8, "values": values}
+    w.add_operator(fb.OpType.LINEAR, "fc", [xq], [yq], weight=weight, bias=bias, int8=stage)
+    zq = w.add_tensor("zq", (2, 4), np.int8, _q(0.1, -2))
+    table = bad.get("table", np.arange(-128, 128).astype(np.int8))
+    w.add_operator(fb.OpType.LUT, "act", [yq], [zq], options=("LutOptions", {"table": table}))
+    y = w.add_tensor("y", (2, 4))
+    w.add_operator(fb.OpType.DEQUANTIZE, "dequant", [zq], [y])
+    return w.finish([x], [y], version=native.FORMAT_VERSION_INT8)
+
+
+def test_hand_built_int8_linear_matches_the_reference():
+    rt = runtime.loads(_linear_file())
+    x = np.random.default_rng(1).normal(0, 2, (2, 8)).astype(np.float32)
+    xq = ar.quantize(x, np.float32(0.05), 3)
+    w = np.arange(32, dtype=np.int8).reshape(4, 8)
+    m, s = np.full(4, 1 << 30), np.full(4, -3)
+    yq = ar.linear_s8(xq, w, np.arange(4), 3, m, s, -2)
+    np.testing.assert_array_equal(rt.run(x), ar.dequantize(yq, np.float32(0.1), -2))
+    assert [layer["kernel"].split("__")[0] for layer in rt.layers] == [
+        "quantize",
+        "s8_gemm",
+        "s8_lut",
+        "dequantize",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"xq_q": _q(0.0, 3)}, r"tensor 1 \(`xq`\): scale must be finite and > 0"),
+        ({"xq_q": _q(float("nan"), 3)}, "scale must be finite and > 0"),
+        ({"xq_q": {"scale": [0.05], "zero_point": [3, 4]}}, "as many zero points"),
+        ({"xq_q": _q(0.05, 300)}, "zero point 300 out of the int8 range"),
+        ({"table": np.zeros(255, np.int8)}, r"`act`.*table must have 256 int8 entries.*got 255"),
+        ({"stage": {"input_zero_point": 4}}, r"`fc`.*input_zero_point = 4 differs"),
+        ({"stage": {"multiplier": [1 << 30] * 3}}, "int8.multiplier must have 4 entries, got 3"),
+        ({"stage": {"multiplier": [5] * 4}}, "not a normalized fixed-point multiplier"),
+        ({"stage": {"shift": [40] * 4}}, r"int8.shift\[0\] = 40 out of range \[-31, 30\]"),
+        ({"stage": {"qmin": 10, "qmax": 0}}, "qmin <= qmax"),
+    ],
+)
+def test_corrupted_int8_files_are_refused_with_clear_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        runtime.loads(_linear_file(**bad))
+
+
+def test_int8_runs_on_int8_inputs_are_checked(files):
+    rt = runtime.load(files["mobilenetv2_int8"])
+    assert rt.inputs[0]["dtype"] == np.float32 and rt.metadata["edgeopt.format"] == "1.1"
+    with pytest.raises(ValueError, match="dtype float32, got int8"):
+        rt.run(np.zeros(rt.inputs[0]["shape"], np.int8))
 
 
 # -- native binaries on the host ------------------------------------------------------------------
@@ -216,7 +380,7 @@ def test_cpp_runtime_test_passes():
     assert out.returncode == 0 and " 0 failed" in out.stdout, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2", "yolo_c2f"])
+@pytest.mark.parametrize("name", ["mobilenetv2", "yolo_c2f", "mobilenetv2_int8"])
 def test_cpp_fuzz_of_exported_models(files, name):
     out = subprocess.run(
         [str(_host("edgeopt_test_runtime")), "--model", str(files[name]), "--fuzz", "2000"],
