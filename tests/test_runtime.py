@@ -391,14 +391,15 @@ def test_cpp_fuzz_of_exported_models(files, name):
     assert out.returncode == 0 and " 0 failed" in out.stdout, out.stdout + out.stderr
 
 
-def test_edgeopt_bench_reports_and_matches_python(files, tmp_path):
-    rt = runtime.load(files["mobilenetv2"])
+@pytest.mark.parametrize("name", ["mobilenetv2", "mobilenetv2_int8"])
+def test_edgeopt_bench_reports_and_matches_python(files, name, tmp_path):
+    rt = runtime.load(files[name])
     x = _x(rt)
     (tmp_path / "x.bin").write_bytes(x.tobytes())
     cmd = [
         str(_host("edgeopt-bench")),
         "--model",
-        str(files["mobilenetv2"]),
+        str(files[name]),
         "--threads",
         "1",
         "--warmup",
@@ -419,6 +420,8 @@ def test_edgeopt_bench_reports_and_matches_python(files, tmp_path):
     assert 0 < lat["min"] <= lat["median"] <= lat["p90"]
     assert len(report["layers"]) == len(rt.layers)
     assert all(layer["kernel"] for layer in report["layers"])
+    if name.endswith("_int8"):
+        assert any(layer["kernel"].startswith("s8_") for layer in report["layers"]), report
     assert ("warning" in out.stderr) == (report["warning"] is not None)
     y = np.frombuffer((tmp_path / "y.bin").read_bytes(), np.float32).reshape(rt.outputs[0]["shape"])
     np.testing.assert_array_equal(y, rt.run(x))
