@@ -17,7 +17,16 @@ Weights are stored dense, block-sparse (BSR, for layers in ``get_record(model)["
 or with live block masks, whose zeros are whole blocks) or as a codebook (layers in
 ``get_record(model)["weight_sharing"]``), so a pruned or shared model's file is smaller.
 
-Operators (float32; int8 operators arrive with format 1.1): Conv2d (groups, depthwise, stride,
+int8 (format 1.1): the ``torch.fx`` GraphModule that :func:`optimizer.quantize_` returns is
+written as int8 operators bit-exact to it (QuantStub / DeQuantStub as QUANTIZE / DEQUANTIZE,
+QConv2d / QLinear with per-channel multipliers and fused clamps, QAdd / QMul, QLookupTable and
+QClamp as LUT, int8 pooling, cat / split / flatten / reshape / upsample on int8 bytes; float islands
+between DeQuantStub and QuantStub as float operators). Int8 weights are stored dense, as BSR when
+whole blocks are zero (the block-pruning record's block, or the target's ``bsr_block``) or as a
+codebook when a layer's int8 weights take at most 16 values (per layer or per row: weight
+sharing), whichever is smallest.
+
+Float operators: Conv2d (groups, depthwise, stride,
 padding incl. ``"same"``, dilation), Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (global or
 dividing the input), add / sub / mul / div with broadcasting (squeeze-excitation), cat, chunk /
 split, flatten / view / reshape, ReLU / ReLU6 / Hardswish / Hardsigmoid / SiLU / GELU / Sigmoid /
@@ -338,7 +347,8 @@ class NativeExportReport:
         size_bytes: its size.
         ops: runtime operator name -> count.
         layers: per conv / linear: ``{"name", "op", "format" ("dense" | "bsr" | "codebook"),
-            "shape" [n, k], "stored_bytes", "dense_bytes"}`` (plus ``"block"`` or ``"bits"``).
+            "shape" [n, k], "stored_bytes", "dense_bytes"}`` (plus ``"block"`` or ``"bits"``);
+            bytes of float32 or int8 values as the model is.
         fused: module paths whose activation was fused into the operator before them.
         inputs, outputs: ``{"name", "shape", "dtype"}`` as the runtime takes and returns them.
         notes: remarks (a block-pruned layer kept dense, ...).
@@ -1863,11 +1873,13 @@ def export_native(
 
     Args:
         model: a float ``nn.Module`` (plain, channel-pruned, block-pruned with or without its
-            sparsifier removed, weight-shared, factorized). int8 modules are refused for now.
+            sparsifier removed, weight-shared, factorized), or the int8 GraphModule of
+            :func:`optimizer.quantize_` (of any of those), written as int8 operators.
         example_inputs: tuple of float32 tensors (images NCHW, as the model takes them).
         path: the file to write (``.eom`` by convention).
         target: optional target profile (``optimizer.targets.get("rpi5")``) or its name; it is
-            recorded in the file's metadata.
+            recorded in the file's metadata, and its ``bsr_block`` is the block tried for int8
+            BSR weights (default: the host's profile).
 
     Returns:
         A :class:`NativeExportReport` (size, operators, weight format per layer, fused
@@ -1875,13 +1887,16 @@ def export_native(
 
     Raises:
         ValueError: a module or function the runtime has no operator for (its path and type are
-            named; up to five are listed), non-finite weights or inputs, or an int8 model.
-        TypeError: ``model`` is not an ``nn.Module`` or ``example_inputs`` not tensors.
+            named; up to five are listed), non-finite weights or inputs.
+        TypeError: ``model`` is not an ``nn.Module``, ``example_inputs`` not tensors, or int8
+            modules outside the GraphModule of ``quantize_``.
 
     Example::
 
         report = export_native(model, (torch.randn(1, 3, 32, 32),), "model.eom")
         print(report.summary())
+        q = optimizer.quantize_(model, Int8Config(), calibration=batches)
+        export_native(q, (torch.randn(1, 3, 32, 32),), "model_int8.eom")  # bit-exact to q
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`{_API}`: model must be a torch.nn.Module, got {type(model).__name__}")
