@@ -26,10 +26,10 @@ OURS_INT8 = ("ours int8", "ours pruned int8")
 
 
 def _int8_runtime_written() -> bool:
-    """True once export_native writes int8 operators (format 1.1 and later)."""
+    """True once export_native writes int8 operators (its int8 format version, 1.1)."""
     from optimizer.export import native
 
-    return tuple(native.FORMAT_VERSION) >= (1, 1)
+    return tuple(getattr(native, "FORMAT_VERSION_INT8", (1, 0))) >= (1, 1)
 
 
 @pytest.fixture(scope="module")
