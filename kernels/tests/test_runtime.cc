@@ -1,7 +1,10 @@
 // The model runtime without Python: a .eom model built here with the FlatBuffers builder runs and
 // matches plain reference loops; results do not depend on the thread count; bad files (truncated,
 // corrupted, wrong version or byte order, fuzzed with a valid checksum) raise ModelError and never
-// crash. Usage: edgeopt_test_runtime [--quick] [--fuzz N]. Closes with "N passed, N failed".
+// crash. An int8 model (quantize, conv, depthwise, global pool, broadcast mul, add, dequantize)
+// gives the same bytes on the scalar path as on the vector paths (the reference twin of the int8
+// kernels) and is fuzzed too. Usage: edgeopt_test_runtime [--quick] [--fuzz N]. Closes with
+// "N passed, N failed".
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "edgeopt/path.h"
 #include "edgeopt/runtime.h"
 #include "runtime/schema/eom_generated.h"
 
@@ -56,6 +60,14 @@ class Builder {
     tensors_.push_back(eom::CreateTensorDirect(fbb_, name.c_str(), &shape, dt));
     return n_++;
   }
+  // An int8 activation with per-tensor quantization.
+  int s8(const std::string& name, std::vector<int32_t> shape, float scale, int zero_point) {
+    std::vector<float> sc = {scale};
+    std::vector<int32_t> zp = {zero_point};
+    auto q = eom::CreateQuantizationDirect(fbb_, &sc, &zp);
+    tensors_.push_back(eom::CreateTensorDirect(fbb_, name.c_str(), &shape, eom::DType_S8, q));
+    return n_++;
+  }
   template <typename T>
   int constant(const std::string& name, std::vector<int32_t> shape, const std::vector<T>& v,
                eom::DType dt) {
@@ -74,8 +86,9 @@ class Builder {
   void op(eom::OpType type, const char* name, std::vector<int32_t> in, std::vector<int32_t> out,
           flatbuffers::Offset<eom::Weight> w = 0, int bias = -1,
           eom::Activation act = eom::Activation_NONE, eom::OpOptions ot = eom::OpOptions_NONE,
-          flatbuffers::Offset<void> opts = 0) {
-    ops_.push_back(eom::CreateOperatorDirect(fbb_, type, name, &in, &out, w, bias, act, ot, opts));
+          flatbuffers::Offset<void> opts = 0, flatbuffers::Offset<eom::Int8Stage> int8 = 0) {
+    ops_.push_back(
+        eom::CreateOperatorDirect(fbb_, type, name, &in, &out, w, bias, act, ot, opts, int8));
   }
   flatbuffers::FlatBufferBuilder& fbb() { return fbb_; }
 
@@ -275,6 +288,72 @@ Case make_case() {
   return cs;
 }
 
+// int8: x [1, 12, 5, 6] NCHW -> transpose -> quantize -> conv3x3 (12, clamp as a ReLU)
+// -> depthwise 3x3 s2 (12: a tail past 8 lanes) -> global avg pool -> mul (broadcast gate)
+// -> add -> dequantize [1, 3, 3, 12].
+Case make_int8_case() {
+  Builder b;
+  Case cs;
+  cs.input = randn(12 * 5 * 6, 2.0f);
+  cs.out_elems = 3 * 3 * 12;
+  auto& f = b.fbb();
+  std::uniform_int_distribution<int> wv(-127, 127);
+  auto weights = [&](size_t n) {
+    std::vector<int8_t> w(n);
+    for (auto& v : w) v = static_cast<int8_t>(wv(g_rng));
+    return w;
+  };
+  std::uniform_int_distribution<int> bv(-2000, 2000);
+  auto biases = [&](size_t n) {
+    std::vector<int32_t> v(n);
+    for (auto& x : v) x = bv(g_rng);
+    return v;
+  };
+  const int x = b.tensor("x", {1, 12, 5, 6});
+  const int xt = b.tensor("x.nhwc", {1, 5, 6, 12});
+  const int xq = b.s8("xq", {1, 5, 6, 12}, 0.05f, 3);
+  const int c1 = b.s8("c1", {1, 5, 6, 12}, 0.08f, -5);
+  const int d1 = b.s8("d1", {1, 3, 3, 12}, 0.06f, 2);
+  const int g = b.s8("g", {1, 1, 1, 12}, 0.06f, 2);
+  const int m = b.s8("m", {1, 3, 3, 12}, 0.04f, -1);
+  const int a = b.s8("a", {1, 3, 3, 12}, 0.1f, 0);
+  const int y = b.tensor("y", {1, 3, 3, 12});
+  std::vector<int32_t> perm = {0, 2, 3, 1};
+  b.op(eom::OpType_TRANSPOSE, "in", {x}, {xt}, 0, -1, eom::Activation_NONE,
+       eom::OpOptions_TransposeOptions, eom::CreateTransposeOptionsDirect(f, &perm).Union());
+  b.op(eom::OpType_QUANTIZE, "quant", {xt}, {xq});
+  std::vector<int32_t> mult(12), shift(12);
+  std::uniform_int_distribution<int> mv(1 << 30, std::numeric_limits<int32_t>::max());
+  auto conv = [&](const char* name, int in, int out, int kk, int s, int g_, int in_zp, int out_zp,
+                  int qmin) {
+    const int wt = b.constant(std::string(name) + ".w", {12, kk}, weights(12 * kk), eom::DType_S8);
+    const int bt = b.constant(std::string(name) + ".b", {12}, biases(12), eom::DType_S32);
+    for (int c = 0; c < 12; ++c) {
+      mult[c] = mv(g_rng);
+      shift[c] = -7 - c % 3;
+    }
+    auto stage = eom::CreateInt8StageDirect(f, &mult, &shift, in_zp, out_zp, qmin, 127);
+    std::vector<int32_t> kv = {3, 3}, sv = {s, s}, dv = {1, 1}, pv = {1, 1, 1, 1};
+    auto opts = eom::CreateConv2DOptionsDirect(f, &kv, &sv, &dv, &pv, g_);
+    auto weight = eom::CreateWeightDirect(f, eom::WeightFormat_DENSE, 12, kk, wt);
+    b.op(eom::OpType_CONV2D, name, {in}, {out}, weight, bt, eom::Activation_NONE,
+         eom::OpOptions_Conv2DOptions, opts.Union(), stage);
+  };
+  conv("conv1", xq, c1, 9 * 12, 1, 1, 3, -5, -5);
+  conv("dw", c1, d1, 9, 2, 12, -5, 2, -128);
+  b.op(eom::OpType_GLOBAL_AVG_POOL, "gap", {d1}, {g});
+  std::vector<int32_t> zps = {2, 2}, m1 = {1518500250}, s1 = {-3};
+  b.op(eom::OpType_MUL, "gate", {d1, g}, {m}, 0, -1, eom::Activation_NONE, eom::OpOptions_NONE, 0,
+       eom::CreateInt8StageDirect(f, &m1, &s1, 0, -1, -128, 127, &zps));
+  std::vector<int32_t> zps2 = {-1, 2}, im = {1431655765, 1073741824}, is = {0, 0};
+  std::vector<int32_t> mo = {1717986918}, so = {-17};
+  b.op(eom::OpType_ADD, "add", {m, d1}, {a}, 0, -1, eom::Activation_NONE, eom::OpOptions_NONE, 0,
+       eom::CreateInt8StageDirect(f, &mo, &so, 0, 0, -100, 127, &zps2, &im, &is, 20));
+  b.op(eom::OpType_DEQUANTIZE, "dequant", {a}, {y});
+  cs.file = b.finish({x}, {y});
+  return cs;
+}
+
 std::vector<float> run(rt::Model& m, const std::vector<float>& x, int out_elems) {
   std::vector<float> y(out_elems);
   m.run({x.data()}, {y.data()});
@@ -315,6 +394,33 @@ void test_parity(const Case& cs) {
     threw = true;
   }
   check(threw, "run() with the wrong number of inputs throws invalid_argument");
+}
+
+// The int8 kernels' vector paths (VNNI / AVX2 / NEON GEMMs, the AVX2 depthwise and output
+// stage) give the bytes of the scalar path, whatever the thread count.
+void test_int8(const Case& cs) {
+  std::vector<float> ref;
+  force_paths(kScalar);
+  {
+    auto m = rt::Model::from_bytes(cs.file.data(), cs.file.size());
+    ref = run(*m, cs.input, cs.out_elems);
+    check(m->layers()[3].kernel == "s8_dwconv_direct__generic",
+          "scalar depthwise when forced (" + m->layers()[3].kernel + ")");
+  }
+  force_paths(0);
+  bool varied = false;
+  for (float v : ref) varied = varied || v != ref[0];
+  check(varied, "the int8 model's outputs are not all equal");
+  auto m = rt::Model::from_bytes(cs.file.data(), cs.file.size());
+  for (int threads : {1, 2, 3}) {
+    m->set_num_threads(threads);
+    const auto y = run(*m, cs.input, cs.out_elems);
+    check(std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)) == 0,
+          "int8 on " + m->layers()[2].kernel + " / " + m->layers()[3].kernel + " with " +
+              std::to_string(threads) + " threads equals the scalar path");
+  }
+  check(m->layers()[2].kernel.rfind("im2col+s8_gemm__", 0) == 0,
+        "the int8 conv runs im2col + the int8 GEMM (" + m->layers()[2].kernel + ")");
 }
 
 // Loading `f` must either succeed (and then run) or throw ModelError; anything else fails.
@@ -457,6 +563,9 @@ int main(int argc, char** argv) {
   test_parity(cs);
   test_bad_files(cs);
   fuzz(cs, iters);
+  const Case cs8 = make_int8_case();
+  test_int8(cs8);
+  fuzz(cs8, iters / 2);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }
