@@ -12,6 +12,7 @@ import pytest
 from optimizer import targets
 from optimizer.cli import EXIT_BUDGET, EXIT_OK, EXIT_USAGE, main
 
+DIGITS = "optimizer.examples.digits"
 COMMANDS = ("compress", "targets", "export", "bench", "report", "demo")
 
 TINY = """
@@ -60,12 +61,6 @@ def test_every_command_has_help(cmd, capsys):
     assert f"usage: edgeopt {cmd}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("cmd", ["export", "bench", "report", "demo"])
-def test_commands_waiting_for_the_runtime_say_so_with_exit_2(cmd, capsys):
-    assert main([cmd]) == EXIT_USAGE
-    assert "not available yet (needs the native runtime, issue 7)" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
@@ -78,6 +73,11 @@ def test_commands_waiting_for_the_runtime_say_so_with_exit_2(cmd, capsys):
         (["compress"], "give --model"),
         (["compress", "--model", "os:getcwd"], "needs --data"),
         (["compress", "--model", "no_such_mod:f", "--data", "x:y"], "cannot import"),
+        (["bench", "no/such.eom"], "`no/such.eom` not found"),
+        (["bench", "x.eom", "--host", "pi@pi"], "--host needs --target"),
+        (["report", "no/such/dir"], "summary.json` not found"),
+        (["export", "--model", f"{DIGITS}:mlp_digits", "--out", "o"], "give --input-shape"),
+        (["export", "--model", "os:getcwd", "--int8", "--out", "o"], "needs --data"),
     ],
 )
 def test_usage_errors_exit_2_with_message_on_stderr(argv, needle, capsys):
@@ -123,6 +123,58 @@ def test_compress_example_end_to_end_in_a_subprocess(tmp_path, budget, code):
     assert (out / "model.pt").is_file() and (out / "model_float.pt").is_file()
     if code == EXIT_BUDGET:
         assert "budget not met: min_size_reduction" in proc.stderr
+        return
+    # Both formats written, each run on the test split in its own runtime, and the report.
+    final = summary["stages"][-1]["accuracy"]
+    for fmt, name in (("native", "model.eom"), ("tflite", "model.tflite")):
+        info = summary["exports"][fmt]
+        assert info["file"] == name and (out / name).stat().st_size == info["bytes"]
+        assert abs(info["accuracy"] - final) <= 1.0, (fmt, info, final)
+    assert (out / "report" / "report.html").is_file() and (out / "report" / "report.md").is_file()
+
+    # bench: native + LiteRT + PyTorch on the same input, JSON with the per-layer profile.
+    bench = tmp_path / "bench.json"
+    args = ["bench", str(out / "model.eom"), "--tflite", str(out / "model.tflite"), "--runs", "5"]
+    args += ["--example", "digits-mlp", "--pretrain-epochs", "2", "--json", str(bench), "-q"]
+    proc = _run(args, tmp_path)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    payload = json.loads(bench.read_text())
+    assert [r["runtime"] for r in payload["rows"]] == ["native", "litert", "pytorch"]
+    assert all(r["median_us"] > 0 for r in payload["rows"])
+    assert payload["profile"]["layers"] and "| litert | model.tflite |" in proc.stdout
+
+    # report: rebuilt from summary.json plus the bench rows and profile.
+    proc = _run(
+        ["report", str(out), "--bench", str(bench), "--out", str(tmp_path / "rep")], tmp_path
+    )
+    assert proc.returncode == EXIT_OK, proc.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "litert" in md and "quantize" in md
+
+
+def test_export_example_int8_to_both_formats(tmp_path):
+    out = tmp_path / "exp"
+    args = ["export", "--example", "digits-mlp", "--pretrain-epochs", "2", "--int8"]
+    proc = _run([*args, "--out", str(out), "-q"], tmp_path)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    info = json.loads(proc.stdout)
+    assert set(info) == {"native", "tflite"}
+    assert info["native"]["accuracy"] > 80 and info["tflite"]["accuracy"] > 80
+    assert abs(info["native"]["accuracy"] - info["tflite"]["accuracy"]) <= 1.0
+
+
+def test_demo_quick_prints_the_summary_and_writes_reports(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--recipes", "default", "--runs", "5", "--out", str(out), "-q"]
+    proc = _run(args, tmp_path)
+    assert proc.returncode in (EXIT_OK, EXIT_BUDGET), proc.stderr  # 1: a goal missed (quick)
+    assert "| original | pytorch |" in proc.stdout and "| default | native |" in proc.stdout
+    assert "| default | litert |" in proc.stdout
+    assert "x smaller file" in proc.stdout
+    assert (out / "report-default" / "report.html").is_file()
+    rows = json.loads((out / "demo.json").read_text())["rows"]
+    native = next(r for r in rows if r["recipe"] == "default" and r["runtime"] == "native")
+    assert native["size_bytes"] < rows[0]["size_bytes"] / 4  # int8 and pruned: much smaller
 
 
 def test_compress_user_model_from_module_factory(tmp_path):
