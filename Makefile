@@ -37,8 +37,11 @@ lint: venv
 test: build native lint
 	$(PY) -m pytest -q tests
 
+# The main job: train (cached) the digits VGG, compress it with the default and smallest recipes,
+# export .eom and .tflite, benchmark against PyTorch fp32 and LiteRT, print the table, write the
+# reports to edgeopt-demo/ (`edgeopt demo --help` for options).
 demo: build
-	$(PY) benchmarks/gemm.py
+	$(PY) -m optimizer.demo --out edgeopt-demo
 
 bench: build
 	$(PY) benchmarks/gemm.py --markdown
