@@ -1,4 +1,5 @@
-"""TFLite export of the int8 module: LiteRT agrees with it, builtin NHWC ops only, errors early."""
+"""TFLite export of float, int8 and mixed models: LiteRT agrees with the module, builtin NHWC ops
+only, errors early, signatures and metadata."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import nn
 
 import optimizer
 from optimizer.examples import digits
+from optimizer.export import tflite as tflite_mod
 from optimizer.export.tflite import (
     TfliteReport,
     export_tflite,
@@ -52,19 +54,41 @@ def digits_data():
     return x_train, x_test
 
 
+_TRAINED: dict[str, tuple[nn.Module, nn.Module]] = {}
+
+
 def _trained(name: str, x_train: torch.Tensor) -> nn.Module:
     """A short training run (2 epochs): real weight and activation ranges in seconds."""
-    torch.manual_seed(0)
-    model = digits.MODELS[name]()
-    train_loader, _ = digits.loaders(batch_size=64, seed=0)
-    return digits.train(model, train_loader, epochs=2)
+    return _trained_and_quantized(name, x_train)[0]
+
+
+def _trained_and_quantized(name: str, x_train: torch.Tensor) -> tuple[nn.Module, nn.Module]:
+    """(float model, its int8 GraphModule), trained once per module run (exports change
+    neither)."""
+    if name not in _TRAINED:
+        torch.manual_seed(0)
+        model = digits.MODELS[name]()
+        train_loader, _ = digits.loaders(batch_size=64, seed=0)
+        model = digits.train(model, train_loader, epochs=2)
+        q = optimizer.quantize_(model, optimizer.Int8Config(), calibration=[x_train[:256]])
+        _TRAINED[name] = (model, q)
+    return _TRAINED[name]
+
+
+def _int8_out(q: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """The int8 value the module's final DeQuantStub reads."""
+    out = next(n for n in q.graph.nodes if n.op == "output").args[0]
+    values = tflite_mod._capture(q, (x,))
+    return values[out.args[0].name].numpy()
 
 
 XNNPACK_MOBILENET = pytest.mark.xfail(
-    reason="LiteRT's default XNNPACK delegate requantizes int8 in fp32, not TFLite's fixed point: "
-    "on the MobileNetV2-style CNN (20 layers) 1-unit differences compound to ~96 % of outputs "
-    "within 1 unit and ~99.3 % top-1; LiteRT's reference kernels agree bit for bit (see "
-    "test_digits_cnn_int8_export_is_bit_exact_in_litert_reference_kernels)",
+    reason="XNNPACK (LiteRT's default delegate) requantizes int8 with one fp32 rounding; TFLite's "
+    "reference arithmetic, which quantize_'s modules compute, rounds twice (SRDHM then "
+    "RoundingDivideByPOT), so ~0.1-0.2 % of each layer's values differ by a unit whatever the "
+    "file says; MobileNetV2's 1x1 expansions amplify them to ~98 % of outputs within 1 unit. "
+    "With single-rounding module arithmetic (TFLITE_SINGLE_ROUNDING) XNNPACK agrees on 100 %: "
+    "a change to optimizer.quantize, not to the exporter",
     strict=True,
 )
 DIGITS = ["vgg", "resnet", pytest.param("mobilenetv2", marks=XNNPACK_MOBILENET)]
@@ -75,8 +99,7 @@ DIGITS = ["vgg", "resnet", pytest.param("mobilenetv2", marks=XNNPACK_MOBILENET)]
 @pytest.mark.parametrize("io", ["int8", "float"])
 def test_digits_cnn_int8_export_agrees_with_module_in_litert(name, io, digits_data, tmp_path):
     x_train, x_test = digits_data
-    model = _trained(name, x_train)
-    q = optimizer.quantize_(model, optimizer.Int8Config(), calibration=[x_train[:256]])
+    _, q = _trained_and_quantized(name, x_train)
     r = export_tflite(q, x_test[:1], tmp_path / f"{name}.tflite", io=io, sample_inputs=x_test)
     assert isinstance(r, TfliteReport) and r.verified and r.samples == len(x_test)
     assert r.within_one >= 0.999, r
@@ -89,14 +112,24 @@ def test_digits_cnn_int8_export_is_bit_exact_in_litert_reference_kernels(
     name, io, digits_data, tmp_path
 ):
     x_train, x_test = digits_data
-    model = _trained(name, x_train)
-    q = optimizer.quantize_(model, optimizer.Int8Config(), calibration=[x_train[:256]])
+    _, q = _trained_and_quantized(name, x_train)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         r = export_tflite(q, x_test[:1], tmp_path / f"{name}.tflite", io=io, sample_inputs=x_test)
-    # LiteRT's reference kernels compute our arithmetic bit for bit, layer by layer.
+    # LiteRT's reference kernels compute our arithmetic bit for bit, layer by layer ...
     assert r.first_diverging_layer is None, r.layer_max_diff
     assert all(d == 0 for d in r.layer_max_diff.values())
+    # ... and on every test image (the per-channel classifier included).
+    if io == "int8":
+        interp = tflite_mod._interpreter(open(r.path, "rb").read(), reference=True)
+        d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
+        xq = q.get_submodule("quantize_x")(x_test).permute(0, 2, 3, 1).numpy()
+        got = []
+        for i in range(len(xq)):
+            interp.set_tensor(d_in["index"], xq[i : i + 1])
+            interp.invoke()
+            got.append(interp.get_tensor(d_out["index"]).copy())
+        np.testing.assert_array_equal(np.concatenate(got), _int8_out(q, x_test))
     assert r.ops.get("TRANSPOSE", 0) == 0
     assert_builtin_nhwc(r.path)
     if io == "float":
@@ -149,19 +182,25 @@ def test_unsupported_module_fails_before_writing_with_path_and_op(tmp_path):
     assert not path.exists() and not list(tmp_path.iterdir())
 
 
-def test_float_model_is_refused_with_a_hint(tmp_path):
+def test_float_model_refuses_int8_io_with_a_hint(tmp_path):
     with pytest.raises(ValueError, match="quantize"):
-        export_tflite(nn.Linear(3, 2), torch.rand(1, 3), tmp_path / "m.tflite")
+        export_tflite(nn.Linear(3, 2), torch.rand(1, 3), tmp_path / "m.tflite", io="int8")
     with pytest.raises(ValueError, match="io"):
         export_tflite(nn.Linear(3, 2), torch.rand(1, 3), tmp_path / "m.tflite", io="uint8")
+    assert not list(tmp_path.iterdir())
 
 
-def test_flatten_before_linear_permutes_weights_instead_of_transposing(tmp_path):
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_flatten_before_linear_permutes_weights_instead_of_transposing(per_channel, tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
     x = torch.rand(16, 1, 6, 6)
-    q = optimizer.quantize_(model.eval(), optimizer.Int8Config(), calibration=[x])
+    cfg = optimizer.Int8Config(per_channel=per_channel)
+    q = optimizer.quantize_(model.eval(), cfg, calibration=[x])
     r = export_tflite(q, x[:2], tmp_path / "m.tflite", sample_inputs=x)
-    assert r.ops == {"CONV_2D": 1, "FULLY_CONNECTED": 1, "RESHAPE": 1}
+    if per_channel:  # per-channel FC: a 1x1 CONV_2D between RESHAPEs (two roundings, as ours)
+        assert r.ops == {"CONV_2D": 2, "RESHAPE": 3}
+    else:
+        assert r.ops == {"CONV_2D": 1, "FULLY_CONNECTED": 1, "RESHAPE": 1}
     assert r.max_abs_diff <= 1 and r.first_diverging_layer is None
 
 
@@ -217,3 +256,114 @@ def test_verify_false_writes_only_the_file(tmp_path):
     r = export_tflite(q, x[:1], tmp_path / "m.tflite", verify=False)
     assert not r.verified and r.size_bytes == (tmp_path / "m.tflite").stat().st_size
     assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
+
+
+# --------------------------------------------------------------------------------------------
+# Float and mixed models
+# --------------------------------------------------------------------------------------------
+
+
+def _run_signature(path, x: np.ndarray) -> np.ndarray:
+    cls, _ = litert_interpreter_cls()
+    runner = cls(model_path=str(path)).get_signature_runner("serving_default")
+    (name,) = runner.get_input_details()
+    return runner(**{name: x})["output"]
+
+
+@pytest.mark.parametrize("name", ["vgg", "resnet_basic", "mobilenetv2", "efficientnet", "densenet"])
+def test_zoo_cnn_float_export_matches_pytorch(name, tmp_path):
+    model, ex = ZOO[name]()
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = export_tflite(model, ex[0][:1], tmp_path / "m.tflite", sample_inputs=ex)
+    assert r.kind == "float" and r.io == "float" and r.agrees, r
+    assert r.first_diverging_layer is None, r.layer_max_diff
+    assert_builtin_nhwc(r.path)
+    ops = opcodes_of(r.path)
+    assert not {"QUANTIZE", "DEQUANTIZE", "BATCH_NORM"} & set(ops)
+    if name == "mobilenetv2":
+        assert "DEPTHWISE_CONV_2D" in ops
+    # The user's model is untouched (BatchNorm folded in a copy); outputs match it.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        ref = model(ex[0][:1]).numpy()
+    got = _run_signature(r.path, ex[0][:1].permute(0, 2, 3, 1).numpy())
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1, np.abs(ref).max()))
+
+
+def test_pruned_and_shared_float_export(tmp_path):
+    model, ex = ZOO["resnet_basic"]()
+    model.eval()
+    optimizer.prune_channels_(model, ex, optimizer.ChannelPruneConfig(ratio=0.5))
+    optimizer.share_weights_(model, optimizer.WeightShareConfig(clusters=16))
+    r = export_tflite(model, ex[0][:1], tmp_path / "m.tflite", sample_inputs=ex)
+    assert r.agrees and r.first_diverging_layer is None, r
+    assert_builtin_nhwc(r.path)
+    with torch.no_grad():
+        ref = model(ex[0][:1]).numpy()
+    got = _run_signature(r.path, ex[0][:1].permute(0, 2, 3, 1).numpy())
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1, np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("io", ["int8", "float"])
+def test_mixed_model_has_dequantize_quantize_around_float_layers(io, digits_data, tmp_path):
+    x_train, x_test = digits_data
+    model = _trained("resnet", x_train)
+    cfg = optimizer.Int8Config(keep_float=["layer2.conv2"])
+    q = optimizer.quantize_(model, cfg, calibration=[x_train[:256]])
+    r = export_tflite(q, x_test[:1], tmp_path / "m.tflite", io=io, sample_inputs=x_test[:64])
+    assert r.kind == "mixed" and r.agrees, r
+    assert r.first_diverging_layer is None, r.layer_max_diff
+    assert_builtin_nhwc(r.path)
+    ops = opcodes_of(r.path)
+    # One float conv: DEQUANTIZE before it, QUANTIZE after it (plus the boundaries for float io).
+    i = ops.index("DEQUANTIZE")
+    assert ops[i + 1] == "CONV_2D" and ops[i + 2] == "QUANTIZE", ops
+    assert r.ops["DEQUANTIZE"] == (2 if io == "float" else 1)
+    assert r.inputs[0]["dtype"] == io and r.outputs[0]["dtype"] == io
+
+
+def test_unsupported_float_module_fails_before_writing_with_path_and_op(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match=r"`1`.*GELU.*Nothing was written"):
+        export_tflite(model.eval(), torch.rand(1, 3, 6, 6), path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_corrupted_scale_is_reported_at_its_layer(digits_data, tmp_path, monkeypatch):
+    """A wrong weight scale written for one layer: verification names that layer first."""
+    x_train, x_test = digits_data
+    _, q = _trained_and_quantized("vgg", x_train)
+    target = "features.3/weight"  # the second conv
+    real = tflite_mod.TfliteModelBuilder.add_tensor
+
+    def corrupt(self, name, shape, dtype, buffer=0, scale=None, zero_point=None, qdim=0):
+        if name == target:
+            scale = np.asarray(scale, np.float32) * 1.5
+        return real(self, name, shape, dtype, buffer, scale, zero_point, qdim)
+
+    monkeypatch.setattr(tflite_mod.TfliteModelBuilder, "add_tensor", corrupt)
+    with pytest.warns(RuntimeWarning, match="first diverging layer: 'features.3'"):
+        r = export_tflite(q, x_test[:1], tmp_path / "m.tflite", sample_inputs=x_test[:32])
+    assert r.first_diverging_layer == "features.3", r.layer_max_diff
+    assert not r.agrees
+    layers = list(r.layer_max_diff)
+    assert all(r.layer_max_diff[k] == 0 for k in layers[: layers.index("features.3")])
+
+
+def test_float_signature_metadata_and_labels(tmp_path):
+    model, ex = ZOO["mobilenetv2"]()
+    labels = [f"class {i}" for i in range(model(ex[0]).shape[1])]
+    r = export_tflite(model.eval(), ex[0][:1], tmp_path / "m.tflite", labels=labels)
+    cls, _ = litert_interpreter_cls()
+    interp = cls(model_path=r.path)
+    name = r.inputs[0]["name"]
+    assert interp.get_signature_list() == {
+        "serving_default": {"inputs": [name], "outputs": ["output"]}
+    }
+    meta = read_tflite_metadata(r.path)
+    assert meta["labels"].decode().splitlines() == labels
+    quant = json.loads(meta["edgeopt_quantization"])
+    assert quant["kind"] == "float" and quant["inputs"][0]["shape"] == [1, 32, 32, 3]
+    assert quant["inputs"][0]["dtype"] == "float" and quant["quantization"] is None

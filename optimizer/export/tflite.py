@@ -1,32 +1,45 @@
-"""``.tflite`` export of the int8 module, with our own scales, builtin ops only, checked in LiteRT.
+"""``.tflite`` export: our own scales, builtin ops only, NHWC without TRANSPOSE, checked in LiteRT.
 
-:func:`export_tflite` writes the integer-exact module that :func:`optimizer.quantize_` (or
-``convert_``) returns as a full-integer TFLite model without TensorFlow: the scales, zero points,
-int8 weights and int32 biases are written as they are (nothing is recomputed by a converter), so
-LiteRT computes what the PyTorch module computes. Layout is NHWC throughout with no TRANSPOSE op:
-conv weights are written OHWI, depthwise weights [1, KH, KW, C * multiplier] (per-channel scales on
-dimension 3), and a FULLY_CONNECTED after ``flatten`` of a conv output gets its weight columns
-permuted from (C, H, W) to (H, W, C) once at export. The model's inputs are therefore NHWC
-(``x.permute(0, 2, 3, 1)``).
+:func:`export_tflite` writes, without TensorFlow:
+
+* the integer-exact module that :func:`optimizer.quantize_` (or ``convert_``) returns as a
+  full-integer TFLite model: the scales, zero points, int8 weights and int32 biases are written as
+  they are (nothing is recomputed by a converter), so LiteRT's reference kernels compute what the
+  PyTorch module computes, bit for bit;
+* a float model (as trained, pruned or weight-shared) as a float32 model, BatchNorm folded into
+  the conv before it;
+* a mixed model (``Int8Config(keep_float=[...])``): the float layers in float32 with DEQUANTIZE
+  before and QUANTIZE after them.
+
+Layout is NHWC throughout with no TRANSPOSE op: conv weights are written OHWI, depthwise weights
+[1, KH, KW, C * multiplier] (per-channel scales on dimension 3), and a FULLY_CONNECTED after
+``flatten`` of a conv output gets its weight columns permuted from (C, H, W) to (H, W, C) once at
+export. The model's image inputs are therefore NHWC (``x.permute(0, 2, 3, 1)``).
 
 Op mapping (builtin ops only, checked for every node before anything is written):
 
 ============================  ==============================================================
-int8 module (``op``)           TFLite
+module (``op``)                TFLite
 ============================  ==============================================================
-QConv2d (``conv2d``)           CONV_2D; DEPTHWISE_CONV_2D when groups == in_channels; padding
+QConv2d / Conv2d               CONV_2D; DEPTHWISE_CONV_2D when groups == in_channels; padding
                                SAME / VALID when they give PyTorch's windows, else PAD (which
-                               pads int8 with the zero point) + VALID; ReLU/ReLU6 fused
-QLinear (``linear``)           FULLY_CONNECTED (per-channel int8 weights, int32 bias)
-QAdd / QMul                    ADD / MUL (fused ReLU/ReLU6)
-QMaxPool2d / QAvgPool2d        MAX_POOL_2D / AVERAGE_POOL_2D (a global average pool is one
-                               full-window average pool); max pool padding that SAME does not
-                               reproduce is PADV2 with -128
-QClamp (``clamp``)             RELU / RELU6
+                               pads int8 with the zero point, float with 0) + VALID; ReLU/ReLU6
+                               fused
+QLinear / Linear               FULLY_CONNECTED; with per-channel int8 weights a 1x1 CONV_2D
+                               between RESHAPEs ([N, K] <-> [N, 1, 1, K]): LiteRT's per-channel
+                               FULLY_CONNECTED rounds once where CONV_2D and our arithmetic
+                               round twice (its reference kernel differed on ~0.1 % of values)
+QAdd / QMul, add / mul         ADD / MUL (fused ReLU/ReLU6)
+QMaxPool2d / QAvgPool2d,       MAX_POOL_2D / AVERAGE_POOL_2D (a global average pool is one
+MaxPool2d / AvgPool2d /        full-window average pool); max pool padding that SAME does not
+AdaptiveAvgPool2d              reproduce is PADV2 with -128 (int8) or -inf (float)
+QClamp, ReLU / ReLU6           RELU / RELU6 (fused into the conv, linear or add before them)
+Sigmoid / Tanh / Hardswish     LOGISTIC / TANH / HARD_SWISH; SiLU: LOGISTIC + MUL (float)
 QLookupTable (``lut``)         CAST (int8 -> int32) + ADD (+128) + GATHER on our 256-entry
                                table: bit for bit, for every function (see ``lut``)
 QuantStub / DeQuantStub        the int8 input / output (``io="int8"``) or QUANTIZE /
-                               DEQUANTIZE at the boundaries (``io="float"``)
+                               DEQUANTIZE at the boundaries (``io="float"``) and around the
+                               layers of a mixed model kept float
 flatten / view / reshape       RESHAPE; torch.cat: CONCATENATION
 ============================  ==============================================================
 
@@ -35,11 +48,22 @@ Hardswish: HARD_SWISH) is written as that builtin when LiteRT's kernel reproduce
 all 256 inputs (probed in LiteRT at export time); otherwise the exact GATHER form is written and
 the report's ``notes`` say by how many units and on how many inputs the builtin differs.
 
-After writing (``verify=True``), the file runs in the LiteRT interpreter on sample inputs and its
-outputs are compared with the integer-exact PyTorch module in units of the output scale; the
-intermediate tensors (interpreter run with ``experimental_preserve_all_tensors``, no delegate)
-are compared with the module's own intermediate values, layer by layer, so a disagreement names
-the first diverging layer.
+After writing (``verify=True``), the file runs in the LiteRT interpreter (default kernels: the
+XNNPACK delegate) on sample inputs and its outputs are compared with the PyTorch module: int8
+outputs in units of the output scale, float outputs within ``tolerance``; the intermediate
+tensors (interpreter run with ``experimental_preserve_all_tensors``, reference kernels) are
+compared with the module's own intermediate values, layer by layer, so a disagreement names the
+first diverging layer.
+
+XNNPACK and int8: LiteRT's reference kernels requantize with TFLite's default fixed-point
+arithmetic (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT: two roundings), which
+is what :mod:`optimizer.quantize.arithmetic` and the int8 modules compute. The XNNPACK delegate
+(LiteRT's default) requantizes in fp32 with one rounding, as do LiteRT's ruy-based optimized
+conv kernels, so wherever ``acc * multiplier`` falls within ``2^-(shift+1)`` below a half its
+result is one unit away from the reference. Nothing in the file changes this (the rounding is the
+kernel's, not a parameter), so deep int8 models whose layers amplify one-unit differences (the
+MobileNetV2-style digits CNN: ~0.1-0.2 % of each layer's values, ~98 % of outputs within a unit)
+agree with the module only under the reference kernels; see the report of issue 8.
 
 Example::
 
@@ -51,6 +75,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -72,14 +97,17 @@ __all__ = ["TfliteReport", "export_tflite", "litert_interpreter_cls", "read_tfli
 
 _API = "export_tflite"
 _SUPPORTED = (
-    "int8 modules from optimizer.quantize_ / convert_: QConv2d (dense or depthwise), QLinear, "
-    "QAdd, QMul, QMaxPool2d, QAvgPool2d, QClamp, QLookupTable, QuantStub/DeQuantStub, and "
-    "flatten/view/reshape/cat"
+    "int8 modules from optimizer.quantize_ / convert_ (QConv2d dense or depthwise, QLinear, "
+    "QAdd, QMul, QMaxPool2d, QAvgPool2d, QClamp, QLookupTable, QuantStub/DeQuantStub) or float "
+    "Conv2d (dense or depthwise), Linear, BatchNorm (folded), ReLU/ReLU6/Sigmoid/Tanh/Hardswish/"
+    "SiLU, MaxPool2d/AvgPool2d/AdaptiveAvgPool2d, add/mul, and flatten/view/reshape/cat"
 )
 #: Metadata names written into Model.metadata.
 METADATA_QUANTIZATION = "edgeopt_quantization"
 METADATA_LABELS = "labels"
 SIGNATURE_KEY = "serving_default"
+#: A mixed model's float outputs agree within this fraction of their range (see ``tolerance``).
+MIXED_FLOAT_TOLERANCE = 0.05
 _BUILTIN_LUTS = {
     "sigmoid": "LOGISTIC",
     "Sigmoid": "LOGISTIC",
@@ -94,6 +122,46 @@ _ACT = {
     "relu6": TfliteModelBuilder.ACT_RELU6,
 }
 _NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
+#: Float activation -> its builtin op (SiLU: LOGISTIC + MUL).
+_FLOAT_ACT_OPS = {
+    "relu": "RELU",
+    "relu6": "RELU6",
+    "sigmoid": "LOGISTIC",
+    "tanh": "TANH",
+    "hardswish": "HARD_SWISH",
+}
+_FLOAT_ACT_FUNCS = {"relu", "relu6", "sigmoid", "tanh", "hardswish", "silu"}
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _target_name(n: fx.Node) -> str:
+    t = n.target
+    return t if isinstance(t, str) else getattr(t, "__name__", str(t))
+
+
+def _float_act(gm: fx.GraphModule, n: fx.Node) -> str | None:
+    """ "relu", "relu6", "sigmoid", "tanh", "hardswish" or "silu" for a float activation node."""
+    if n.op == "call_module":
+        m = gm.get_submodule(n.target)
+        if isinstance(m, qm.QModule):
+            return None
+        if isinstance(m, nn.ReLU):
+            return "relu"
+        if isinstance(m, nn.ReLU6) or (
+            isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0)
+        ):
+            return "relu6"
+        for cls, name in ((nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"), (nn.Hardswish, "hardswish")):
+            if isinstance(m, cls):
+                return name
+        return "silu" if isinstance(m, nn.SiLU) else None
+    if n.op in ("call_function", "call_method") and len(n.args) == 1:
+        name = _target_name(n)
+        return name if name in _FLOAT_ACT_FUNCS else None
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,11 +189,14 @@ class TfliteReport:
         max_abs_diff: largest |LiteRT - module| over all outputs, in units of the output scale.
         within_one: fraction of output values within 1 unit.
         top1_agreement: fraction of samples whose arg-max agrees (2-D outputs), else None.
-        layer_max_diff: per layer path (in op order): max |diff| in units on the first batch,
-            LiteRT's reference kernels (no delegate) vs the module's intermediate values.
-        first_diverging_layer: the first layer whose intermediate output differs at all in
-            LiteRT's reference kernels (which compute our arithmetic bit for bit), None when none
-            does.
+        layer_max_diff: per layer path (in op order): max |diff| on the first batch, LiteRT's
+            reference kernels (no delegate) vs the module's intermediate values; int8 layers in
+            units of their scale, float layers relative to max(1, max |value|).
+        first_diverging_layer: the first layer whose intermediate output differs in LiteRT's
+            reference kernels (which compute our int8 arithmetic bit for bit): an int8 layer by
+            any unit (by more than one in a mixed model), a float layer by more than
+            ``tolerance``; None when none does.
+        kind: ``"int8"``, ``"float"`` or ``"mixed"`` (int8 with layers kept float).
     """
 
     path: str
@@ -136,6 +207,7 @@ class TfliteReport:
     outputs: list[dict[str, Any]]
     signature_key: str = SIGNATURE_KEY
     notes: list[str] = field(default_factory=list)
+    kind: str = "int8"
     verified: bool = False
     interpreter: str = ""
     samples: int = 0
@@ -328,10 +400,12 @@ class _Exporter:
         io: str,
         lut: str,
         description: str,
+        kind: str = "int8",
     ) -> None:
         self.gm = gm
         self.values = values
         self.io = io
+        self.kind = kind
         self.lut = lut
         self.tb = TfliteModelBuilder(description)
         self.vals: dict[str, _Val] = {}
@@ -343,6 +417,7 @@ class _Exporter:
         self.outputs: list[tuple[str, int]] = []
         self.io_info: tuple[list[dict], list[dict]] = ([], [])
         self.lut_cache: dict[tuple, str | None] = {}
+        self.fused: set[str] = set()  # activation nodes fused into the operator before them
 
     # -- helpers -------------------------------------------------------------------------------
     def _mod(self, n: fx.Node) -> nn.Module | None:
@@ -417,33 +492,14 @@ class _Exporter:
                 return None
             if isinstance(mod, (qm.QAdd, qm.QMul, qm.QClamp, qm.QLookupTable)):
                 return None
-            if isinstance(mod, qm.QuantStub):
-                src = n.args[0]
-                if src.op != "placeholder":
-                    return "quantize in the middle of the graph (mixed float/int8 graph)"
-                return None
-            if isinstance(mod, qm.DeQuantStub):
-                # Users that only read its size (x.view(x.size(0), -1)) need no tensor.
-                if any(
-                    u.op != "output" and isinstance(self.values.get(u.name), torch.Tensor)
-                    for u in n.users
-                ):
-                    return "dequantize in the middle of the graph (mixed float/int8 graph)"
-                return None
+            if isinstance(mod, (qm.QuantStub, qm.DeQuantStub)):
+                return None  # at the boundaries, or QUANTIZE / DEQUANTIZE around float layers
             return f"{mod.op} ({type(mod).__name__}): no TFLite mapping yet"
         if mod is not None:
-            if isinstance(mod, nn.Flatten):
-                return None if mod.start_dim == 1 and mod.end_dim == -1 else "Flatten dims"
-            if isinstance(mod, (nn.Identity, nn.Dropout)):
-                return None
-            return (
-                f"float module {type(mod).__name__} in an int8 graph (mixed graphs are not "
-                "exported to TFLite yet)"
-            )
-        target = n.target
-        name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+            return self._unsupported_float_module(n, mod)
+        name = _target_name(n)
         if not tensor:
-            if n.op == "call_method" and target in ("size", "dim"):
+            if n.op == "call_method" and name in ("size", "dim"):
                 return None
             if n.op == "call_function" and name == "getattr":
                 return None
@@ -456,12 +512,68 @@ class _Exporter:
             return None
         if name in ("contiguous",):
             return None
+        if _float_act(self.gm, n) is not None:
+            return None
+        if name in ("add", "mul"):
+            if len(n.args) != 2 or not all(
+                isinstance(self.values.get(getattr(a, "name", "")), torch.Tensor) for a in n.args
+            ):
+                return f"{name} with a constant operand (only tensor {name} tensor)"
+            return None
+        if name == "adaptive_avg_pool2d":
+            return self._adaptive_unsupported(n, n.args[1] if len(n.args) > 1 else None)
         return f"{n.op} {name}"
+
+    def _unsupported_float_module(self, n: fx.Node, mod: nn.Module) -> str | None:
+        """Why the float module ``mod`` (float model or a layer kept float) has no mapping."""
+        if isinstance(mod, nn.Flatten):
+            return None if mod.start_dim == 1 and mod.end_dim == -1 else "Flatten dims"
+        if isinstance(mod, (nn.Identity, nn.Dropout)):
+            return None
+        if _float_act(self.gm, n) is not None:
+            return None
+        kind = type(mod).__name__
+        if isinstance(mod, nn.Conv2d):
+            if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+                return f"{kind} with padding={mod.padding!r}, padding_mode={mod.padding_mode!r}"
+            if mod.groups != 1 and mod.groups != mod.in_channels:
+                return f"{kind} with groups={mod.groups} (grouped, not depthwise): no builtin"
+            if len(self._shape(n.args[0])) != 4:
+                return f"{kind} on a non-4-D input"
+            return None
+        if isinstance(mod, nn.Linear):
+            if len(self._shape(n.args[0])) != 2:
+                return f"{kind} on a {len(self._shape(n.args[0]))}-D input (only [batch, features])"
+            return None
+        if isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+            if mod.ceil_mode:
+                return f"{kind} with ceil_mode=True"
+            if isinstance(mod, nn.MaxPool2d) and _pair(mod.dilation) != (1, 1):
+                return f"{kind} with dilation"
+            if isinstance(mod, nn.AvgPool2d) and (
+                _pair(mod.padding) != (0, 0) or mod.divisor_override is not None
+            ):
+                return f"{kind} with padding / divisor_override (TFLite excludes padded cells)"
+            return None
+        if isinstance(mod, nn.AdaptiveAvgPool2d):
+            return self._adaptive_unsupported(n, mod.output_size)
+        return f"float {kind}: no TFLite builtin mapping"
+
+    def _adaptive_unsupported(self, n: fx.Node, size: Any) -> str | None:
+        h, w = self._shape(n.args[0])[2:]
+        oh, ow = _pair(size) if size is not None else (1, 1)
+        oh, ow = oh or h, ow or w
+        if h % oh or w % ow:
+            return f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} (windows of unequal size)"
+        return None
 
     # -- conversion ----------------------------------------------------------------------------
     def _emit(self, n: fx.Node) -> None:
         if n.op == "placeholder":
-            return  # made by the QuantStub that reads it
+            self._emit_placeholder(n)
+            return
+        if n.name in self.fused:
+            return  # an activation fused into the operator before it
         if n.op == "output":
             self._emit_output(n)
             return
@@ -469,7 +581,7 @@ class _Exporter:
         if isinstance(mod, qm.QuantStub):
             self._emit_input(n, mod)
         elif isinstance(mod, qm.DeQuantStub):
-            self.vals[n.name] = self.vals[n.args[0].name]
+            self._emit_dequantize(n, mod)
         elif isinstance(mod, qm.QConv2d):
             self._emit_conv(n, mod)
         elif isinstance(mod, qm.QLinear):
@@ -489,9 +601,21 @@ class _Exporter:
             self.vals[n.name] = self.vals[n.args[0].name]
         elif not isinstance(self.values.get(n.name), torch.Tensor):
             return  # sizes, ints
+        elif isinstance(mod, nn.Conv2d):
+            self._emit_fconv(n, mod)
+        elif isinstance(mod, nn.Linear):
+            self._emit_flinear(n, mod)
+        elif (act := _float_act(self.gm, n)) is not None:
+            self._emit_fact(n, act)
+        elif isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            self._emit_fpool(n, mod)
         else:
-            name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
-            if isinstance(mod, nn.Flatten) or name in ("flatten", "view", "reshape"):
+            name = _target_name(n)
+            if name in ("add", "mul") and mod is None:
+                self._emit_fbinary(n, name)
+            elif name == "adaptive_avg_pool2d":
+                self._emit_fpool(n, None)
+            elif isinstance(mod, nn.Flatten) or name in ("flatten", "view", "reshape"):
                 self._emit_reshape(n)
             elif name in ("cat", "concat"):
                 self._emit_cat(n)
@@ -504,11 +628,43 @@ class _Exporter:
         shape = pt_shape or self._shape(n)
         return self._act_tensor(n, name, shape, x.layout, x.scale, x.zero_point, x.chw)
 
+    def _emit_placeholder(self, n: fx.Node) -> None:
+        """A float graph input, unless every reader is a QuantStub (which makes the input)."""
+        if n.users and all(isinstance(self._mod(u), qm.QuantStub) for u in n.users):
+            return
+        shape = self._shape(n)
+        layout = "nhwc" if len(shape) == 4 else "plain"
+        v = self._act_tensor(n, n.name, shape, layout, None, None)
+        info = {"name": n.name, "dtype": "float", "scale": None, "zero_point": None}
+        info["shape"] = list(_tf_shape(shape, layout))
+        info["layout"] = "NHWC" if layout == "nhwc" else "as PyTorch"
+        info["feed"] = n.name
+        self.inputs.append((n.name, v.index))
+        self.io_info[0].append(info)
+
+    def _emit_dequantize(self, n: fx.Node, mod: qm.DeQuantStub) -> None:
+        """DEQUANTIZE before a layer kept float; at the output, the int8 value itself (the
+        output's dtype is chosen by ``io``)."""
+        x = self.vals[n.args[0].name]
+        # Users that only read its size (x.view(x.size(0), -1)) need no tensor.
+        if not any(
+            u.op != "output" and isinstance(self.values.get(u.name), torch.Tensor) for u in n.users
+        ):
+            self.vals[n.name] = x
+            return
+        y = self._act_tensor(n, mod.path, self._shape(n), x.layout, None, None, x.chw)
+        self._op(TfliteModelBuilder.DEQUANTIZE, [x.index], [y.index], version=2)
+
     def _emit_input(self, n: fx.Node, mod: qm.QuantStub) -> None:
         ph = n.args[0]
         shape = self._shape(n)
         layout = "nhwc" if len(shape) == 4 else "plain"
         q = (mod.output_scale, mod.output_zero_point)
+        if ph.name in self.vals:  # after a float layer (or a float input read elsewhere)
+            x = self.vals[ph.name]
+            y = self._act_tensor(n, mod.path, shape, x.layout, *q, x.chw)
+            self._op(TfliteModelBuilder.QUANTIZE, [x.index], [y.index], version=2)
+            return
         info = {"name": ph.name, "dtype": self.io, "scale": q[0], "zero_point": q[1]}
         if self.io == "int8":
             v = self._act_tensor(n, ph.name, shape, layout, *q)
@@ -519,6 +675,7 @@ class _Exporter:
             v_in = f
         info["shape"] = list(_tf_shape(shape, layout))
         info["layout"] = "NHWC" if layout == "nhwc" else "as PyTorch"
+        info["feed"] = n.name if self.io == "int8" else ph.name
         self.inputs.append((ph.name, v.index if self.io == "int8" else v_in.index))
         self.io_info[0].append(info)
 
@@ -547,7 +704,7 @@ class _Exporter:
             self.outputs.append((name, idx))
             self.io_info[1].append(info)
 
-    def _pad(self, x: _Val, pads: tuple[int, int], value: int | None, name: str) -> _Val:
+    def _pad(self, x: _Val, pads: tuple[int, int], value: float | None, name: str) -> _Val:
         """PAD (int8: pads with the zero point) or PADV2 with ``value``; H and W by pads."""
         tb = self.tb
         ph, pw = pads
@@ -558,6 +715,9 @@ class _Exporter:
         y = self._act_tensor(None, f"{name}/pad", shape, "nhwc", x.scale, x.zero_point)
         if value is None:
             self._op(tb.PAD, [x.index, p_t], [y.index], version=2)
+        elif x.scale is None:
+            v_t = tb.add_constant(f"{name}/pad_value", np.array([value], np.float32), tb.FLOAT32)
+            self._op(tb.PADV2, [x.index, p_t, v_t], [y.index], version=1)
         else:
             v_t = tb.add_constant(
                 f"{name}/pad_value",
@@ -629,23 +789,41 @@ class _Exporter:
             c, h, ww = x.chw
             w = w.reshape(w.shape[0], c, h, ww).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
         s_w = mod.weight_scale.numpy().astype(np.float32)
-        w_idx = tb.add_constant(f"{mod.path}/weight", np.ascontiguousarray(w), tb.INT8, s_w, 0)
         b_scale = (np.float64(mod.input_scale) * s_w.astype(np.float64)).astype(np.float32)
         b_idx = tb.add_constant(
             f"{mod.path}/bias", mod.bias_int32.numpy().astype(np.int32), tb.INT32, b_scale, 0
         )
-        y = self._act_tensor(
-            n, mod.path, self._shape(n), "plain", mod.output_scale, mod.output_zero_point
-        )
-        opts = tb.fully_connected_options(_ACT[mod.activation])
-        self._op(
-            tb.FULLY_CONNECTED,
-            [x.index, w_idx, b_idx],
-            [y.index],
-            tb.FULLY_CONNECTED_OPTIONS,
-            opts,
-            version=12 if s_w.size > 1 else 4,
-        )
+        shape = self._shape(n)
+        y = self._act_tensor(n, mod.path, shape, "plain", mod.output_scale, mod.output_zero_point)
+        act = _ACT[mod.activation]
+        if s_w.size == 1:
+            w_idx = tb.add_constant(f"{mod.path}/weight", np.ascontiguousarray(w), tb.INT8, s_w, 0)
+            opts = tb.fully_connected_options(act)
+            self._op(
+                tb.FULLY_CONNECTED,
+                [x.index, w_idx, b_idx],
+                [y.index],
+                tb.FULLY_CONNECTED_OPTIONS,
+                opts,
+                version=4,
+            )
+            return
+        # Per-channel weights: LiteRT's per-channel FULLY_CONNECTED reference kernel requantizes
+        # with one rounding, CONV_2D with TFLite's two (our arithmetic), so the layer is a 1x1
+        # CONV_2D on [N, 1, 1, K] between two RESHAPEs (which copy bytes): bit for bit.
+        nb, k = x.pt_shape
+        c = shape[1]
+        i32 = tb.INT32
+        x4 = tb.add_tensor(f"{mod.path}/in_1x1", (nb, 1, 1, k), tb.INT8, 0, x.scale, x.zero_point)
+        shp = tb.add_constant(f"{mod.path}/shape_1x1", np.array([nb, 1, 1, k], np.int32), i32)
+        self._op(tb.RESHAPE, [x.index, shp], [x4])
+        w4 = np.ascontiguousarray(w.reshape(w.shape[0], 1, 1, w.shape[1]))
+        w_idx = tb.add_constant(f"{mod.path}/weight", w4, tb.INT8, s_w, 0)
+        y4 = tb.add_tensor(f"{mod.path}/out_1x1", (nb, 1, 1, c), tb.INT8, 0, y.scale, y.zero_point)
+        opts = tb.conv_2d_options(tb.VALID, (1, 1), (1, 1), act)
+        self._op(tb.CONV_2D, [x4, w_idx, b_idx], [y4], tb.CONV_2D_OPTIONS, opts, 3)
+        shp = tb.add_constant(f"{mod.path}/shape", np.array([nb, c], np.int32), i32)
+        self._op(tb.RESHAPE, [y4, shp], [y.index])
 
     def _emit_binary(self, n: fx.Node, mod: qm.QAdd | qm.QMul) -> None:
         tb = self.tb
@@ -677,6 +855,123 @@ class _Exporter:
         opts = tb.pool_2d_options(padding, mod.stride, mod.kernel_size)
         code = tb.MAX_POOL_2D if is_max else tb.AVERAGE_POOL_2D
         self._op(code, [x.index], [y.index], tb.POOL_2D_OPTIONS, opts, 2)
+
+    # -- float layers (float models; layers kept float in a mixed model) ----------------------
+    def _fusable(self, n: fx.Node) -> tuple[int, fx.Node]:
+        """(fused activation, the node whose value the output tensor holds): a ReLU / ReLU6 that
+        is the only reader of ``n`` is fused into ``n``'s operator."""
+        if len(n.users) == 1:
+            u = next(iter(n.users))
+            act = _float_act(self.gm, u)
+            if act in ("relu", "relu6") and u.args[0] is n:
+                self.fused.add(u.name)
+                return _ACT[act], u
+        return TfliteModelBuilder.ACT_NONE, n
+
+    def _emit_fconv(self, n: fx.Node, m: nn.Conv2d) -> None:
+        tb = self.tb
+        path = self._path(n)
+        x = self.vals[n.args[0].name]
+        k, st, d, p = (_pair(v) for v in (m.kernel_size, m.stride, m.dilation, m.padding))
+        x, padding = self._padding(x, k, st, d, p, path, None)  # float PAD pads with 0.0
+        w = m.weight.detach().float().numpy()
+        depthwise = m.groups != 1
+        w_t = w.transpose(1, 2, 3, 0) if depthwise else w.transpose(0, 2, 3, 1)
+        w_idx = tb.add_constant(f"{path}/weight", np.ascontiguousarray(w_t), tb.FLOAT32)
+        bias = m.bias.detach().float().numpy() if m.bias is not None else np.zeros(w.shape[0])
+        b_idx = tb.add_constant(f"{path}/bias", bias.astype(np.float32), tb.FLOAT32)
+        act, out = self._fusable(n)
+        y = self._act_tensor(out, path, self._shape(out), "nhwc", None, None)
+        self.vals[n.name] = y
+        version = 2 if d != (1, 1) else 1
+        if depthwise:
+            opts = tb.depthwise_conv_2d_options(
+                padding, st, d, m.out_channels // m.in_channels, act
+            )
+            code, otype = tb.DEPTHWISE_CONV_2D, tb.DEPTHWISE_CONV_2D_OPTIONS
+        else:
+            opts = tb.conv_2d_options(padding, st, d, act)
+            code, otype = tb.CONV_2D, tb.CONV_2D_OPTIONS
+        self._op(code, [x.index, w_idx, b_idx], [y.index], otype, opts, version)
+
+    def _emit_flinear(self, n: fx.Node, m: nn.Linear) -> None:
+        tb = self.tb
+        path = self._path(n)
+        x = self.vals[n.args[0].name]
+        w = m.weight.detach().float().numpy()
+        if x.layout == "hwc":  # columns (C, H, W) -> (H, W, C): the input is NHWC-flattened
+            c, h, ww = x.chw
+            w = w.reshape(w.shape[0], c, h, ww).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+        w_idx = tb.add_constant(f"{path}/weight", np.ascontiguousarray(w), tb.FLOAT32)
+        bias = m.bias.detach().float().numpy() if m.bias is not None else np.zeros(w.shape[0])
+        b_idx = tb.add_constant(f"{path}/bias", bias.astype(np.float32), tb.FLOAT32)
+        act, out = self._fusable(n)
+        y = self._act_tensor(out, path, self._shape(out), "plain", None, None)
+        self.vals[n.name] = y
+        opts = tb.fully_connected_options(act)
+        self._op(
+            tb.FULLY_CONNECTED, [x.index, w_idx, b_idx], [y.index], tb.FULLY_CONNECTED_OPTIONS, opts
+        )
+
+    def _emit_fact(self, n: fx.Node, act: str) -> None:
+        tb = self.tb
+        path = self._path(n)
+        x = self.vals[n.args[0].name]
+        if act == "silu":  # x * sigmoid(x)
+            sig = self._act_tensor(None, f"{path}/sigmoid", self._shape(n), x.layout, None, None)
+            sig.chw = x.chw
+            self._op(tb.LOGISTIC, [x.index], [sig.index])
+            y = self._same_q(n, x, path)
+            self._op(tb.MUL, [x.index, sig.index], [y.index], tb.MUL_OPTIONS, tb.mul_options(0))
+            return
+        y = self._same_q(n, x, path)
+        self._op(getattr(tb, _FLOAT_ACT_OPS[act]), [x.index], [y.index])
+
+    def _emit_fbinary(self, n: fx.Node, name: str) -> None:
+        tb = self.tb
+        path = self._path(n)
+        a, b = (self.vals[v.name] for v in n.args[:2])
+        if a.layout != b.layout:
+            raise ValueError(
+                f"{_API}: cannot export `{path}` ({name}): its inputs have different layouts "
+                f"{sorted({a.layout, b.layout})}; expected both NHWC or both flat"
+            )
+        act, out = self._fusable(n)
+        chw = a.chw if len(a.pt_shape) >= len(b.pt_shape) else b.chw
+        y = self._act_tensor(out, path, self._shape(out), a.layout, None, None, chw)
+        self.vals[n.name] = y
+        if name == "add":
+            self._op(tb.ADD, [a.index, b.index], [y.index], tb.ADD_OPTIONS, tb.add_options(act))
+        else:
+            self._op(tb.MUL, [a.index, b.index], [y.index], tb.MUL_OPTIONS, tb.mul_options(act))
+
+    def _emit_fpool(self, n: fx.Node, m: nn.Module | None) -> None:
+        tb = self.tb
+        path = self._path(n)
+        x = self.vals[n.args[0].name]
+        h, w = x.pt_shape[2:]
+        is_max = isinstance(m, nn.MaxPool2d)
+        if m is None or isinstance(m, nn.AdaptiveAvgPool2d):
+            size = m.output_size if m is not None else (n.args[1] if len(n.args) > 1 else 1)
+            oh, ow = _pair(size) if size is not None else (1, 1)
+            oh, ow = oh or h, ow or w
+            k = st = (h // oh, w // ow)
+            p = (0, 0)
+        else:
+            k = _pair(m.kernel_size)
+            st = _pair(m.stride) if m.stride is not None else k
+            p = _pair(m.padding)
+        x, padding = self._padding(x, k, st, (1, 1), p, path, -np.inf if is_max else None)
+        y = self._same_q(n, x, path)
+        y.layout = "nhwc"
+        opts = tb.pool_2d_options(padding, st, k)
+        self._op(
+            tb.MAX_POOL_2D if is_max else tb.AVERAGE_POOL_2D,
+            [x.index],
+            [y.index],
+            tb.POOL_2D_OPTIONS,
+            opts,
+        )
 
     def _lut_builtin(self, mod: qm.QLookupTable) -> str | None:
         """The builtin that reproduces ``mod``'s table bit for bit in LiteRT, else None (with a
@@ -812,33 +1107,11 @@ def _probe_builtin(op: str, mod: qm.QLookupTable, reference: bool) -> np.ndarray
 # --------------------------------------------------------------------------------------------
 
 
-def _verify(
-    blob: bytes,
-    gm: fx.GraphModule,
-    ex: _Exporter,
-    samples: tuple,
-    batch: int,
-    report: TfliteReport,
-) -> None:
-    _, report.interpreter = litert_interpreter_cls()
-    values = _capture(gm, samples)
-    in_nodes = {n.name: n for n in gm.graph.nodes}
-    n_total = int(samples[0].shape[0])
-    # The module's values, in the TFLite tensors' order.
-    feed: list[np.ndarray] = []
-    for info in ex.io_info[0]:
-        qnode = next(u for u in in_nodes[info["name"]].users)
-        v = values[qnode.name] if ex.io == "int8" else values[info["name"]]
-        layout = "nhwc" if v.dim() == 4 else "plain"
-        feed.append(_to_layout(v.numpy(), layout))
-    want: list[tuple[np.ndarray, _Val]] = []
-    for info in ex.io_info[1]:
-        v = ex.vals[info["value"]]
-        want.append((_to_layout(values[info["value"]].numpy(), v.layout, v.chw), v))
-    interp = _interpreter(blob)
+def _run_chunks(interp: Any, feed: list[np.ndarray], batch: int, n_total: int, idxs: list[int]):
+    """Runs ``interp`` on ``feed`` in chunks of ``batch`` (the last one padded); returns the
+    tensors ``idxs`` concatenated over all samples."""
     in_det = interp.get_input_details()
-    out_det = {d["index"]: d for d in interp.get_output_details()}
-    got: list[list[np.ndarray]] = [[] for _ in ex.outputs]
+    got: list[list[np.ndarray]] = [[] for _ in idxs]
     for start in range(0, n_total, batch):
         stop = min(start + batch, n_total)
         for d, arr in zip(in_det, feed):
@@ -848,24 +1121,61 @@ def _verify(
                 chunk = np.concatenate([chunk, pad])
             interp.set_tensor(d["index"], chunk.astype(d["dtype"]))
         interp.invoke()
-        for k, (_, idx) in enumerate(ex.outputs):
-            got[k].append(interp.get_tensor(out_det[idx]["index"])[: stop - start].copy())
-    diffs = []
-    top1 = []
-    for (ref, v), outs in zip(want, got):
-        out = np.concatenate(outs)
-        if ex.io == "float" and v.scale is not None:
-            out_u = np.round(out.astype(np.float64) / v.scale) + v.zero_point
-        else:
+        for k, idx in enumerate(idxs):
+            got[k].append(interp.get_tensor(idx)[: stop - start].copy())
+    return [np.concatenate(g) for g in got]
+
+
+def _float_close(theirs: np.ndarray, ours: np.ndarray, tolerance: float) -> np.ndarray:
+    """Elementwise: |theirs - ours| <= tolerance * max(1, max |ours|)."""
+    bound = tolerance * max(1.0, float(np.abs(ours).max()) if ours.size else 1.0)
+    return np.abs(theirs.astype(np.float64) - ours.astype(np.float64)) <= bound
+
+
+def _verify(
+    blob: bytes,
+    gm: fx.GraphModule,
+    ex: _Exporter,
+    samples: tuple,
+    batch: int,
+    report: TfliteReport,
+    tolerance: float,
+) -> None:
+    _, report.interpreter = litert_interpreter_cls()
+    values = _capture(gm, samples)
+    n_total = int(samples[0].shape[0])
+    # The module's values, in the TFLite tensors' order.
+    feed: list[np.ndarray] = []
+    for info in ex.io_info[0]:
+        v = values[info["feed"]]
+        feed.append(_to_layout(v.numpy(), "nhwc" if v.dim() == 4 else "plain"))
+    interp = _interpreter(blob)
+    out_det = {d["index"]: d for d in interp.get_output_details()}
+    outs = _run_chunks(interp, feed, batch, n_total, [out_det[i]["index"] for _, i in ex.outputs])
+    ok, top1, maxd = [], [], []
+    for info, out in zip(ex.io_info[1], outs):
+        v = ex.vals[info["value"]]
+        ref = _to_layout(values[info["value"]].numpy(), v.layout, v.chw)
+        if v.scale is None:  # a float output: float tolerance
+            # In a mixed model, int8 layers before it may move by a unit (XNNPACK rounds in
+            # fp32): a float output computed from them agrees within 5 % of its range.
+            tol = max(tolerance, MIXED_FLOAT_TOLERANCE) if ex.kind == "mixed" else tolerance
+            ok.append(_float_close(out, ref, tol).ravel())
             out_u = out.astype(np.float64)
+        else:
+            if ex.io == "float":
+                out_u = np.round(out.astype(np.float64) / v.scale) + v.zero_point
+            else:
+                out_u = out.astype(np.float64)
+            ok.append((np.abs(out_u - ref.astype(np.float64)) <= 1.0 + 1e-6).ravel())
         d = np.abs(out_u - ref.astype(np.float64))
-        diffs.append(d.ravel())
+        maxd.append(float(d.max()) if d.size else 0.0)
         if ref.ndim == 2 and ref.shape[1] > 1:
             top1.append(np.argmax(out_u, axis=1) == np.argmax(ref, axis=1))
-    d_all = np.concatenate(diffs)
+    ok_all = np.concatenate(ok) if ok else np.ones(0, bool)
     report.samples = n_total
-    report.max_abs_diff = float(d_all.max()) if d_all.size else 0.0
-    report.within_one = float(np.mean(d_all <= 1.0 + 1e-6)) if d_all.size else 1.0
+    report.max_abs_diff = max(maxd) if maxd else 0.0
+    report.within_one = float(np.mean(ok_all)) if ok_all.size else 1.0
     report.top1_agreement = float(np.mean(np.concatenate(top1))) if top1 else None
     report.verified = True
     # Layer by layer on the first batch: reference kernels, every tensor kept.
@@ -874,26 +1184,34 @@ def _verify(
     except Exception as e:  # noqa: BLE001 - older interpreters: no per-layer view
         report.notes.append(f"per-layer comparison unavailable: {e}")
         return
-    for d, arr in zip(ref_interp.get_input_details(), feed):
-        chunk = arr[:batch]
-        if chunk.shape[0] < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - chunk.shape[0], 0)])
-        ref_interp.set_tensor(d["index"], chunk.astype(d["dtype"]))
-    ref_interp.invoke()
     m = min(batch, n_total)
+    _run_chunks(ref_interp, [f[:batch] for f in feed], batch, m, [])
+    # A mixed model's float layers may move an int8 value by one unit (float32 rounding at the
+    # QUANTIZE after them): there, int8 layers diverge beyond one unit.
+    int8_slack = 1.0 if ex.kind == "mixed" else 0.0
+    diverged = []
     for idx, node_name in ex.node_of.items():
-        v = ex.vals[node_name]
-        if v.scale is None:
+        v = ex.vals.get(node_name)
+        ours_t = values.get(node_name)
+        if v is None or v.index != idx or not isinstance(ours_t, torch.Tensor):
             continue
-        ours = _to_layout(values[node_name][:m].numpy(), v.layout, v.chw).astype(np.int64)
-        theirs = ref_interp.get_tensor(idx)[:m].astype(np.int64)
+        ours = _to_layout(ours_t[:m].numpy(), v.layout, v.chw)
+        theirs = ref_interp.get_tensor(idx)[:m]
         if theirs.shape != ours.shape:
             continue
         layer = ex.layer_of[idx]
-        report.layer_max_diff[layer] = float(np.abs(theirs - ours).max())
-    report.first_diverging_layer = next(
-        (k for k, d in report.layer_max_diff.items() if d > 0), None
-    )
+        if v.scale is None:
+            scale = max(1.0, float(np.abs(ours).max()) if ours.size else 1.0)
+            d = float(np.abs(theirs.astype(np.float64) - ours).max()) / scale if ours.size else 0
+            report.layer_max_diff[layer] = d
+            bad = d > tolerance
+        else:
+            d = float(np.abs(theirs.astype(np.int64) - ours.astype(np.int64)).max())
+            report.layer_max_diff[layer] = d
+            bad = d > int8_slack
+        if bad:
+            diverged.append(layer)
+    report.first_diverging_layer = diverged[0] if diverged else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -905,68 +1223,121 @@ def _as_tuple(x: Any) -> tuple:
     return x if isinstance(x, tuple) else (x,)
 
 
+def _float_graph(model: nn.Module, example: tuple) -> fx.GraphModule:
+    """The float GraphModule of a copy of ``model`` with BatchNorm folded. Weight-sharing hooks
+    (``share_weights_`` before ``remove()``) are applied once and dropped first: copied into a
+    folded conv they would re-snap its folded weights to clusters that span channels."""
+    from optimizer.quantize.fold import float_graph
+
+    work = copy.deepcopy(model)
+    for m in work.modules():
+        for hid, hook in list(m._forward_pre_hooks.items()):
+            if type(hook).__name__ == "_Shared" and callable(getattr(hook, "snap", None)):
+                hook.snap(force=True)
+                del m._forward_pre_hooks[hid]
+    return float_graph(work, example)
+
+
+def _kind(model: nn.Module) -> str:
+    """ "int8" (quantize_'s GraphModule), "mixed" (one with layers kept float) or "float"."""
+    if not isinstance(model, fx.GraphModule) or not any(
+        isinstance(m, qm.QModule) for m in model.modules()
+    ):
+        return "float"
+    for n in model.graph.nodes:
+        if n.op == "call_module":
+            m = model.get_submodule(n.target)
+            if not isinstance(m, (qm.QModule, nn.Identity, nn.Dropout, nn.Flatten)):
+                return "mixed"
+        elif n.op == "placeholder" and any(
+            u.op == "call_module" and not isinstance(model.get_submodule(u.target), qm.QuantStub)
+            for u in n.users
+        ):
+            return "mixed"
+    return "int8"
+
+
 def export_tflite(
     model: nn.Module,
     example_inputs: Any,
     path: str | os.PathLike,
     *,
-    io: str = "int8",
+    io: str | None = None,
     labels: Sequence[str] | None = None,
     verify: bool = True,
     sample_inputs: Any = None,
     lut: str = "exact",
+    tolerance: float = 1e-4,
 ) -> TfliteReport:
-    """Writes the int8 ``model`` as a full-integer ``.tflite`` file and checks it in LiteRT.
+    """Writes ``model`` as a ``.tflite`` file (builtin ops, NHWC, no TRANSPOSE) and checks it in
+    LiteRT.
 
     Args:
-        model: the integer-exact ``GraphModule`` returned by :func:`optimizer.quantize_` or
-            ``convert_``.
+        model: a float ``nn.Module`` (as trained, pruned or weight-shared; BatchNorm is folded
+            into the conv before it), the integer-exact ``GraphModule`` returned by
+            :func:`optimizer.quantize_` / ``convert_`` (full-integer), or one with layers kept
+            float (``Int8Config(keep_float=...)``: DEQUANTIZE / QUANTIZE around them). The
+            model is not modified.
         example_inputs: float inputs (NCHW, as the model takes them); their batch size is the
             file's batch size.
         path: where to write the file (atomically: nothing half-written is left).
-        io: ``"int8"``: the file's inputs/outputs are the int8 tensors (quantize the NHWC input
-            with ``report.inputs[0]["scale"/"zero_point"]``); ``"float"``: float32 inputs and
-            outputs with QUANTIZE / DEQUANTIZE inside the file.
+        io: dtype of an int8 model's inputs/outputs: ``"int8"`` (default; quantize the NHWC
+            input with ``report.inputs[0]["scale"/"zero_point"]``) or ``"float"`` (float32,
+            QUANTIZE / DEQUANTIZE inside the file). A float model's are float (``"float"``).
         labels: class names, written as the ``"labels"`` metadata entry (one per line).
         verify: run the file in LiteRT on ``sample_inputs`` and compare with ``model``.
         sample_inputs: float inputs for ``verify`` (any number of samples; run in chunks of the
             file's batch size); default ``example_inputs``.
         lut: ``"exact"`` (every lookup table as CAST+ADD+GATHER, bit for bit) or ``"builtin"``
             (LOGISTIC / TANH / HARD_SWISH where LiteRT reproduces our table exactly).
+        tolerance: float values agree when ``|LiteRT - module| <= tolerance * max(1, max
+            |module|)`` (per output, and per layer for ``first_diverging_layer``). A mixed
+            model's float outputs, computed from int8 layers that LiteRT's XNNPACK kernels may
+            move by a unit, use at least ``MIXED_FLOAT_TOLERANCE`` (5 %).
 
     Returns:
         A :class:`TfliteReport`; ``report.agrees`` is the acceptance check (>= 99.9 % of output
-        values within 1 unit, >= 99.5 % top-1 agreement).
+        values within 1 unit / within ``tolerance``, >= 99.5 % top-1 agreement).
 
     Raises:
         ValueError: a node with no TFLite builtin mapping (naming its module path and op; raised
-            before anything is written), a bad ``io`` / ``lut`` or a float model.
-        TypeError: ``model`` is not a GraphModule.
+            before anything is written), a bad ``io`` / ``lut``, or ``io="int8"`` for a float
+            model.
+        TypeError: ``model`` is not an ``nn.Module``.
 
     Example:
         >>> q = optimizer.quantize_(model, optimizer.Int8Config(), calibration=data)
         >>> r = export_tflite(q, x[:1], "model.tflite", sample_inputs=x_test)
         >>> r.agrees, r.ops.get("TRANSPOSE", 0)
         (True, 0)
+        >>> export_tflite(model, x[:1], "model_f32.tflite", labels=classes).kind
+        'float'
     """
-    if io not in ("int8", "float"):
+    if io not in (None, "int8", "float"):
         raise ValueError(f"{_API}: io must be 'int8' or 'float'; got {io!r}")
     if lut not in ("exact", "builtin"):
         raise ValueError(f"{_API}: lut must be 'exact' or 'builtin'; got {lut!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"{_API}: model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(model, fx.GraphModule) or not any(
-        isinstance(m, qm.QModule) for m in model.modules()
-    ):
-        raise ValueError(
-            f"{_API}: expected the int8 GraphModule returned by optimizer.quantize_ / convert_, "
-            f"got a float {type(model).__name__}. Quantize it first (float TFLite export is not "
-            "implemented yet)"
-        )
+    if not (isinstance(tolerance, (int, float)) and tolerance > 0):
+        raise ValueError(f"{_API}: tolerance must be a number > 0; got {tolerance!r}")
     example = _as_tuple(example_inputs)
-    values = _capture(model, example)
-    ex = _Exporter(model, values, io, lut, f"edge-optimizer int8 export of {type(model).__name__}")
-    bad = [(ex._path(n), why) for n in model.graph.nodes if (why := ex.unsupported(n))]
+    kind = _kind(model)
+    if kind == "float":
+        if io == "int8":
+            raise ValueError(
+                f"{_API}: io='int8' needs an int8 model; {type(model).__name__} is float. "
+                "Quantize it first (optimizer.quantize_) or pass io='float'"
+            )
+        io = "float"
+        gm = _float_graph(model, example)  # a folded copy: the user's model is not touched
+    else:
+        io = io or "int8"
+        gm = model
+    values = _capture(gm, example)
+    desc = f"edge-optimizer {kind} export of {type(model).__name__}"
+    ex = _Exporter(gm, values, io, lut, desc, kind)
+    bad = [(ex._path(n), why) for n in gm.graph.nodes if (why := ex.unsupported(n))]
     if bad:
         first, what = bad[0]
         more = f" (and {len(bad) - 1} more: {', '.join(p for p, _ in bad[1:4])})" if bad[1:] else ""
@@ -981,19 +1352,24 @@ def export_tflite(
         with contextlib.suppress(Exception):
             rec = get_record(model)
     # The graph first (it fills the io descriptions), then metadata, then the model table.
-    for n in model.graph.nodes:
+    for n in gm.graph.nodes:
         ex._emit(n)
+    public_in = [{k: v for k, v in d.items() if k != "feed"} for d in ex.io_info[0]]
+    public_out = [{k: v for k, v in d.items() if k != "value"} for d in ex.io_info[1]]
     meta = {
         "producer": "edge-optimizer",
+        "kind": kind,
         "io": io,
         "layout": "NHWC",
-        "inputs": ex.io_info[0],
-        "outputs": ex.io_info[1],
+        "inputs": public_in,
+        "outputs": public_out,
         "quantization": (rec or {}).get("quantization"),
     }
     ex.tb.add_metadata(METADATA_QUANTIZATION, json.dumps(meta, default=_json_default).encode())
     if labels is not None:
         labels = [str(s) for s in labels]
+        if any("\n" in s for s in labels):
+            raise ValueError(f"{_API}: labels must not contain newlines; got {labels!r}")
         ex.tb.add_metadata(METADATA_LABELS, ("\n".join(labels) + "\n").encode())
     blob = ex.tb.finish(
         [i for _, i in ex.inputs],
@@ -1008,14 +1384,15 @@ def export_tflite(
         size_bytes=len(blob),
         io=io,
         ops=dict(sorted(ex.ops.items())),
-        inputs=ex.io_info[0],
-        outputs=[{k: v for k, v in d.items() if k != "value"} for d in ex.io_info[1]],
+        inputs=public_in,
+        outputs=public_out,
         notes=list(ex.notes),
+        kind=kind,
     )
     if verify:
         samples = _as_tuple(sample_inputs) if sample_inputs is not None else example
         batch = int(example[0].shape[0])
-        _verify(blob, model, ex, samples, batch, report)
+        _verify(blob, gm, ex, samples, batch, report, float(tolerance))
         if not report.agrees:
             warnings.warn(
                 f"{_API}: LiteRT disagrees with the module: {report.within_one:.4%} of values "
