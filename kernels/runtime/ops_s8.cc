@@ -59,11 +59,17 @@ int normalize_axis(const Build& b, int axis, size_t rank) {
   return axis < 0 ? axis + r : axis;
 }
 
-// Keeps the layer's kernel string in step with the ISA path that last ran.
-void note_kernel(LayerInfo& info, const std::string& prefix, const std::string& family) {
-  const std::string k = prefix + family + "__" + path_name(last_path());
-  if (info.kernel != k) info.kernel = k;
-}
+// Keeps the layer's kernel string in step with the ISA path that last ran; the string is only
+// rebuilt when the path changes (no allocation per run).
+struct KernelNote {
+  uint32_t path = 0;
+  void note(LayerInfo& info, const char* prefix, const std::function<std::string()>& family) {
+    const Path p = last_path();
+    if (p == path) return;
+    path = p;
+    info.kernel = prefix + family() + "__" + path_name(p);
+  }
+};
 
 // ---- Quantization parameters ------------------------------------------------------------------
 
@@ -331,6 +337,12 @@ inline void requantize_row(const int32_t* __restrict acc, const int32_t* __restr
   }
 }
 
+// Parameters of the elementwise int8 ADD / MUL (zero points, left shift, input and output
+// multipliers and shifts, output zero point, clamp).
+struct EltParams {
+  int32_t za, zb, left, ma, sa, mb, sb, mo, so, ozp, qmin, qmax;
+};
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define EO_RUNTIME_AVX2 1
 #define EO_AVX2 __attribute__((target("avx2,fma")))
@@ -386,6 +398,54 @@ EO_AVX2 void requantize_row_avx2(const int32_t* acc, const int32_t* mult, const 
                            qmin, qmax);
 }
 
+// Elementwise int8 ADD / MUL of two contiguous lines (TFLite's kernels; the tables and the scalar
+// output stage of BinaryS8 are the reference twin). `is_add`: rescale each input by (m, s) after
+// shifting left by `left`, sum, requantize; else multiply the zero-point-free inputs.
+
+EO_AVX2 void eltwise_avx2(bool is_add, const int8_t* a, const int8_t* b, int8_t* y, int n,
+                          const EltParams& p) {
+  const __m256i la = _mm256_set1_epi32(p.sa > 0 ? p.sa : 0);
+  const __m256i ra = _mm256_set1_epi32(p.sa > 0 ? 0 : -p.sa);
+  const __m256i lb = _mm256_set1_epi32(p.sb > 0 ? p.sb : 0);
+  const __m256i rb = _mm256_set1_epi32(p.sb > 0 ? 0 : -p.sb);
+  const __m256i lo_ = _mm256_set1_epi32(p.so > 0 ? p.so : 0);
+  const __m256i ro_ = _mm256_set1_epi32(p.so > 0 ? 0 : -p.so);
+  const __m256i ma = _mm256_set1_epi32(p.ma), mb = _mm256_set1_epi32(p.mb);
+  const __m256i mo = _mm256_set1_epi32(p.mo);
+  const __m256i za = _mm256_set1_epi32(p.za), zb = _mm256_set1_epi32(p.zb);
+  const __m256i left = _mm256_set1_epi32(p.left);
+  const __m256i lo = _mm256_set1_epi32(p.qmin - p.ozp), hi = _mm256_set1_epi32(p.qmax - p.ozp);
+  const __m256i zp = _mm256_set1_epi32(p.ozp);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i av = _mm256_sub_epi32(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + i))), za);
+    const __m256i bv = _mm256_sub_epi32(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + i))), zb);
+    __m256i acc;
+    if (is_add) {
+      const __m256i ta = mbqm8(_mm256_sllv_epi32(av, left), ma, la, ra);
+      const __m256i tb = mbqm8(_mm256_sllv_epi32(bv, left), mb, lb, rb);
+      acc = _mm256_add_epi32(ta, tb);
+    } else {
+      acc = _mm256_mullo_epi32(av, bv);
+    }
+    store8(mbqm8(acc, mo, lo_, ro_), lo, hi, zp, y + i);
+  }
+  for (; i < n; ++i) {
+    const int32_t av = a[i] - p.za, bv = b[i] - p.zb;
+    int32_t acc;
+    if (is_add) {
+      const int32_t ta = multiply_by_quantized_multiplier(av * (int32_t{1} << p.left), p.ma, p.sa);
+      const int32_t tb = multiply_by_quantized_multiplier(bv * (int32_t{1} << p.left), p.mb, p.sb);
+      acc = static_cast<int32_t>(static_cast<uint32_t>(ta) + static_cast<uint32_t>(tb));
+    } else {
+      acc = av * bv;
+    }
+    y[i] = requantize_s8(acc, p.mo, p.so, p.ozp, p.qmin, p.qmax);
+  }
+}
+
 EO_AVX2 void dw_tap_avx2(int32_t* acc, const int8_t* x, const int8_t* w, int32_t zp, int n) {
   const __m256i z = _mm256_set1_epi32(zp);
   int c = 0;
@@ -429,6 +489,7 @@ class Conv2DS8 : public Op {
   S8Weight weights;
   std::vector<int8_t> dw;  // depthwise: [KH * KW, O]
   int tile_rows = 64;
+  KernelNote kernel_note;
 
   void run(RunContext& ctx) override {
     const int8_t* x = ctx.get<int8_t>(inputs[0]);
@@ -438,7 +499,8 @@ class Conv2DS8 : public Op {
       info.kernel = avx2 ? "s8_dwconv_direct__avx2" : "s8_dwconv_direct__generic";
     } else {
       run_gemm(x, y, ctx.threads);
-      note_kernel(info, pointwise ? "" : "im2col+", weights.groups[0].family());
+      kernel_note.note(info, pointwise ? "" : "im2col+",
+                       [this] { return weights.groups[0].family(); });
     }
   }
 
@@ -454,9 +516,18 @@ class Conv2DS8 : public Op {
         for (int kw = 0; kw < KW; ++kw, dst += Cg) {
           const int iw = ow * SW - PL + kw * DW;
           if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
-            std::memset(dst, pad, Cg);
+            if (Cg < 16) {
+              for (int c = 0; c < Cg; ++c) dst[c] = pad;
+            } else {
+              std::memset(dst, pad, Cg);
+            }
           } else {
-            std::memcpy(dst, x + (static_cast<size_t>(n * H + ih) * W + iw) * C + g * Cg, Cg);
+            const int8_t* src = x + (static_cast<size_t>(n * H + ih) * W + iw) * C + g * Cg;
+            if (Cg < 16) {  // a call per tap costs more than the copy (first layers: C = 1..3)
+              for (int c = 0; c < Cg; ++c) dst[c] = src[c];
+            } else {
+              std::memcpy(dst, src, Cg);
+            }
           }
         }
       }
@@ -624,10 +695,11 @@ class LinearS8 : public Op {
   int M, K, N;
   ChannelStage st;
   S8Weight weights;
+  KernelNote kernel_note;
   void run(RunContext& ctx) override {
     weights.groups[0].run(M, ctx.get<int8_t>(inputs[0]), K, st.params(0),
                           ctx.get<int8_t>(outputs[0]), N, ctx.threads);
-    note_kernel(info, "", weights.groups[0].family());
+    kernel_note.note(info, "", [this] { return weights.groups[0].family(); });
   }
 };
 
@@ -657,6 +729,17 @@ std::unique_ptr<Op> build_linear(Build& b) {
 }
 
 // ---- Pooling ----------------------------------------------------------------------------------
+
+// out[c] = max over a rows x cols window (rows `ld` apart, cells C apart) of x[.., c].
+void max_window(const int8_t* __restrict x, int rows, int cols, size_t ld, int C,
+                int8_t* __restrict out) {
+  for (int c = 0; c < C; ++c) out[c] = -128;
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) {
+      const int8_t* __restrict in = x + i * ld + static_cast<size_t>(j) * C;
+      for (int c = 0; c < C; ++c) out[c] = in[c] > out[c] ? in[c] : out[c];
+    }
+}
 
 // TFLite's int8 average: sum / count rounded half away from zero (C division truncates).
 inline int32_t rounded_average(int32_t acc, int32_t count) {
@@ -689,12 +772,8 @@ class Pool2DS8 : public Op {
           const int w0 = std::max(ws, 0), w1 = std::min(we, W);
           int8_t* out = y + (static_cast<size_t>(r) * OW + ow) * C;
           if (is_max) {
-            for (int c = 0; c < C; ++c) out[c] = -128;
-            for (int ih = h0; ih < h1; ++ih)
-              for (int iw = w0; iw < w1; ++iw) {
-                const int8_t* in = x + (static_cast<size_t>(n * H + ih) * W + iw) * C;
-                for (int c = 0; c < C; ++c) out[c] = std::max(out[c], in[c]);
-              }
+            max_window(x + (static_cast<size_t>(n * H + h0) * W + w0) * C, h1 - h0, w1 - w0,
+                       static_cast<size_t>(W) * C, C, out);
           } else {
             for (int c = 0; c < C; ++c) acc[c] = 0;
             for (int ih = h0; ih < h1; ++ih)
@@ -832,10 +911,18 @@ class BinaryS8 : public Op {
     return (static_cast<int32_t>(a) - za) * (static_cast<int32_t>(b) - zb);
   }
 
+  EltParams elt{};  // the same parameters for the vector kernel
+
   // y[i] = stage(fn(a[i * ia], b[i * ib])) for i < len, in chunks through an int32 buffer.
   template <typename Fn>
   void run_line(const int8_t* a, int64_t ia, const int8_t* b, int64_t ib, int8_t* y, int64_t len,
                 Fn fn) const {
+#ifdef EO_RUNTIME_AVX2
+    if (avx2 && ia == 1 && ib == 1 && len <= std::numeric_limits<int>::max()) {
+      eltwise_avx2(is_add, a, b, y, static_cast<int>(len), elt);
+      return;
+    }
+#endif
     int32_t buf[256];
     for (int64_t i0 = 0; i0 < len; i0 += 256) {
       const int cnt = static_cast<int>(std::min<int64_t>(256, len - i0));
@@ -879,7 +966,8 @@ class BinaryS8 : public Op {
     } else {
       compute(a, b, y, [this](int8_t u, int8_t v) { return mul_acc(u, v); });
     }
-    info.kernel = std::string(is_add ? "s8_add" : "s8_mul") + (avx2 ? "__avx2" : "__generic");
+    info.kernel = is_add ? (avx2 ? "s8_add__avx2" : "s8_add__generic")
+                         : (avx2 ? "s8_mul__avx2" : "s8_mul__generic");
   }
 };
 
@@ -920,6 +1008,11 @@ std::unique_ptr<Op> build_binary(Build& b, bool is_add) {
     b.require(left >= 0 && left <= 22, "int8.left_shift = ", left, " out of range [0, 22]");
     const auto im = multipliers(b, s.input_multiplier(), 2, "input_multiplier");
     const auto is = int_vector(b, s.input_shift(), 2, -31, 30, "input_shift");
+    op->elt.left = left;
+    op->elt.ma = im[0];
+    op->elt.sa = is[0];
+    op->elt.mb = im[1];
+    op->elt.sb = is[1];
     for (int q = -128; q < 128; ++q) {
       op->ta[q + 128] =
           multiply_by_quantized_multiplier((q - zps[0]) * (int32_t{1} << left), im[0], is[0]);
@@ -930,6 +1023,13 @@ std::unique_ptr<Op> build_binary(Build& b, bool is_add) {
     op->za = zps[0];
     op->zb = zps[1];
   }
+  op->elt.za = zps[0];
+  op->elt.zb = zps[1];
+  op->elt.mo = op->multiplier;
+  op->elt.so = op->shift;
+  op->elt.ozp = op->out_zp;
+  op->elt.qmin = op->qmin;
+  op->elt.qmax = op->qmax;
   op->out_shape = out;
   op->n = y.elements;
   op->same = a.shape == out && c.shape == out;
