@@ -146,9 +146,16 @@ eo_build() {
   local host_arch
   host_arch=$(uname -m)
   if [ "$native" = 1 ]; then
-    if [ "$target" = android-arm64 ]; then
-      eo_die 2 "--native does not apply to android-arm64 (Android binaries need the NDK)"
-    fi
+    # What the compiler emits decides (a 32-bit Raspberry Pi OS often runs a 64-bit kernel, so
+    # uname says aarch64 while c++ builds armhf).
+    local cxx=${CXX:-c++} emits
+    emits=$("$cxx" -dumpmachine 2>/dev/null) || eo_die 1 "--native: no C++ compiler ($cxx) found: install g++ (apt install g++)"
+    local ok=0
+    case $target:$emits in
+      aarch64:aarch64-* | armv7:arm*-*eabihf | x86_64:x86_64-*) ok=1 ;;
+      android-arm64:*) eo_die 2 "--native does not apply to android-arm64 (Android binaries need the NDK)" ;;
+    esac
+    [ "$ok" = 1 ] || eo_die 2 "--native: this machine's compiler ($cxx) builds for $emits, not for $target: run it on the device, or drop --native to cross-build"
   else
     case $target in
       aarch64 | armv7)
