@@ -446,6 +446,39 @@ EO_AVX2 void eltwise_avx2(bool is_add, const int8_t* a, const int8_t* b, int8_t*
   }
 }
 
+// One depthwise output pixel: `taps` valid (input, weight) rows, channels in registers 8 at a
+// time through all taps, then the per-channel output stage (no accumulator round trips).
+EO_AVX2 void dw_pixel_avx2(const int8_t* const* xs, const int8_t* const* ws, int taps,
+                           const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                           int32_t in_zp, int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out,
+                           int n) {
+  const __m256i z = _mm256_set1_epi32(in_zp), zero = _mm256_setzero_si256();
+  const __m256i lo = _mm256_set1_epi32(qmin - out_zp), hi = _mm256_set1_epi32(qmax - out_zp);
+  const __m256i zp = _mm256_set1_epi32(out_zp);
+  int c = 0;
+  for (; c + 8 <= n; c += 8) {
+    __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c));
+    for (int t = 0; t < taps; ++t) {
+      const __m256i xv = _mm256_sub_epi32(
+          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xs[t] + c))), z);
+      const __m256i wv =
+          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws[t] + c)));
+      acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(xv, wv));
+    }
+    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shift + c));
+    const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mult + c));
+    const __m256i left = _mm256_max_epi32(s, zero);
+    const __m256i right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
+    store8(mbqm8(acc, m, left, right), lo, hi, zp, out + c);
+  }
+  for (; c < n; ++c) {
+    int32_t acc = bias[c];
+    for (int t = 0; t < taps; ++t)
+      acc += (static_cast<int32_t>(xs[t][c]) - in_zp) * static_cast<int32_t>(ws[t][c]);
+    out[c] = requantize_s8(acc, mult[c], shift[c], out_zp, qmin, qmax);
+  }
+}
+
 EO_AVX2 void dw_tap_avx2(int32_t* acc, const int8_t* x, const int8_t* w, int32_t zp, int n) {
   const __m256i z = _mm256_set1_epi32(zp);
   int c = 0;
@@ -590,6 +623,31 @@ class Conv2DS8 : public Op {
     const int32_t zp = st.in_zp;
     const int32_t* bias = st.bias.data();
     const int8_t* wts = dw.data();
+#ifdef EO_RUNTIME_AVX2
+    if (avx2 && mult == 1 && kh_n * kw_n <= 64) {
+      const int8_t* xs[64];
+      const int8_t* ws[64];
+      for (int r = r0; r < r1; ++r) {
+        const int n = r / oh_n, oh = r % oh_n;
+        for (int ow = 0; ow < ow_n; ++ow) {
+          int taps = 0;
+          for (int kh = 0; kh < kh_n; ++kh) {
+            const int ih = oh * sh - pt + kh * dh;
+            if (ih < 0 || ih >= h) continue;
+            for (int kw = 0; kw < kw_n; ++kw) {
+              const int iw = ow * sw - pl + kw * dwd;
+              if (iw < 0 || iw >= w) continue;
+              xs[taps] = x + (static_cast<size_t>(n * h + ih) * w + iw) * c_in;
+              ws[taps++] = wts + static_cast<size_t>(kh * kw_n + kw) * o;
+            }
+          }
+          dw_pixel_avx2(xs, ws, taps, bias, st.multiplier.data(), st.shift.data(), zp, st.out_zp,
+                        st.qmin, st.qmax, y + (static_cast<size_t>(r) * ow_n + ow) * o, o);
+        }
+      }
+      return;
+    }
+#endif
     for (int r = r0; r < r1; ++r) {
       const int n = r / oh_n, oh = r % oh_n;
       for (int ow = 0; ow < ow_n; ++ow) {
