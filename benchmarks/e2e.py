@@ -10,7 +10,8 @@ For the VGG-, ResNet- and MobileNetV2-style CNNs and the MLP of ``optimizer.exam
     images), exported;
   * ``pruned int8``: ``optimizer.prune_channels_`` (50 % of the channels, BatchNorm-scale
     importance; L1 for the MLP), ``recalibrate_bn_``, ``--prune-epochs`` of ``distill_`` from the
-    trained model, then ``quantize_`` like ``int8``;
+    trained model (at ``--prune-lr``, the models' training rate), then ``quantize_`` like
+    ``int8``;
 * peers on the same models:
   * ``PyTorch fp32``: eager, ``torch.inference_mode``;
   * ``PyTorch x86 int8``: ``torch.ao.quantization`` FX graph mode (``prepare_fx`` /
@@ -366,13 +367,15 @@ def _prune(base: nn.Module, args: argparse.Namespace, train_loader: Any) -> tupl
     if _has_bn(pruned):
         optimizer.recalibrate_bn_(pruned, train_loader)
     if args.prune_epochs:
-        cfg = optimizer.DistillConfig(epochs=args.prune_epochs, lr=5e-4, progress=False, seed=0)
+        cfg = optimizer.DistillConfig(
+            epochs=args.prune_epochs, lr=args.prune_lr, progress=False, seed=0
+        )
         optimizer.distill_(pruned, base, train_loader, cfg)
     pruned.eval()
     macs = optimizer.count_macs(base, (EXAMPLE,)) / max(optimizer.count_macs(pruned, (EXAMPLE,)), 1)
     return pruned, (
         f"50 % channels ({importance} importance), {macs:.2f}x fewer MACs, "
-        f"{args.prune_epochs} epoch(s) of distill_"
+        f"{args.prune_epochs} epoch(s) of distill_ at lr {args.prune_lr:g}"
     )
 
 
@@ -751,19 +754,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
     ap.add_argument("--calib", type=int, default=256, help="calibration images (train split)")
     ap.add_argument("--prune-epochs", type=int, default=5, help="distill_ epochs after pruning")
+    ap.add_argument(
+        "--prune-lr", type=float, default=digits.LR,
+        help="distill_ learning rate after pruning (the models' training rate)",
+    )  # fmt: skip
     ap.add_argument("--bench-bin", default=str(DEFAULT_BENCH), help="edgeopt-bench binary")
     ap.add_argument(
         "--no-agreement", dest="agreement", action="store_false",
         help="skip the edgeopt-bench vs Runtime.profile check",
     )  # fmt: skip
-    ap.add_argument("--quick", action="store_true", help="smoke run: 60 runs, 1 epoch, 128 calib")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 60 runs, 2 epochs, 128 calib")
     ap.add_argument("--json", type=Path, help="write everything as JSON here")
     args = ap.parse_args(argv)
     if any(t < 1 for t in args.threads):
         ap.error(f"--threads must be >= 1, got {args.threads}")
     if args.quick:
         args.warmup, args.runs, args.rounds = 10, 60, 2
-        args.calib, args.prune_epochs = 128, 1
+        args.calib, args.prune_epochs = 128, 2
     torch.set_num_threads(1)
     _peers.silence_quantization_warnings()
     warnings.filterwarnings("ignore", category=RuntimeWarning)
