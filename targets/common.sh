@@ -36,11 +36,12 @@ eo_check_int() {
 }
 
 eo_find_tool() {
-  # eo_find_tool NAME: prints the path of NAME from PATH, else from the repository's .venv.
-  if command -v "$1" >/dev/null 2>&1; then
-    command -v "$1"
-  elif [ -x "$EO_ROOT/.venv/bin/$1" ]; then
+  # eo_find_tool NAME: prints the path of NAME from the repository's .venv (as make and the tests
+  # use), else from PATH.
+  if [ -x "$EO_ROOT/.venv/bin/$1" ]; then
     printf '%s\n' "$EO_ROOT/.venv/bin/$1"
+  elif command -v "$1" >/dev/null 2>&1; then
+    command -v "$1"
   else
     return 1
   fi
