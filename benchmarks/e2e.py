@@ -730,7 +730,7 @@ def notes(rows: list[dict]) -> list[str]:
                 out.append(f"- {r['model']} / {col}: did not run: {v['error']}")
             for n in v["notes"]:
                 out.append(f"- {r['model']} / {col}: {n}")
-            if v["detail"] and col.startswith("ours"):
+            if v["detail"]:
                 out.append(f"- {r['model']} / {col}: {v['detail']}")
         for t, cells in r["latency"].items():
             ort_all = cells.get("ORT int8", {}).get("all")
