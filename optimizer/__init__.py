@@ -74,13 +74,22 @@ _LAZY = {
     "compare": "optimizer.graph.profile",
     "LayerStats": "optimizer.graph.profile",
     "LayerReport": "optimizer.graph.profile",
+    "write_report": "optimizer.report",
+    "ReportPaths": "optimizer.report",
+    "run_demo": "optimizer.demo",
 }
+
+# Submodules reachable as attributes without an import of their own (`optimizer.runtime.load`);
+# each is imported on first use (runtime, deploy and measure need no torch).
+_SUBMODULES = ("runtime", "deploy", "report", "demo", "measure", "pipeline", "recipes", "cli")
 
 __all__ = ["arithmetic", "kernels", "targets", *sorted(_LAZY)]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"optimizer.{name}")
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'optimizer' has no attribute {name!r}")
@@ -90,4 +99,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -382,6 +382,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if not args.target:
             raise UsageError("bench: --host needs --target (the device's profile, e.g. rpi5)")
         json_out = Path(args.json or "bench-device.json")
+        if not args.dry_run and not _bench_binary_exists(deploy, args.target):
+            _err(f"bench: cross-building edgeopt-bench for {args.target} (once)")
+            deploy.build(args.target)
         result = deploy.deploy_and_bench(
             args.target,
             args.file,
@@ -392,10 +395,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             json_out=json_out,
             dry_run=args.dry_run,
         )
-        if not args.dry_run:
-            print(json.dumps(json.loads(json_out.read_text()), indent=2))
+        if args.dry_run:
+            print("\n".join(result.commands))
         else:
-            print(result)
+            print(result.output)
+            _err(f"bench: device JSON in {result.json_path}")
         return EXIT_OK
     rows, profile = _bench_rows(args)
     base = rows[0]["median_us"]
@@ -415,6 +419,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         payload["profile"] = asdict(profile)
         _write_text(Path(args.json), json.dumps(payload, indent=2) + "\n")
     return EXIT_OK
+
+
+def _bench_binary_exists(deploy: Any, target: str) -> bool:
+    return (deploy.default_build_dir(target) / "edgeopt-bench").is_file()
 
 
 def _result_from_summary(d: Path) -> Any:
@@ -619,6 +627,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # `edgeopt targets | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -198,3 +198,26 @@ def test_compress_user_model_from_module_factory(tmp_path):
 
     model = load(tmp_path / "o" / "model.pt", digits.mlp_digits)
     assert model.net[0].out_features < 256
+
+
+def test_bench_on_a_device_dry_run_prints_the_commands(tmp_path):
+    eom = tmp_path / "m.eom"
+    eom.write_bytes(b"\0" * 64)  # dry run: the file is copied, never parsed here
+    args = ["bench", str(eom), "--target", "rpi5", "--host", "pi@raspberrypi", "--dry-run"]
+    proc = _run([*args, "--runs", "7", "--json", str(tmp_path / "d.json")], tmp_path)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert "scp" in proc.stdout and "pi@raspberrypi" in proc.stdout
+    assert "./edgeopt-bench --model m.eom" in proc.stdout and "--runs 7" in proc.stdout
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_targets_into_a_closed_pipe_is_not_an_error():
+    proc = subprocess.run(
+        f"{sys.executable} -m optimizer.cli targets | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "| target |" in proc.stdout
+    assert "Traceback" not in proc.stderr
