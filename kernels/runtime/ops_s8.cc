@@ -33,6 +33,7 @@ namespace runtime {
 namespace {
 
 constexpr int kMaxRank = 6;
+constexpr int kMaxDwTaps = 64;  // windows up to 8x8 run the vector depthwise kernels
 
 void parallel(int tasks, int threads, const std::function<void(int)>& fn) {
   if (threads <= 1 || tasks <= 1) {
@@ -451,11 +452,11 @@ EO_AVX2 void eltwise_avx2(bool is_add, const int8_t* a, const int8_t* b, int8_t*
 EO_AVX2 void dw_pixel_avx2(const int8_t* const* xs, const int8_t* const* ws, int taps,
                            const int32_t* bias, const int32_t* mult, const int32_t* shift,
                            int32_t in_zp, int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out,
-                           int n) {
+                           int n, int c0 = 0) {
   const __m256i z = _mm256_set1_epi32(in_zp), zero = _mm256_setzero_si256();
   const __m256i lo = _mm256_set1_epi32(qmin - out_zp), hi = _mm256_set1_epi32(qmax - out_zp);
   const __m256i zp = _mm256_set1_epi32(out_zp);
-  int c = 0;
+  int c = c0;
   for (; c + 8 <= n; c += 8) {
     __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c));
     for (int t = 0; t < taps; ++t) {
@@ -476,6 +477,65 @@ EO_AVX2 void dw_pixel_avx2(const int8_t* const* xs, const int8_t* const* ws, int
     for (int t = 0; t < taps; ++t)
       acc += (static_cast<int32_t>(xs[t][c]) - in_zp) * static_cast<int32_t>(ws[t][c]);
     out[c] = requantize_s8(acc, mult[c], shift[c], out_zp, qmin, qmax);
+  }
+}
+
+// Depthwise weights for the 16-bit path: per block of 16 channels and pair of taps (t, t + 1),
+// 32 int16 in the order _mm256_unpack{lo,hi}_epi16 gives the input pairs, so one
+// _mm256_madd_epi16 adds both taps' products for 8 channels; bias / multiplier / shift of the
+// block permuted the same way (accumulator lo: channels 0-3 and 8-11, hi: 4-7 and 12-15).
+struct DwPacked16 {
+  int blocks = 0, pairs = 0;
+  std::vector<int16_t> w;                  // [blocks][pairs][32]
+  std::vector<int32_t> bias, mult, shift;  // [blocks * 16], permuted
+  std::vector<int8_t> zp_row;              // C + 16 bytes of the input zero point
+};
+
+inline int dw_perm(int j) {  // position j of the permuted block -> channel offset
+  static const int order[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+  return order[j];
+}
+
+// (x - zp) of 16 channels as int16 (|x - zp| <= 255; products with |w| <= 128 fit int16 and the
+// pair sum of _mm256_madd_epi16 is exact in int32).
+EO_AVX2 inline __m256i x16(const int8_t* p, __m256i zp) {
+  return _mm256_sub_epi16(
+      _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), zp);
+}
+
+EO_AVX2 void dw_pixel16_avx2(const int8_t* const* xs, const DwPacked16& pk, int32_t in_zp,
+                             int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out) {
+  const __m256i z16 = _mm256_set1_epi16(static_cast<int16_t>(in_zp)), zero = _mm256_setzero_si256();
+  const __m256i lo = _mm256_set1_epi32(qmin - out_zp), hi = _mm256_set1_epi32(qmax - out_zp);
+  const __m256i zp = _mm256_set1_epi32(out_zp);
+  for (int b = 0; b < pk.blocks; ++b) {
+    const int c = b * 16;
+    __m256i acc_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.bias.data() + c));
+    __m256i acc_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.bias.data() + c + 8));
+    const int16_t* wp = pk.w.data() + static_cast<size_t>(b) * pk.pairs * 32;
+    for (int p = 0; p < pk.pairs; ++p, wp += 32) {
+      const __m256i x0 = x16(xs[2 * p] + c, z16), x1 = x16(xs[2 * p + 1] + c, z16);
+      const __m256i wl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp));
+      const __m256i wh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 16));
+      acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wl));
+      acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wh));
+    }
+    __m256i r[2];
+    const __m256i accs[2] = {acc_lo, acc_hi};
+    for (int h = 0; h < 2; ++h) {
+      const __m256i m =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.mult.data() + c + 8 * h));
+      const __m256i s =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.shift.data() + c + 8 * h));
+      const __m256i left = _mm256_max_epi32(s, zero);
+      const __m256i right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
+      r[h] = _mm256_add_epi32(
+          _mm256_min_epi32(_mm256_max_epi32(mbqm8(accs[h], m, left, right), lo), hi), zp);
+    }
+    // packs work within 128-bit lanes: lo/hi lanes interleave back to channels 0..15.
+    const __m256i p16 = _mm256_packs_epi32(r[0], r[1]);
+    const __m256i p8 = _mm256_permute4x64_epi64(_mm256_packs_epi16(p16, p16), 0x08);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm256_castsi256_si128(p8));
   }
 }
 
@@ -613,6 +673,44 @@ class Conv2DS8 : public Op {
 
  public:
   bool avx2 = false;  // the vector twin of the scalar taps and output stage (x86 AVX2)
+#ifdef EO_RUNTIME_AVX2
+  DwPacked16 dw16;  // 16-bit pair-of-taps weights (AVX2, channel multiplier 1, C >= 16)
+
+  void pack_dw16() {
+    const int T = KH * KW;
+    if (!avx2 || O != C || C < 16 || T > kMaxDwTaps) return;
+    DwPacked16& pk = dw16;
+    pk.blocks = C / 16;
+    pk.pairs = (T + 1) / 2;
+    pk.w.assign(static_cast<size_t>(pk.blocks) * pk.pairs * 32, 0);
+    pk.bias.resize(pk.blocks * 16);
+    pk.mult.resize(pk.blocks * 16);
+    pk.shift.resize(pk.blocks * 16);
+    pk.zp_row.assign(C + 16, static_cast<int8_t>(st.in_zp));
+    for (int b = 0; b < pk.blocks; ++b) {
+      for (int j = 0; j < 16; ++j) {
+        const int c = b * 16 + dw_perm(j);
+        pk.bias[b * 16 + j] = st.bias[c];
+        pk.mult[b * 16 + j] = st.multiplier[c];
+        pk.shift[b * 16 + j] = st.shift[c];
+      }
+      for (int p = 0; p < pk.pairs; ++p) {
+        int16_t* wp = pk.w.data() + (static_cast<size_t>(b) * pk.pairs + p) * 32;
+        // wl: lane 0 channels 0-3, lane 1 channels 8-11; wh: 4-7 and 12-15; each (t0, t1).
+        for (int half = 0; half < 2; ++half)
+          for (int lane = 0; lane < 2; ++lane)
+            for (int j = 0; j < 4; ++j) {
+              const int c = b * 16 + lane * 8 + half * 4 + j;
+              const int at = half * 16 + lane * 8 + j * 2;
+              for (int u = 0; u < 2; ++u) {
+                const int t = 2 * p + u;
+                wp[at + u] = t < T ? dw[static_cast<size_t>(t) * O + c] : 0;
+              }
+            }
+      }
+    }
+  }
+#endif
 
  private:
   // Output rows [r0, r1) (r = n * OH + oh); every parameter is a local so the channel loops
@@ -624,6 +722,33 @@ class Conv2DS8 : public Op {
     const int32_t* bias = st.bias.data();
     const int8_t* wts = dw.data();
 #ifdef EO_RUNTIME_AVX2
+    if (avx2 && mult == 1 && dw16.blocks > 0) {
+      // Every tap of the window (plus one to pair an odd count); taps outside the image read a
+      // row of zero points, which adds exactly 0.
+      const int T = kh_n * kw_n;
+      const int8_t* full[kMaxDwTaps + 1];
+      const int8_t* ws[kMaxDwTaps + 1];
+      for (int t = 0; t < T; ++t) ws[t] = wts + static_cast<size_t>(t) * o;
+      for (int r = r0; r < r1; ++r) {
+        const int n = r / oh_n, oh = r % oh_n;
+        for (int ow = 0; ow < ow_n; ++ow) {
+          for (int t = 0; t < T; ++t) {
+            const int ih = oh * sh - pt + (t / kw_n) * dh, iw = ow * sw - pl + (t % kw_n) * dwd;
+            const bool in = ih >= 0 && ih < h && iw >= 0 && iw < w;
+            full[t] =
+                in ? x + (static_cast<size_t>(n * h + ih) * w + iw) * c_in : dw16.zp_row.data();
+          }
+          full[T] = dw16.zp_row.data();
+          int8_t* out = y + (static_cast<size_t>(r) * ow_n + ow) * o;
+          dw_pixel16_avx2(full, dw16, zp, st.out_zp, st.qmin, st.qmax, out);
+          if (dw16.blocks * 16 < o) {
+            dw_pixel_avx2(full, ws, T, bias, st.multiplier.data(), st.shift.data(), zp, st.out_zp,
+                          st.qmin, st.qmax, out, o, dw16.blocks * 16);
+          }
+        }
+      }
+      return;
+    }
     if (avx2 && mult == 1 && kh_n * kw_n <= 64) {
       const int8_t* xs[64];
       const int8_t* ws[64];
@@ -740,6 +865,9 @@ std::unique_ptr<Op> build_conv(Build& b) {
   } else {
     for (const auto& m : op->weights.groups) m.prepack();
   }
+#ifdef EO_RUNTIME_AVX2
+  if (op->depthwise) op->pack_dw16();
+#endif
   op->tile_rows = std::max(16, std::min(512, (32768 / std::max(1, op->K)) / 16 * 16));
   op->info.op = "conv2d";
   op->info.macs = static_cast<int64_t>(op->N) * op->OH * op->OW * op->O * op->K;
