@@ -288,16 +288,17 @@ Case make_case() {
   return cs;
 }
 
-// int8: x [1, 12, 5, 6] NCHW -> transpose -> quantize -> conv3x3 (12, clamp as a ReLU)
-// -> depthwise 3x3 s2 (12: a tail past 8 lanes) -> global avg pool -> mul (broadcast gate)
-// -> add -> dequantize [1, 3, 3, 12].
+// int8: x [1, 28, 5, 6] NCHW -> transpose -> quantize -> conv3x3 (28, clamp as a ReLU)
+// -> depthwise 3x3 s2 (28: a 16-channel block, then 8 and 4 left) -> global avg pool -> mul
+// (broadcast gate)
+// -> add -> dequantize [1, 3, 3, 28].
 Case make_int8_case() {
   Builder b;
   Case cs;
-  cs.input = randn(12 * 5 * 6, 2.0f);
-  cs.out_elems = 3 * 3 * 12;
+  cs.input = randn(28 * 5 * 6, 2.0f);
+  cs.out_elems = 3 * 3 * 28;
   auto& f = b.fbb();
-  std::uniform_int_distribution<int> wv(-127, 127);
+  std::uniform_int_distribution<int> wv(-287, 287);
   auto weights = [&](size_t n) {
     std::vector<int8_t> w(n);
     for (auto& v : w) v = static_cast<int8_t>(wv(g_rng));
@@ -309,46 +310,46 @@ Case make_int8_case() {
     for (auto& x : v) x = bv(g_rng);
     return v;
   };
-  const int x = b.tensor("x", {1, 12, 5, 6});
-  const int xt = b.tensor("x.nhwc", {1, 5, 6, 12});
-  const int xq = b.s8("xq", {1, 5, 6, 12}, 0.05f, 3);
-  const int c1 = b.s8("c1", {1, 5, 6, 12}, 0.08f, -5);
-  const int d1 = b.s8("d1", {1, 3, 3, 12}, 0.06f, 2);
-  const int g = b.s8("g", {1, 1, 1, 12}, 0.06f, 2);
-  const int m = b.s8("m", {1, 3, 3, 12}, 0.04f, -1);
-  const int a = b.s8("a", {1, 3, 3, 12}, 0.1f, 0);
-  const int y = b.tensor("y", {1, 3, 3, 12});
+  const int x = b.tensor("x", {1, 28, 5, 6});
+  const int xt = b.tensor("x.nhwc", {1, 5, 6, 28});
+  const int xq = b.s8("xq", {1, 5, 6, 28}, 0.05f, 3);
+  const int c1 = b.s8("c1", {1, 5, 6, 28}, 0.08f, -5);
+  const int d1 = b.s8("d1", {1, 3, 3, 28}, 0.06f, 2);
+  const int g = b.s8("g", {1, 1, 1, 28}, 0.06f, 2);
+  const int m = b.s8("m", {1, 3, 3, 28}, 0.04f, -1);
+  const int a = b.s8("a", {1, 3, 3, 28}, 0.1f, 0);
+  const int y = b.tensor("y", {1, 3, 3, 28});
   std::vector<int32_t> perm = {0, 2, 3, 1};
   b.op(eom::OpType_TRANSPOSE, "in", {x}, {xt}, 0, -1, eom::Activation_NONE,
        eom::OpOptions_TransposeOptions, eom::CreateTransposeOptionsDirect(f, &perm).Union());
   b.op(eom::OpType_QUANTIZE, "quant", {xt}, {xq});
-  std::vector<int32_t> mult(12), shift(12);
+  std::vector<int32_t> mult(28), shift(28);
   std::uniform_int_distribution<int> mv(1 << 30, std::numeric_limits<int32_t>::max());
   auto conv = [&](const char* name, int in, int out, int kk, int s, int g_, int in_zp, int out_zp,
                   int qmin) {
-    const int wt = b.constant(std::string(name) + ".w", {12, kk}, weights(12 * kk), eom::DType_S8);
-    const int bt = b.constant(std::string(name) + ".b", {12}, biases(12), eom::DType_S32);
-    for (int c = 0; c < 12; ++c) {
+    const int wt = b.constant(std::string(name) + ".w", {28, kk}, weights(28 * kk), eom::DType_S8);
+    const int bt = b.constant(std::string(name) + ".b", {28}, biases(28), eom::DType_S32);
+    for (int c = 0; c < 28; ++c) {
       mult[c] = mv(g_rng);
       shift[c] = -7 - c % 3;
     }
-    auto stage = eom::CreateInt8StageDirect(f, &mult, &shift, in_zp, out_zp, qmin, 127);
+    auto stage = eom::CreateInt8StageDirect(f, &mult, &shift, in_zp, out_zp, qmin, 287);
     std::vector<int32_t> kv = {3, 3}, sv = {s, s}, dv = {1, 1}, pv = {1, 1, 1, 1};
     auto opts = eom::CreateConv2DOptionsDirect(f, &kv, &sv, &dv, &pv, g_);
-    auto weight = eom::CreateWeightDirect(f, eom::WeightFormat_DENSE, 12, kk, wt);
+    auto weight = eom::CreateWeightDirect(f, eom::WeightFormat_DENSE, 28, kk, wt);
     b.op(eom::OpType_CONV2D, name, {in}, {out}, weight, bt, eom::Activation_NONE,
          eom::OpOptions_Conv2DOptions, opts.Union(), stage);
   };
-  conv("conv1", xq, c1, 9 * 12, 1, 1, 3, -5, -5);
-  conv("dw", c1, d1, 9, 2, 12, -5, 2, -128);
+  conv("conv1", xq, c1, 9 * 28, 1, 1, 3, -5, -5);
+  conv("dw", c1, d1, 9, 2, 28, -5, 2, -288);
   b.op(eom::OpType_GLOBAL_AVG_POOL, "gap", {d1}, {g});
   std::vector<int32_t> zps = {2, 2}, m1 = {1518500250}, s1 = {-3};
   b.op(eom::OpType_MUL, "gate", {d1, g}, {m}, 0, -1, eom::Activation_NONE, eom::OpOptions_NONE, 0,
-       eom::CreateInt8StageDirect(f, &m1, &s1, 0, -1, -128, 127, &zps));
+       eom::CreateInt8StageDirect(f, &m1, &s1, 0, -1, -288, 287, &zps));
   std::vector<int32_t> zps2 = {-1, 2}, im = {1431655765, 1073741824}, is = {0, 0};
   std::vector<int32_t> mo = {1717986918}, so = {-17};
   b.op(eom::OpType_ADD, "add", {m, d1}, {a}, 0, -1, eom::Activation_NONE, eom::OpOptions_NONE, 0,
-       eom::CreateInt8StageDirect(f, &mo, &so, 0, 0, -100, 127, &zps2, &im, &is, 20));
+       eom::CreateInt8StageDirect(f, &mo, &so, 0, 0, -100, 287, &zps2, &im, &is, 20));
   b.op(eom::OpType_DEQUANTIZE, "dequant", {a}, {y});
   cs.file = b.finish({x}, {y});
   return cs;
