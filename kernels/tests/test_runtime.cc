@@ -298,7 +298,7 @@ Case make_int8_case() {
   cs.input = randn(28 * 5 * 6, 2.0f);
   cs.out_elems = 3 * 3 * 28;
   auto& f = b.fbb();
-  std::uniform_int_distribution<int> wv(-287, 287);
+  std::uniform_int_distribution<int> wv(-127, 127);
   auto weights = [&](size_t n) {
     std::vector<int8_t> w(n);
     for (auto& v : w) v = static_cast<int8_t>(wv(g_rng));
@@ -333,7 +333,7 @@ Case make_int8_case() {
       mult[c] = mv(g_rng);
       shift[c] = -7 - c % 3;
     }
-    auto stage = eom::CreateInt8StageDirect(f, &mult, &shift, in_zp, out_zp, qmin, 287);
+    auto stage = eom::CreateInt8StageDirect(f, &mult, &shift, in_zp, out_zp, qmin, 127);
     std::vector<int32_t> kv = {3, 3}, sv = {s, s}, dv = {1, 1}, pv = {1, 1, 1, 1};
     auto opts = eom::CreateConv2DOptionsDirect(f, &kv, &sv, &dv, &pv, g_);
     auto weight = eom::CreateWeightDirect(f, eom::WeightFormat_DENSE, 28, kk, wt);
@@ -341,15 +341,15 @@ Case make_int8_case() {
          eom::OpOptions_Conv2DOptions, opts.Union(), stage);
   };
   conv("conv1", xq, c1, 9 * 28, 1, 1, 3, -5, -5);
-  conv("dw", c1, d1, 9, 2, 28, -5, 2, -288);
+  conv("dw", c1, d1, 9, 2, 28, -5, 2, -128);
   b.op(eom::OpType_GLOBAL_AVG_POOL, "gap", {d1}, {g});
   std::vector<int32_t> zps = {2, 2}, m1 = {1518500250}, s1 = {-3};
   b.op(eom::OpType_MUL, "gate", {d1, g}, {m}, 0, -1, eom::Activation_NONE, eom::OpOptions_NONE, 0,
-       eom::CreateInt8StageDirect(f, &m1, &s1, 0, -1, -288, 287, &zps));
+       eom::CreateInt8StageDirect(f, &m1, &s1, 0, -1, -128, 127, &zps));
   std::vector<int32_t> zps2 = {-1, 2}, im = {1431655765, 1073741824}, is = {0, 0};
   std::vector<int32_t> mo = {1717986918}, so = {-17};
   b.op(eom::OpType_ADD, "add", {m, d1}, {a}, 0, -1, eom::Activation_NONE, eom::OpOptions_NONE, 0,
-       eom::CreateInt8StageDirect(f, &mo, &so, 0, 0, -100, 287, &zps2, &im, &is, 20));
+       eom::CreateInt8StageDirect(f, &mo, &so, 0, 0, -100, 127, &zps2, &im, &is, 20));
   b.op(eom::OpType_DEQUANTIZE, "dequant", {a}, {y});
   cs.file = b.finish({x}, {y});
   return cs;
