@@ -598,29 +598,61 @@ class Conv2DS8 : public Op {
   }
 
  private:
+  // Copies n bytes: short runs inline (a call per tap costs more than the copy for the first
+  // layers' 1..3 channels), the usual channel counts as fixed-size copies the compiler inlines.
+  static inline void copy_bytes(int8_t* __restrict dst, const int8_t* __restrict src, int n) {
+    switch (n) {
+      case 16: std::memcpy(dst, src, 16); return;
+      case 32: std::memcpy(dst, src, 32); return;
+      case 48: std::memcpy(dst, src, 48); return;
+      case 64: std::memcpy(dst, src, 64); return;
+      case 96: std::memcpy(dst, src, 96); return;
+      case 128: std::memcpy(dst, src, 128); return;
+      default: break;
+    }
+    if (n < 16) {
+      for (int c = 0; c < n; ++c) dst[c] = src[c];
+    } else {
+      std::memcpy(dst, src, n);
+    }
+  }
+  static inline void fill_bytes(int8_t* dst, int8_t v, int n) {
+    if (n < 16) {
+      for (int c = 0; c < n; ++c) dst[c] = v;
+    } else {
+      std::memset(dst, v, n);
+    }
+  }
+
   void im2col(const int8_t* x, int g, int m0, int m1, int8_t* col) const {
     const int plane = OH * OW;
     const int8_t pad = static_cast<int8_t>(st.in_zp);
+    // A kernel row inside the image is one contiguous run of KW * C bytes (NHWC, no groups,
+    // no dilation across the width).
+    const bool rows_contiguous = DW == 1 && G == 1;
     for (int m = m0; m < m1; ++m) {
       const int n = m / plane, rem = m % plane, oh = rem / OW, ow = rem % OW;
       int8_t* dst = col + static_cast<size_t>(m - m0) * K;
+      const int iw0 = ow * SW - PL;
       for (int kh = 0; kh < KH; ++kh) {
         const int ih = oh * SH - PT + kh * DH;
+        if (ih < 0 || ih >= H) {
+          fill_bytes(dst, pad, KW * Cg);
+          dst += KW * Cg;
+          continue;
+        }
+        const int8_t* row = x + static_cast<size_t>(n * H + ih) * W * C + g * Cg;
+        if (rows_contiguous && iw0 >= 0 && iw0 + KW <= W) {
+          copy_bytes(dst, row + static_cast<size_t>(iw0) * C, KW * C);
+          dst += KW * C;
+          continue;
+        }
         for (int kw = 0; kw < KW; ++kw, dst += Cg) {
-          const int iw = ow * SW - PL + kw * DW;
-          if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
-            if (Cg < 16) {
-              for (int c = 0; c < Cg; ++c) dst[c] = pad;
-            } else {
-              std::memset(dst, pad, Cg);
-            }
+          const int iw = iw0 + kw * DW;
+          if (iw < 0 || iw >= W) {
+            fill_bytes(dst, pad, Cg);
           } else {
-            const int8_t* src = x + (static_cast<size_t>(n * H + ih) * W + iw) * C + g * Cg;
-            if (Cg < 16) {  // a call per tap costs more than the copy (first layers: C = 1..3)
-              for (int c = 0; c < Cg; ++c) dst[c] = src[c];
-            } else {
-              std::memcpy(dst, src, Cg);
-            }
+            copy_bytes(dst, row + static_cast<size_t>(iw) * C, Cg);
           }
         }
       }
