@@ -105,7 +105,7 @@ def _classifier(model: nn.Module) -> str:
 
 
 def bench_model(name: str, args, train_loader, test_loader) -> list[dict]:
-    base = digits.pretrained(name)
+    base = digits.pretrained(name, epochs=args.teacher_epochs)
     base.eval()
     base_acc = digits.evaluate(base, test_loader)
     base_macs = optimizer.count_macs(base, (EXAMPLE,))
@@ -244,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="recalibrate",
         action="store_false",
         help="skip our BatchNorm recalibration after pruning",
+    )
+    ap.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=None,
+        help="training epochs of the unpruned model (default: digits.EPOCHS of the model)",
     )
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.5)

@@ -154,3 +154,29 @@ def test_pretrained_retrains_over_a_corrupt_cache_file(tmp_path):
 def test_unknown_model_name_raises_value_error():
     with pytest.raises(ValueError, match="pretrained: unknown digits model"):
         digits.pretrained("alexnet")
+
+
+def test_shift_images_moves_each_image_by_at_most_one_pixel_with_zero_fill():
+    import torch
+
+    from optimizer.examples.digits import shift_images
+
+    x = torch.rand(64, 1, 8, 8) + 0.5  # no zeros inside the images
+    y = shift_images(x, 1, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and not torch.equal(x, y)
+    moved = 0
+    for i in range(len(x)):
+        matches = [
+            (dy, dx)
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if torch.equal(
+                y[i, 0, max(dy, 0) : 8 + min(dy, 0), max(dx, 0) : 8 + min(dx, 0)],
+                x[i, 0, max(-dy, 0) : 8 + min(-dy, 0), max(-dx, 0) : 8 + min(-dx, 0)],
+            )
+        ]
+        assert len(matches) == 1, i  # exactly one offset explains the image
+        dy, dx = matches[0]
+        moved += (dy, dx) != (0, 0)
+        assert int((y[i] == 0).sum()) == 8 * (abs(dy) + abs(dx)) - abs(dy * dx)  # zero fill
+    assert moved > 40  # 8 of 9 offsets move the image

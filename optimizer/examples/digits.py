@@ -302,14 +302,43 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 }
 """Name -> factory of an untrained digits model."""
 
-EPOCHS: dict[str, int] = {"vgg": 15, "resnet": 15, "mobilenetv2": 15, "mlp": 40}
+EPOCHS: dict[str, int] = {"vgg": 45, "resnet": 30, "mobilenetv2": 30, "mlp": 40}
 """Default training epochs of :func:`pretrained`, each reaching >= 97 % test accuracy."""
 
 LR = 3e-3
 BATCH_SIZE = 64
+AUGMENTED = frozenset({"vgg", "resnet", "mobilenetv2"})
+""":func:`pretrained` trains these (the CNNs, whose convolutions share weights across positions)
+with random one-pixel shifts: the full training recipe a user's original model would have had.
+The MLP has no translation structure to exploit and trains on the plain images."""
 
 
 # --------------------------------------------------------------------------- training
+
+
+def shift_images(
+    x: torch.Tensor, max_shift: int = 1, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Moves each image of ``x`` ([N, C, H, W]) by its own random offset of up to ``max_shift``
+    pixels in each direction, filling with zeros (the digits' background). Returns a new tensor.
+
+    Example:
+        >>> shift_images(torch.ones(2, 1, 8, 8)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+    if x.dim() != 4:
+        raise ValueError(f"shift_images: expected [N, C, H, W] images, got shape {tuple(x.shape)}")
+    if max_shift <= 0:
+        return x.clone()
+    n, _, h, w = x.shape
+    s = max_shift
+    padded = F.pad(x, (s, s, s, s))
+    dy = torch.randint(0, 2 * s + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * s + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]  # [N, 1, H, 1]
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]  # [N, 1, 1, W]
+    idx = torch.arange(n)[:, None, None, None]
+    return padded.permute(0, 2, 3, 1)[idx, rows, cols].squeeze(1).permute(0, 3, 1, 2).contiguous()
 
 
 def train(
@@ -319,19 +348,23 @@ def train(
     lr: float = LR,
     seed: int = 0,
     progress: bool = False,
+    augment: bool = False,
 ) -> nn.Module:
     """Trains ``model`` in place with Adam, a per-step cosine schedule and cross-entropy.
 
     Seeds torch and, when it has one, the loader's generator with ``seed``, so the same call on
-    the same loader gives the same weights. Returns the model in eval mode.
+    the same loader gives the same weights. Returns the model in eval mode. With ``augment``,
+    every training batch is moved by random shifts of up to one pixel (:func:`shift_images`),
+    which is what lets the 8x8 digits models generalise beyond ~98.5 %.
 
     Args:
         model: the module to train.
         train_loader: yields ``(images, labels)``.
         epochs: passes over the data (0 returns the model unchanged).
         lr: initial learning rate, decayed to 0 by a cosine over all steps.
-        seed: seed of dropout and shuffling.
+        seed: seed of dropout, shuffling and augmentation.
         progress: show a tqdm progress bar per epoch.
+        augment: random one-pixel shifts of the training images.
 
     Example:
         >>> train_loader, _ = loaders()
@@ -345,6 +378,7 @@ def train(
     gen = getattr(train_loader, "generator", None)
     if gen is not None:
         gen.manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(train_loader))
     model.train()
@@ -355,6 +389,8 @@ def train(
 
             batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
         for x, y in batches:
+            if augment:
+                x = shift_images(x, 1, aug_gen)
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
             loss.backward()
@@ -414,6 +450,7 @@ def cache_path(
         "seed": 0,
         "test_size": 0.25,
         "recipe": _RECIPE_VERSION,
+        "augment": name in AUGMENTED,
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return _cache_dir(cache_dir) / f"digits-{name}-{key}.pt"
@@ -465,7 +502,8 @@ def pretrained(
             torch.manual_seed(0)
             model = factory()
     train_loader, _ = loaders(BATCH_SIZE, seed=0)
-    train(model, train_loader, epochs, lr=LR, seed=0, progress=progress)
+    augment = name in AUGMENTED
+    train(model, train_loader, epochs, lr=LR, seed=0, progress=progress, augment=augment)
     _save_atomic(model.state_dict(), path)
     return model.eval()
 
