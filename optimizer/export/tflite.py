@@ -345,7 +345,8 @@ def _capture(gm: fx.GraphModule, inputs: tuple) -> dict[str, Any]:
 class _Val:
     """A TFLite tensor standing for an fx value. ``layout``: "nhwc" (a 4-D NCHW value stored
     NHWC), "plain" (same order as PyTorch), "hwc" (a flattened conv output in (H, W, C) order;
-    ``chw`` is PyTorch's (C, H, W))."""
+    ``chw`` is PyTorch's (C, H, W)), "hwc4" (a [N, C*H*W] value kept as the 4-D NHWC tensor
+    [N, H, W, C]: the flatten before a linear layer, which reads it without a RESHAPE)."""
 
     index: int
     layout: str
@@ -355,10 +356,15 @@ class _Val:
     chw: tuple[int, int, int] | None = None
 
 
-def _tf_shape(pt_shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+def _tf_shape(
+    pt_shape: tuple[int, ...], layout: str, chw: tuple[int, int, int] | None = None
+) -> tuple[int, ...]:
     if layout == "nhwc":
         n, c, h, w = pt_shape
         return (n, h, w, c)
+    if layout == "hwc4":
+        c, h, w = chw
+        return (pt_shape[0], h, w, c)
     return tuple(pt_shape)
 
 
@@ -370,6 +376,9 @@ def _to_layout(v: np.ndarray, layout: str, chw: tuple[int, int, int] | None = No
         c, h, w = chw
         b = v.shape[0]
         return np.ascontiguousarray(v.reshape(b, c, h, w).transpose(0, 2, 3, 1).reshape(b, -1))
+    if layout == "hwc4":
+        c, h, w = chw
+        return np.ascontiguousarray(v.reshape(v.shape[0], c, h, w).transpose(0, 2, 3, 1))
     return v
 
 
@@ -446,7 +455,7 @@ class _Exporter:
         chw: tuple[int, int, int] | None = None,
     ) -> _Val:
         dtype = TfliteModelBuilder.INT8 if scale is not None else TfliteModelBuilder.FLOAT32
-        idx = self.tb.add_tensor(name, _tf_shape(pt_shape, layout), dtype, 0, scale, zp)
+        idx = self.tb.add_tensor(name, _tf_shape(pt_shape, layout, chw), dtype, 0, scale, zp)
         v = _Val(idx, layout, pt_shape, scale, zp, chw)
         if n is not None:
             self.vals[n.name] = v
@@ -785,7 +794,7 @@ class _Exporter:
         tb = self.tb
         x = self.vals[n.args[0].name]
         w = mod.weight_int8.numpy()
-        if x.layout == "hwc":  # columns (C, H, W) -> (H, W, C): the input is NHWC-flattened
+        if x.layout in ("hwc", "hwc4"):  # columns (C, H, W) -> (H, W, C): NHWC-flattened input
             c, h, ww = x.chw
             w = w.reshape(w.shape[0], c, h, ww).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
         s_w = mod.weight_scale.numpy().astype(np.float32)
@@ -794,10 +803,11 @@ class _Exporter:
             f"{mod.path}/bias", mod.bias_int32.numpy().astype(np.int32), tb.INT32, b_scale, 0
         )
         shape = self._shape(n)
-        y = self._act_tensor(n, mod.path, shape, "plain", mod.output_scale, mod.output_zero_point)
+        q = (mod.output_scale, mod.output_zero_point)
         act = _ACT[mod.activation]
-        if s_w.size == 1:
+        if s_w.size == 1:  # FULLY_CONNECTED reads a 4-D "hwc4" input as [N, H*W*C]
             w_idx = tb.add_constant(f"{mod.path}/weight", np.ascontiguousarray(w), tb.INT8, s_w, 0)
+            y = self._act_tensor(n, mod.path, shape, "plain", *q)
             opts = tb.fully_connected_options(act)
             self._op(
                 tb.FULLY_CONNECTED,
@@ -809,21 +819,34 @@ class _Exporter:
             )
             return
         # Per-channel weights: LiteRT's per-channel FULLY_CONNECTED reference kernel requantizes
-        # with one rounding, CONV_2D with TFLite's two (our arithmetic), so the layer is a 1x1
-        # CONV_2D on [N, 1, 1, K] between two RESHAPEs (which copy bytes): bit for bit.
+        # with one rounding, CONV_2D with TFLite's two (our arithmetic), so the layer is a
+        # CONV_2D whose window is the whole input: [N, H, W, C] (a flattened conv output, read
+        # as it is) or [N, 1, 1, K] (RESHAPE, which copies bytes). Bit for bit.
         nb, k = x.pt_shape
-        c = shape[1]
+        c_out = shape[1]
         i32 = tb.INT32
-        x4 = tb.add_tensor(f"{mod.path}/in_1x1", (nb, 1, 1, k), tb.INT8, 0, x.scale, x.zero_point)
-        shp = tb.add_constant(f"{mod.path}/shape_1x1", np.array([nb, 1, 1, k], np.int32), i32)
-        self._op(tb.RESHAPE, [x.index, shp], [x4])
-        w4 = np.ascontiguousarray(w.reshape(w.shape[0], 1, 1, w.shape[1]))
+        if x.layout == "hwc4":
+            _, kh, kw = x.chw
+            x4 = x.index
+        else:
+            kh = kw = 1
+            x4 = tb.add_tensor(
+                f"{mod.path}/in_1x1", (nb, 1, 1, k), tb.INT8, 0, x.scale, x.zero_point
+            )
+            shp = tb.add_constant(f"{mod.path}/shape_1x1", np.array([nb, 1, 1, k], np.int32), i32)
+            self._op(tb.RESHAPE, [x.index, shp], [x4])
+        w4 = np.ascontiguousarray(w.reshape(w.shape[0], kh, kw, -1))
         w_idx = tb.add_constant(f"{mod.path}/weight", w4, tb.INT8, s_w, 0)
-        y4 = tb.add_tensor(f"{mod.path}/out_1x1", (nb, 1, 1, c), tb.INT8, 0, y.scale, y.zero_point)
+        if self._linear_users_only(n):  # the next linear layer reads [N, 1, 1, O] as it is
+            y4 = self._act_tensor(n, mod.path, shape, "hwc4", *q, (c_out, 1, 1)).index
+        else:
+            y4 = tb.add_tensor(f"{mod.path}/out_1x1", (nb, 1, 1, c_out), tb.INT8, 0, *q)
         opts = tb.conv_2d_options(tb.VALID, (1, 1), (1, 1), act)
         self._op(tb.CONV_2D, [x4, w_idx, b_idx], [y4], tb.CONV_2D_OPTIONS, opts, 3)
-        shp = tb.add_constant(f"{mod.path}/shape", np.array([nb, c], np.int32), i32)
-        self._op(tb.RESHAPE, [y4, shp], [y.index])
+        if not self._linear_users_only(n):
+            y = self._act_tensor(n, mod.path, shape, "plain", *q)
+            shp = tb.add_constant(f"{mod.path}/shape", np.array([nb, c_out], np.int32), i32)
+            self._op(tb.RESHAPE, [y4, shp], [y.index])
 
     def _emit_binary(self, n: fx.Node, mod: qm.QAdd | qm.QMul) -> None:
         tb = self.tb
@@ -899,7 +922,7 @@ class _Exporter:
         path = self._path(n)
         x = self.vals[n.args[0].name]
         w = m.weight.detach().float().numpy()
-        if x.layout == "hwc":  # columns (C, H, W) -> (H, W, C): the input is NHWC-flattened
+        if x.layout in ("hwc", "hwc4"):  # columns (C, H, W) -> (H, W, C): NHWC-flattened input
             c, h, ww = x.chw
             w = w.reshape(w.shape[0], c, h, ww).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
         w_idx = tb.add_constant(f"{path}/weight", np.ascontiguousarray(w), tb.FLOAT32)
@@ -1042,6 +1065,11 @@ class _Exporter:
                     f"{list(x.pt_shape)} to {list(out_shape)} would need a TRANSPOSE; expected a "
                     "flatten to [batch, C*H*W]"
                 )
+            if self._linear_users_only(n):  # the linear layers read the NHWC tensor itself
+                self.vals[n.name] = _Val(
+                    x.index, "hwc4", out_shape, x.scale, x.zero_point, (c, h, w)
+                )
+                return
             layout, chw = ("plain", None) if h * w == 1 else ("hwc", (c, h, w))
         elif x.layout == "hwc":
             if tuple(out_shape) != tuple(x.pt_shape):
@@ -1062,6 +1090,19 @@ class _Exporter:
             f"{path}/shape", np.asarray(_tf_shape(out_shape, layout), np.int32), tb.INT32
         )
         self._op(tb.RESHAPE, [x.index, shp], [y.index])
+
+    def _linear_users_only(self, n: fx.Node) -> bool:
+        """True when every reader of ``n`` is a linear layer (through Identity / Dropout)."""
+        if not n.users:
+            return False
+        for u in n.users:
+            m = self._mod(u)
+            if isinstance(m, (nn.Identity, nn.Dropout)):
+                if not self._linear_users_only(u):
+                    return False
+            elif not isinstance(m, (qm.QLinear, nn.Linear)):
+                return False
+        return True
 
     def _emit_cat(self, n: fx.Node) -> None:
         tb = self.tb
@@ -1363,7 +1404,7 @@ def export_tflite(
         "layout": "NHWC",
         "inputs": public_in,
         "outputs": public_out,
-        "quantization": (rec or {}).get("quantization"),
+        "quantization": _compact((rec or {}).get("quantization")),
     }
     ex.tb.add_metadata(METADATA_QUANTIZATION, json.dumps(meta, default=_json_default).encode())
     if labels is not None:
@@ -1403,6 +1444,18 @@ def export_tflite(
                 stacklevel=2,
             )
     return report
+
+
+def _compact(quant: dict | None) -> dict | None:
+    """The quantization record without its per-layer entries (every tensor of the file carries
+    its own scale and zero point), so the metadata stays small: settings, model inputs and
+    outputs, kept-float layers, and the number of layers."""
+    if not isinstance(quant, dict):
+        return quant
+    out = {k: v for k, v in quant.items() if k != "layers"}
+    if isinstance(quant.get("layers"), dict):
+        out["layers"] = len(quant["layers"])
+    return out
 
 
 def _json_default(o: Any) -> Any:
