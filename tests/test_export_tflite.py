@@ -371,3 +371,29 @@ def test_float_signature_metadata_and_labels(tmp_path):
     quant = json.loads(meta["edgeopt_quantization"])
     assert quant["kind"] == "float" and quant["inputs"][0]["shape"] == [1, 32, 32, 3]
     assert quant["inputs"][0]["dtype"] == "float" and quant["quantization"] is None
+
+
+@pytest.mark.parametrize(("kind", "io"), [("float", "float"), ("int8", "int8"), ("int8", "float")])
+def test_nchw_io_adds_one_transpose_per_image_input_and_output(kind, io, tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    x = torch.rand(8, 3, 6, 6)
+    m = model if kind == "float" else optimizer.quantize_(model, optimizer.Int8Config(), [x])
+    r = export_tflite(m, x[:1], tmp_path / "m.tflite", io=io, layout="nchw", sample_inputs=x)
+    assert r.agrees and r.first_diverging_layer is None, r
+    assert r.ops["TRANSPOSE"] == 2  # only at the boundaries: the graph itself stays NHWC
+    assert r.inputs[0]["shape"] == [1, 3, 6, 6] and r.outputs[0]["shape"] == [1, 4, 6, 6]
+    assert r.inputs[0]["layout"] == r.outputs[0]["layout"] == "NCHW"
+    if io == "float":  # the signature runner takes and returns PyTorch's layout
+        got = _run_signature(r.path, x[:1].numpy())
+        with torch.no_grad():
+            ref = m(x[:1]).numpy()
+        tol = r.outputs[0]["scale"] * 1.01 if kind == "int8" else 1e-5
+        assert np.abs(got - ref).max() <= tol
+
+
+def test_nchw_classifier_has_a_single_transpose(tmp_path):
+    model, ex = ZOO["mobilenetv2"]()
+    r = export_tflite(model.eval(), ex[0][:1], tmp_path / "m.tflite", layout="nchw")
+    assert r.ops["TRANSPOSE"] == 1 and r.agrees
+    with pytest.raises(ValueError, match="layout"):
+        export_tflite(model, ex[0][:1], tmp_path / "n.tflite", layout="NHWC")

@@ -410,11 +410,13 @@ class _Exporter:
         lut: str,
         description: str,
         kind: str = "int8",
+        layout: str = "nhwc",
     ) -> None:
         self.gm = gm
         self.values = values
         self.io = io
         self.kind = kind
+        self.layout = layout
         self.lut = lut
         self.tb = TfliteModelBuilder(description)
         self.vals: dict[str, _Val] = {}
@@ -643,13 +645,25 @@ class _Exporter:
             return
         shape = self._shape(n)
         layout = "nhwc" if len(shape) == 4 else "plain"
-        v = self._act_tensor(n, n.name, shape, layout, None, None)
         info = {"name": n.name, "dtype": "float", "scale": None, "zero_point": None}
-        info["shape"] = list(_tf_shape(shape, layout))
-        info["layout"] = "NHWC" if layout == "nhwc" else "as PyTorch"
+        if layout == "nhwc" and self.layout == "nchw":  # NCHW input, one TRANSPOSE
+            f = self._act_tensor(None, n.name, shape, "plain", None, None)
+            v = self._act_tensor(n, f"{n.name}/nhwc", shape, "nhwc", None, None)
+            self._transpose(f, v, (0, 2, 3, 1), n.name)
+            in_idx, info["shape"], info["layout"] = f.index, list(shape), "NCHW"
+        else:
+            v = self._act_tensor(n, n.name, shape, layout, None, None)
+            in_idx, info["shape"] = v.index, list(_tf_shape(shape, layout))
+            info["layout"] = "NHWC" if layout == "nhwc" else "as PyTorch"
         info["feed"] = n.name
-        self.inputs.append((n.name, v.index))
+        self.inputs.append((n.name, in_idx))
         self.io_info[0].append(info)
+
+    def _transpose(self, x: _Val, y: _Val, perm: tuple[int, ...], name: str) -> None:
+        """TRANSPOSE at a graph input or output (only with ``layout="nchw"``)."""
+        tb = self.tb
+        p_t = tb.add_constant(f"{name}/perm", np.asarray(perm, np.int32), tb.INT32)
+        self._op(tb.TRANSPOSE, [x.index, p_t], [y.index], version=2 if x.scale is not None else 1)
 
     def _emit_dequantize(self, n: fx.Node, mod: qm.DeQuantStub) -> None:
         """DEQUANTIZE before a layer kept float; at the output, the int8 value itself (the
@@ -675,17 +689,23 @@ class _Exporter:
             self._op(TfliteModelBuilder.QUANTIZE, [x.index], [y.index], version=2)
             return
         info = {"name": ph.name, "dtype": self.io, "scale": q[0], "zero_point": q[1]}
+        nchw = layout == "nhwc" and self.layout == "nchw"
+        # The file's input: int8 or float, NCHW (then QUANTIZE, TRANSPOSE) or NHWC.
+        io_layout = "plain" if nchw else layout
         if self.io == "int8":
-            v = self._act_tensor(n, ph.name, shape, layout, *q)
+            v_in = self._act_tensor(None if nchw else n, ph.name, shape, io_layout, *q)
+            v_q = v_in
         else:
-            f = self._act_tensor(None, ph.name, shape, layout, None, None)
-            v = self._act_tensor(n, mod.path, shape, layout, *q)
-            self._op(TfliteModelBuilder.QUANTIZE, [f.index], [v.index], version=2)
-            v_in = f
-        info["shape"] = list(_tf_shape(shape, layout))
-        info["layout"] = "NHWC" if layout == "nhwc" else "as PyTorch"
+            v_in = self._act_tensor(None, ph.name, shape, io_layout, None, None)
+            v_q = self._act_tensor(None if nchw else n, mod.path, shape, io_layout, *q)
+            self._op(TfliteModelBuilder.QUANTIZE, [v_in.index], [v_q.index], version=2)
+        if nchw:
+            v = self._act_tensor(n, f"{mod.path}/nhwc", shape, "nhwc", *q)
+            self._transpose(v_q, v, (0, 2, 3, 1), mod.path)
+        info["shape"] = list(_tf_shape(shape, io_layout))
+        info["layout"] = "NCHW" if nchw else ("NHWC" if layout == "nhwc" else "as PyTorch")
         info["feed"] = n.name if self.io == "int8" else ph.name
-        self.inputs.append((ph.name, v.index if self.io == "int8" else v_in.index))
+        self.inputs.append((ph.name, v_in.index))
         self.io_info[0].append(info)
 
     def _emit_output(self, n: fx.Node) -> None:
@@ -697,6 +717,12 @@ class _Exporter:
             src = o.args[0] if isinstance(self._mod(o), qm.DeQuantStub) else o
             v = self.vals[src.name]
             info = {"name": name, "dtype": self.io, "scale": v.scale, "zero_point": v.zero_point}
+            if v.layout == "nhwc" and self.layout == "nchw":  # one TRANSPOSE back to NCHW
+                t = self._act_tensor(
+                    None, f"{name}/nchw", v.pt_shape, "plain", v.scale, v.zero_point
+                )
+                self._transpose(v, t, (0, 3, 1, 2), name)
+                v = t
             if self.io == "int8" or v.scale is None:
                 idx = v.index
                 if v.scale is None:
@@ -707,7 +733,7 @@ class _Exporter:
                 idx = f.index
             info["shape"] = list(_tf_shape(v.pt_shape, v.layout))
             info["layout"] = {"nhwc": "NHWC", "hwc": "(H, W, C) flattened"}.get(
-                v.layout, "as PyTorch"
+                v.layout, "NCHW" if len(v.pt_shape) == 4 else "as PyTorch"
             )
             info["value"] = src.name
             self.outputs.append((name, idx))
@@ -1189,14 +1215,15 @@ def _verify(
     feed: list[np.ndarray] = []
     for info in ex.io_info[0]:
         v = values[info["feed"]]
-        feed.append(_to_layout(v.numpy(), "nhwc" if v.dim() == 4 else "plain"))
+        feed.append(_to_layout(v.numpy(), "nhwc" if info["layout"] == "NHWC" else "plain"))
     interp = _interpreter(blob)
     out_det = {d["index"]: d for d in interp.get_output_details()}
     outs = _run_chunks(interp, feed, batch, n_total, [out_det[i]["index"] for _, i in ex.outputs])
     ok, top1, maxd = [], [], []
     for info, out in zip(ex.io_info[1], outs):
         v = ex.vals[info["value"]]
-        ref = _to_layout(values[info["value"]].numpy(), v.layout, v.chw)
+        lay = "plain" if info["layout"] == "NCHW" else v.layout
+        ref = _to_layout(values[info["value"]].numpy(), lay, v.chw)
         if v.scale is None:  # a float output: float tolerance
             # In a mixed model, int8 layers before it may move by a unit (XNNPACK rounds in
             # fp32): a float output computed from them agrees within 5 % of its range.
@@ -1309,6 +1336,7 @@ def export_tflite(
     sample_inputs: Any = None,
     lut: str = "exact",
     tolerance: float = 1e-4,
+    layout: str = "nhwc",
 ) -> TfliteReport:
     """Writes ``model`` as a ``.tflite`` file (builtin ops, NHWC, no TRANSPOSE) and checks it in
     LiteRT.
@@ -1331,6 +1359,9 @@ def export_tflite(
             file's batch size); default ``example_inputs``.
         lut: ``"exact"`` (every lookup table as CAST+ADD+GATHER, bit for bit) or ``"builtin"``
             (LOGISTIC / TANH / HARD_SWISH where LiteRT reproduces our table exactly).
+        layout: ``"nhwc"`` (default): image inputs and outputs are NHWC and the file has no
+            TRANSPOSE; ``"nchw"``: they are NCHW, as PyTorch's, with one TRANSPOSE after each
+            image input and before each image output (the graph stays NHWC).
         tolerance: float values agree when ``|LiteRT - module| <= tolerance * max(1, max
             |module|)`` (per output, and per layer for ``first_diverging_layer``). A mixed
             model's float outputs, computed from int8 layers that LiteRT's XNNPACK kernels may
@@ -1358,6 +1389,8 @@ def export_tflite(
         raise ValueError(f"{_API}: io must be 'int8' or 'float'; got {io!r}")
     if lut not in ("exact", "builtin"):
         raise ValueError(f"{_API}: lut must be 'exact' or 'builtin'; got {lut!r}")
+    if layout not in ("nhwc", "nchw"):
+        raise ValueError(f"{_API}: layout must be 'nhwc' or 'nchw'; got {layout!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"{_API}: model must be a torch.nn.Module, got {type(model).__name__}")
     if not (isinstance(tolerance, (int, float)) and tolerance > 0):
@@ -1377,7 +1410,7 @@ def export_tflite(
         gm = model
     values = _capture(gm, example)
     desc = f"edge-optimizer {kind} export of {type(model).__name__}"
-    ex = _Exporter(gm, values, io, lut, desc, kind)
+    ex = _Exporter(gm, values, io, lut, desc, kind, layout)
     bad = [(ex._path(n), why) for n in gm.graph.nodes if (why := ex.unsupported(n))]
     if bad:
         first, what = bad[0]
@@ -1401,7 +1434,7 @@ def export_tflite(
         "producer": "edge-optimizer",
         "kind": kind,
         "io": io,
-        "layout": "NHWC",
+        "layout": layout.upper(),
         "inputs": public_in,
         "outputs": public_out,
         "quantization": _compact((rec or {}).get("quantization")),
@@ -1417,7 +1450,7 @@ def export_tflite(
         [i for _, i in ex.outputs],
         signature=(SIGNATURE_KEY, dict(ex.inputs), dict(ex.outputs)),
     )
-    if ex.ops.get("TRANSPOSE"):  # pragma: no cover - the mapping never emits one
+    if layout == "nhwc" and ex.ops.get("TRANSPOSE"):  # pragma: no cover - never emitted
         raise AssertionError("TRANSPOSE emitted")
     out_path = atomic_write(path, lambda f: f.write(blob))
     report = TfliteReport(
