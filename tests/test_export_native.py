@@ -225,6 +225,7 @@ INT8_COVERED = [
     "mobilenetv2",
     "efficientnet",
     "densenet",
+    "yolo_c2f",  # int8 split, upsample, concat, max pool
     "mlp",
 ]
 # resnet_bottleneck's middle block uses GroupNorm, which has no int8 kernel: kept in float, it is
@@ -269,6 +270,8 @@ def test_zoo_int8_is_bit_exact_to_the_quantized_module(name, tmp_path):
         assert report.ops["lut"] >= 4 and report.ops["mul"] == 3, report.ops
     if name == "densenet":
         assert report.ops["concat"] >= 1, report.ops
+    if name == "yolo_c2f":
+        assert report.ops["split"] >= 1 and report.ops["upsample_nearest"] == 1, report.ops
 
 
 def test_int8_file_is_about_a_quarter_of_the_float_file(tmp_path):

@@ -764,11 +764,16 @@ class Conv2DS8 : public Op {
       for (int r = r0; r < r1; ++r) {
         const int n = r / oh_n, oh = r % oh_n;
         for (int ow = 0; ow < ow_n; ++ow) {
-          for (int t = 0; t < T; ++t) {
-            const int ih = oh * sh - pt + (t / kw_n) * dh, iw = ow * sw - pl + (t % kw_n) * dwd;
-            const bool in = ih >= 0 && ih < h && iw >= 0 && iw < w;
-            full[t] =
-                in ? x + (static_cast<size_t>(n * h + ih) * w + iw) * c_in : dw16.zp_row.data();
+          int t = 0;
+          for (int kh = 0; kh < kh_n; ++kh) {
+            const int ih = oh * sh - pt + kh * dh;
+            const bool row_in = ih >= 0 && ih < h;
+            const int8_t* row = x + static_cast<size_t>(n * h + (row_in ? ih : 0)) * w * c_in;
+            for (int kw = 0; kw < kw_n; ++kw, ++t) {
+              const int iw = ow * sw - pl + kw * dwd;
+              full[t] = row_in && iw >= 0 && iw < w ? row + static_cast<size_t>(iw) * c_in
+                                                    : dw16.zp_row.data();
+            }
           }
           full[T] = dw16.zp_row.data();
           int8_t* out = y + (static_cast<size_t>(r) * ow_n + ow) * o;
@@ -959,6 +964,16 @@ void max_window(const int8_t* __restrict x, int rows, int cols, size_t ld, int C
     }
 }
 
+// acc[c] = sum over `rows` rows of C int8 values (restrict: the int8 input cannot alias the
+// int32 sums, so the loop vectorizes).
+void sum_rows(const int8_t* __restrict x, int rows, int C, int32_t* __restrict acc) {
+  for (int c = 0; c < C; ++c) acc[c] = 0;
+  for (int i = 0; i < rows; ++i) {
+    const int8_t* __restrict in = x + static_cast<size_t>(i) * C;
+    for (int c = 0; c < C; ++c) acc[c] += in[c];
+  }
+}
+
 // TFLite's int8 average: sum / count rounded half away from zero (C division truncates).
 inline int32_t rounded_average(int32_t acc, int32_t count) {
   const int32_t half = count / 2;
@@ -1063,11 +1078,7 @@ class GlobalAvgPoolS8 : public Op {
     const int8_t* x = ctx.get<int8_t>(inputs[0]);
     int8_t* y = ctx.get<int8_t>(outputs[0]);
     for (int n = 0; n < N; ++n) {
-      std::fill(acc.begin(), acc.end(), 0);
-      for (int i = 0; i < HW; ++i) {
-        const int8_t* in = x + (static_cast<size_t>(n) * HW + i) * C;
-        for (int c = 0; c < C; ++c) acc[c] += in[c];
-      }
+      sum_rows(x + static_cast<size_t>(n) * HW * C, HW, C, acc.data());
       int8_t* out = y + static_cast<size_t>(n) * C;
       for (int c = 0; c < C; ++c)
         out[c] = static_cast<int8_t>(std::min(std::max(rounded_average(acc[c], HW), qmin), qmax));
