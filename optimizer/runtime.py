@@ -1,7 +1,9 @@
 """Python face of the C++ model runtime: load a ``.eom`` file, run it on numpy, time it per layer.
 
 The runtime needs numpy only (no torch): it is the piece of the package that runs on a device.
-Files come from :func:`optimizer.export_native`. Example::
+Files come from :func:`optimizer.export_native`: float models, and int8 models (the GraphModule
+of :func:`optimizer.quantize_`, float in and out, int8 kernels inside, bit-exact to it).
+Example::
 
     rt = optimizer.runtime.load("model.eom")
     rt.num_threads = 2

@@ -185,8 +185,15 @@ int main(int argc, char** argv) {
   const bool noisy = spread > 0.05;
   const std::string cpu = edgeopt::cpu_description();
 
-  std::printf("model   %s (%zu bytes, %zu layers, arena %zu bytes)\n", args.model.c_str(),
-              model->file_bytes(), nl, model->arena_bytes());
+  size_t int8_layers = 0;  // layers on int8 kernels (s8_*, im2col+s8_*, quantize / dequantize)
+  for (const auto& li : model->layers()) {
+    const std::string& k = li.kernel;
+    if (k.rfind("s8_", 0) == 0 || k.rfind("im2col+s8_", 0) == 0 || k.rfind("quantize", 0) == 0 ||
+        k.rfind("dequantize", 0) == 0)
+      ++int8_layers;
+  }
+  std::printf("model   %s (%zu bytes, %zu layers, %zu int8, arena %zu bytes)\n", args.model.c_str(),
+              model->file_bytes(), nl, int8_layers, model->arena_bytes());
   std::printf("cpu     %s\nthreads %d, warmup %d, runs %d\n", cpu.c_str(), args.threads,
               args.warmup, args.runs);
   std::printf("latency min %.4f ms, median %.4f ms, p90 %.4f ms\n", mn * 1e3, med * 1e3, p90 * 1e3);
