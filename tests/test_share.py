@@ -666,3 +666,25 @@ def test_codebook_refusals():
         codebook_s8(model.fc1, 0.0)
     with pytest.raises(ValueError, match="must be 2-D"):
         codebook_of(np.zeros(3))
+
+
+def test_bn_folding_of_a_model_with_live_sharing_hooks_keeps_its_function():
+    """Folding BatchNorm into a shared conv (hooks still live) must not re-snap the folded
+    weights to the clusters, which span channels the fold scales differently."""
+    from optimizer.quantize.fold import float_graph
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)
+    )
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 2.0)
+        model[1].running_var.uniform_(0.5, 2.0)
+        model[1].running_mean.normal_()
+    model.eval()
+    share_weights_(model, WeightShareConfig(clusters=4))  # hooks live (no .remove())
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        want = model(x)
+        got = float_graph(model, (x,))(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

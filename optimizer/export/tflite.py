@@ -75,7 +75,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -1292,18 +1291,11 @@ def _as_tuple(x: Any) -> tuple:
 
 
 def _float_graph(model: nn.Module, example: tuple) -> fx.GraphModule:
-    """The float GraphModule of a copy of ``model`` with BatchNorm folded. Weight-sharing hooks
-    (``share_weights_`` before ``remove()``) are applied once and dropped first: copied into a
-    folded conv they would re-snap its folded weights to clusters that span channels."""
+    """The float GraphModule of a copy of ``model`` with BatchNorm folded (live weight-sharing
+    hooks applied and dropped first, see ``fold.float_graph``)."""
     from optimizer.quantize.fold import float_graph
 
-    work = copy.deepcopy(model)
-    for m in work.modules():
-        for hid, hook in list(m._forward_pre_hooks.items()):
-            if type(hook).__name__ == "_Shared" and callable(getattr(hook, "snap", None)):
-                hook.snap(force=True)
-                del m._forward_pre_hooks[hid]
-    return float_graph(work, example)
+    return float_graph(model, example)
 
 
 def _kind(model: nn.Module) -> str:

@@ -126,6 +126,17 @@ def _bn_usable(bn: nn.Module) -> bool:
     return bn.track_running_stats and bn.running_mean is not None
 
 
+def _drop_sharing_hooks(work: nn.Module) -> None:
+    """Applies live weight-sharing hooks (``share_weights_`` before ``remove()``) once and drops
+    them: carried into a folded conv, they would re-snap its folded weights to clusters that span
+    channels (the fold scales each channel differently)."""
+    for m in work.modules():
+        for hid, hook in list(m._forward_pre_hooks.items()):
+            if type(hook).__name__ == "_Shared" and callable(getattr(hook, "snap", None)):
+                hook.snap(force=True)
+                del m._forward_pre_hooks[hid]
+
+
 def float_graph(
     model: nn.Module, example_inputs: tuple, leaves: Any = (), fold: bool = True
 ) -> fx.GraphModule:
@@ -144,6 +155,7 @@ def float_graph(
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     work = copy.deepcopy(model)
+    _drop_sharing_hooks(work)
     gm = capture(work, example_inputs, leaves)
     for m in gm.modules():
         if hasattr(m, "inplace") and isinstance(m.inplace, bool):
