@@ -10,6 +10,11 @@
 // the per-input part is a 256-entry table built at load), pooling rounds as TFLite's
 // AVERAGE_POOL_2D, LUT indexes a 256-entry table, QUANTIZE divides in double and rounds half to
 // even (as numpy / torch.round), DEQUANTIZE multiplies in double.
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns about the AVX-512 intrinsics' own masked-builtin arguments (a false positive, as in
+// kernels/x86/qs8_gemm_avx2.cc).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -504,11 +509,11 @@ EO_AVX2 inline __m256i x16(const int8_t* p, __m256i zp) {
 }
 
 EO_AVX2 void dw_pixel16_avx2(const int8_t* const* xs, const DwPacked16& pk, int32_t in_zp,
-                             int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out) {
+                             int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out, int b0 = 0) {
   const __m256i z16 = _mm256_set1_epi16(static_cast<int16_t>(in_zp)), zero = _mm256_setzero_si256();
   const __m256i lo = _mm256_set1_epi32(qmin - out_zp), hi = _mm256_set1_epi32(qmax - out_zp);
   const __m256i zp = _mm256_set1_epi32(out_zp);
-  for (int b = 0; b < pk.blocks; ++b) {
+  for (int b = b0; b < pk.blocks; ++b) {
     const int c = b * 16;
     __m256i acc_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.bias.data() + c));
     __m256i acc_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.bias.data() + c + 8));
@@ -536,6 +541,76 @@ EO_AVX2 void dw_pixel16_avx2(const int8_t* const* xs, const DwPacked16& pk, int3
     const __m256i p16 = _mm256_packs_epi32(r[0], r[1]);
     const __m256i p8 = _mm256_permute4x64_epi64(_mm256_packs_epi16(p16, p16), 0x08);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm256_castsi256_si128(p8));
+  }
+}
+
+#define EO_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+// The AVX-512 VNNI twin of dw_pixel16_avx2: blocks of 32 channels, the pairs of taps through
+// vpdpwssd (16-bit products summed into int32, exact), the output stage on 16 lanes. Within a
+// block, accumulator lo holds channels 8L + 0..3 of each 128-bit lane L, hi 8L + 4..7.
+struct DwPacked32 {
+  int blocks = 0, pairs = 0;
+  std::vector<int16_t> w;                  // [blocks][pairs][64]
+  std::vector<int32_t> bias, mult, shift;  // [blocks * 32], permuted
+};
+
+inline int dw_perm32(int j) {
+  return j < 16 ? (j / 4) * 8 + j % 4 : ((j - 16) / 4) * 8 + 4 + j % 4;
+}
+
+EO_AVX512 inline __m512i mbqm16(__m512i x, __m512i mult, __m512i left, __m512i right) {
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i half = _mm512_set1_epi64(int64_t{1} << 30);
+  x = _mm512_sllv_epi32(x, left);
+  __m512i pe = _mm512_mul_epi32(x, mult);
+  __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32));
+  pe = _mm512_srli_epi64(_mm512_add_epi64(pe, half), 31);
+  po = _mm512_slli_epi64(_mm512_add_epi64(po, half), 1);
+  __m512i q = _mm512_mask_blend_epi32(0xAAAA, pe, po);
+  q = _mm512_mask_mov_epi32(q, _mm512_cmpeq_epi32_mask(q, _mm512_set1_epi32(INT32_MIN)),
+                            _mm512_set1_epi32(INT32_MAX));
+  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+  const __m512i rem = _mm512_and_si512(q, mask);
+  const __m512i thr = _mm512_sub_epi32(_mm512_srli_epi32(mask, 1), _mm512_srai_epi32(q, 31));
+  const __m512i res = _mm512_srav_epi32(q, right);
+  return _mm512_mask_add_epi32(res, _mm512_cmpgt_epi32_mask(rem, thr), res, one);
+}
+
+EO_AVX512 void dw_pixel32_avx512(const int8_t* const* xs, const DwPacked32& pk, int32_t in_zp,
+                                 int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out) {
+  const __m512i z16 = _mm512_set1_epi16(static_cast<int16_t>(in_zp)), zero = _mm512_setzero_si512();
+  const __m512i lo = _mm512_set1_epi32(qmin - out_zp), hi = _mm512_set1_epi32(qmax - out_zp);
+  const __m512i zp = _mm512_set1_epi32(out_zp);
+  for (int b = 0; b < pk.blocks; ++b) {
+    const int c = b * 32;
+    __m512i acc[2] = {_mm512_loadu_si512(pk.bias.data() + c),
+                      _mm512_loadu_si512(pk.bias.data() + c + 16)};
+    const int16_t* wp = pk.w.data() + static_cast<size_t>(b) * pk.pairs * 64;
+    for (int p = 0; p < pk.pairs; ++p, wp += 64) {
+      const __m512i x0 = _mm512_sub_epi16(
+          _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[2 * p] + c))),
+          z16);
+      const __m512i x1 = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(
+                                              reinterpret_cast<const __m256i*>(xs[2 * p + 1] + c))),
+                                          z16);
+      acc[0] = _mm512_dpwssd_epi32(acc[0], _mm512_unpacklo_epi16(x0, x1), _mm512_loadu_si512(wp));
+      acc[1] =
+          _mm512_dpwssd_epi32(acc[1], _mm512_unpackhi_epi16(x0, x1), _mm512_loadu_si512(wp + 32));
+    }
+    __m128i bytes[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m512i m = _mm512_loadu_si512(pk.mult.data() + c + 16 * h);
+      const __m512i s = _mm512_loadu_si512(pk.shift.data() + c + 16 * h);
+      const __m512i left = _mm512_max_epi32(s, zero);
+      const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
+      const __m512i v = _mm512_add_epi32(
+          _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[h], m, left, right), lo), hi), zp);
+      bytes[h] = _mm512_cvtsepi32_epi8(v);  // in [-128, 127] already: exact
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm_unpacklo_epi32(bytes[0], bytes[1]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c + 16),
+                     _mm_unpackhi_epi32(bytes[0], bytes[1]));
   }
 }
 
@@ -589,7 +664,7 @@ class Conv2DS8 : public Op {
     int8_t* y = ctx.get<int8_t>(outputs[0]);
     if (depthwise) {
       run_depthwise(x, y, ctx.threads);
-      info.kernel = avx2 ? "s8_dwconv_direct__avx2" : "s8_dwconv_direct__generic";
+      info.kernel = dw_kernel;
     } else {
       run_gemm(x, y, ctx.threads);
       kernel_note.note(info, pointwise ? "" : "im2col+",
@@ -705,8 +780,44 @@ class Conv2DS8 : public Op {
 
  public:
   bool avx2 = false;  // the vector twin of the scalar taps and output stage (x86 AVX2)
+  const char* dw_kernel = "s8_dwconv_direct__generic";
 #ifdef EO_RUNTIME_AVX2
   DwPacked16 dw16;  // 16-bit pair-of-taps weights (AVX2, channel multiplier 1, C >= 16)
+  DwPacked32 dw32;  // the same in blocks of 32 channels (AVX-512 VNNI, C >= 32)
+  bool avx512 = false;
+
+  void pack_dw32() {
+    const int T = KH * KW;
+    if (!avx512 || dw16.blocks < 2) return;
+    DwPacked32& pk = dw32;
+    pk.blocks = C / 32;
+    pk.pairs = (T + 1) / 2;
+    pk.w.assign(static_cast<size_t>(pk.blocks) * pk.pairs * 64, 0);
+    pk.bias.resize(pk.blocks * 32);
+    pk.mult.resize(pk.blocks * 32);
+    pk.shift.resize(pk.blocks * 32);
+    for (int b = 0; b < pk.blocks; ++b) {
+      for (int j = 0; j < 32; ++j) {
+        const int c = b * 32 + dw_perm32(j);
+        pk.bias[b * 32 + j] = st.bias[c];
+        pk.mult[b * 32 + j] = st.multiplier[c];
+        pk.shift[b * 32 + j] = st.shift[c];
+      }
+      for (int p = 0; p < pk.pairs; ++p) {
+        int16_t* wp = pk.w.data() + (static_cast<size_t>(b) * pk.pairs + p) * 64;
+        for (int half = 0; half < 2; ++half)
+          for (int lane = 0; lane < 4; ++lane)
+            for (int j = 0; j < 4; ++j) {
+              const int c = b * 32 + lane * 8 + half * 4 + j;
+              const int at = half * 32 + lane * 8 + j * 2;
+              for (int u = 0; u < 2; ++u) {
+                const int t = 2 * p + u;
+                wp[at + u] = t < T ? dw[static_cast<size_t>(t) * O + c] : 0;
+              }
+            }
+      }
+    }
+  }
 
   void pack_dw16() {
     const int T = KH * KW;
@@ -777,7 +888,12 @@ class Conv2DS8 : public Op {
           }
           full[T] = dw16.zp_row.data();
           int8_t* out = y + (static_cast<size_t>(r) * ow_n + ow) * o;
-          dw_pixel16_avx2(full, dw16, zp, st.out_zp, st.qmin, st.qmax, out);
+          int b16 = 0;
+          if (dw32.blocks > 0) {
+            dw_pixel32_avx512(full, dw32, zp, st.out_zp, st.qmin, st.qmax, out);
+            b16 = dw32.blocks * 2;
+          }
+          dw_pixel16_avx2(full, dw16, zp, st.out_zp, st.qmin, st.qmax, out, b16);
           if (dw16.blocks * 16 < o) {
             dw_pixel_avx2(full, ws, T, bias, st.multiplier.data(), st.shift.data(), zp, st.out_zp,
                           st.qmin, st.qmax, out, o, dw16.blocks * 16);
@@ -903,7 +1019,13 @@ std::unique_ptr<Op> build_conv(Build& b) {
     for (const auto& m : op->weights.groups) m.prepack();
   }
 #ifdef EO_RUNTIME_AVX2
-  if (op->depthwise) op->pack_dw16();
+  if (op->depthwise) {
+    op->avx512 = (available_paths() & kAvx512Vnni) != 0;
+    op->pack_dw16();
+    op->pack_dw32();
+  }
+  if (op->depthwise && op->avx2)
+    op->dw_kernel = op->dw32.blocks > 0 ? "s8_dwconv_direct__avx512vnni" : "s8_dwconv_direct__avx2";
 #endif
   op->tile_rows = std::max(16, std::min(512, (32768 / std::max(1, op->K)) / 16 * 16));
   op->info.op = "conv2d";

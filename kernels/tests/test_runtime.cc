@@ -288,15 +288,15 @@ Case make_case() {
   return cs;
 }
 
-// int8: x [1, 28, 5, 6] NCHW -> transpose -> quantize -> conv3x3 (28, clamp as a ReLU)
-// -> depthwise 3x3 s2 (28: a 16-channel block, then 8 and 4 left) -> global avg pool -> mul
-// (broadcast gate)
-// -> add -> dequantize [1, 3, 3, 28].
+// int8: x [1, 60, 5, 6] NCHW -> transpose -> quantize -> conv3x3 (60, clamp as a ReLU)
+// -> depthwise 3x3 s2 (60: blocks of 32 and 16 channels, then 8 and 4 left) -> global avg pool ->
+// mul (broadcast gate)
+// -> add -> dequantize [1, 3, 3, 60].
 Case make_int8_case() {
   Builder b;
   Case cs;
-  cs.input = randn(28 * 5 * 6, 2.0f);
-  cs.out_elems = 3 * 3 * 28;
+  cs.input = randn(60 * 5 * 6, 2.0f);
+  cs.out_elems = 3 * 3 * 60;
   auto& f = b.fbb();
   std::uniform_int_distribution<int> wv(-127, 127);
   auto weights = [&](size_t n) {
@@ -310,38 +310,38 @@ Case make_int8_case() {
     for (auto& x : v) x = bv(g_rng);
     return v;
   };
-  const int x = b.tensor("x", {1, 28, 5, 6});
-  const int xt = b.tensor("x.nhwc", {1, 5, 6, 28});
-  const int xq = b.s8("xq", {1, 5, 6, 28}, 0.05f, 3);
-  const int c1 = b.s8("c1", {1, 5, 6, 28}, 0.08f, -5);
-  const int d1 = b.s8("d1", {1, 3, 3, 28}, 0.06f, 2);
-  const int g = b.s8("g", {1, 1, 1, 28}, 0.06f, 2);
-  const int m = b.s8("m", {1, 3, 3, 28}, 0.04f, -1);
-  const int a = b.s8("a", {1, 3, 3, 28}, 0.1f, 0);
-  const int y = b.tensor("y", {1, 3, 3, 28});
+  const int x = b.tensor("x", {1, 60, 5, 6});
+  const int xt = b.tensor("x.nhwc", {1, 5, 6, 60});
+  const int xq = b.s8("xq", {1, 5, 6, 60}, 0.05f, 3);
+  const int c1 = b.s8("c1", {1, 5, 6, 60}, 0.08f, -5);
+  const int d1 = b.s8("d1", {1, 3, 3, 60}, 0.06f, 2);
+  const int g = b.s8("g", {1, 1, 1, 60}, 0.06f, 2);
+  const int m = b.s8("m", {1, 3, 3, 60}, 0.04f, -1);
+  const int a = b.s8("a", {1, 3, 3, 60}, 0.1f, 0);
+  const int y = b.tensor("y", {1, 3, 3, 60});
   std::vector<int32_t> perm = {0, 2, 3, 1};
   b.op(eom::OpType_TRANSPOSE, "in", {x}, {xt}, 0, -1, eom::Activation_NONE,
        eom::OpOptions_TransposeOptions, eom::CreateTransposeOptionsDirect(f, &perm).Union());
   b.op(eom::OpType_QUANTIZE, "quant", {xt}, {xq});
-  std::vector<int32_t> mult(28), shift(28);
+  std::vector<int32_t> mult(60), shift(60);
   std::uniform_int_distribution<int> mv(1 << 30, std::numeric_limits<int32_t>::max());
   auto conv = [&](const char* name, int in, int out, int kk, int s, int g_, int in_zp, int out_zp,
                   int qmin) {
-    const int wt = b.constant(std::string(name) + ".w", {28, kk}, weights(28 * kk), eom::DType_S8);
-    const int bt = b.constant(std::string(name) + ".b", {28}, biases(28), eom::DType_S32);
-    for (int c = 0; c < 28; ++c) {
+    const int wt = b.constant(std::string(name) + ".w", {60, kk}, weights(60 * kk), eom::DType_S8);
+    const int bt = b.constant(std::string(name) + ".b", {60}, biases(60), eom::DType_S32);
+    for (int c = 0; c < 60; ++c) {
       mult[c] = mv(g_rng);
       shift[c] = -7 - c % 3;
     }
     auto stage = eom::CreateInt8StageDirect(f, &mult, &shift, in_zp, out_zp, qmin, 127);
     std::vector<int32_t> kv = {3, 3}, sv = {s, s}, dv = {1, 1}, pv = {1, 1, 1, 1};
     auto opts = eom::CreateConv2DOptionsDirect(f, &kv, &sv, &dv, &pv, g_);
-    auto weight = eom::CreateWeightDirect(f, eom::WeightFormat_DENSE, 28, kk, wt);
+    auto weight = eom::CreateWeightDirect(f, eom::WeightFormat_DENSE, 60, kk, wt);
     b.op(eom::OpType_CONV2D, name, {in}, {out}, weight, bt, eom::Activation_NONE,
          eom::OpOptions_Conv2DOptions, opts.Union(), stage);
   };
-  conv("conv1", xq, c1, 9 * 28, 1, 1, 3, -5, -5);
-  conv("dw", c1, d1, 9, 2, 28, -5, 2, -128);
+  conv("conv1", xq, c1, 9 * 60, 1, 1, 3, -5, -5);
+  conv("dw", c1, d1, 9, 2, 60, -5, 2, -128);
   b.op(eom::OpType_GLOBAL_AVG_POOL, "gap", {d1}, {g});
   std::vector<int32_t> zps = {2, 2}, m1 = {1518500250}, s1 = {-3};
   b.op(eom::OpType_MUL, "gate", {d1, g}, {m}, 0, -1, eom::Activation_NONE, eom::OpOptions_NONE, 0,
