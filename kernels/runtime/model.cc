@@ -171,8 +171,9 @@ struct Model::Impl {
   std::vector<int> graph_inputs, graph_outputs;
   std::vector<TensorSpec> input_specs, output_specs;
   std::vector<LayerInfo> layers;
-  std::vector<int> root;        // per tensor: the tensor whose bytes it uses (itself or an alias)
-  std::vector<size_t> offsets;  // per root activation: arena offset
+  std::vector<int> root;  // per tensor: the tensor whose bytes it uses (itself or an alias)
+  std::vector<int> input_aliases;  // tensors sharing a graph input's bytes (reshapes of it)
+  std::vector<size_t> offsets;     // per root activation: arena offset
   std::vector<uint8_t> arena_mem;
   uint8_t* arena = nullptr;
   size_t arena_size = 0, activation_size = 0, weight_size = 0;
@@ -188,6 +189,8 @@ struct Model::Impl {
   void plan_arena();
   void bind(const std::vector<const void*>& in, const std::vector<void*>& out);
   void finish(const std::vector<void*>& out);
+  // Copies each operator's kernel path into layers (on demand: not per run).
+  void sync_layers();
 };
 
 void Model::Impl::load(std::unique_ptr<Bytes> b) {
@@ -461,7 +464,19 @@ void Model::Impl::plan_arena() {
   }
   arena = arena_mem.data() +
           (kAlignment - reinterpret_cast<uintptr_t>(arena_mem.data()) % kAlignment) % kAlignment;
+  // Every pointer but those into the caller's inputs is fixed from now on: bind() sets only the
+  // graph inputs and their aliases (no per-run walk over all tensors).
   ctx.data.assign(nt, nullptr);
+  for (size_t t = 0; t < nt; ++t) {
+    const Tensor& x = tensors[t];
+    if (x.constant) {
+      ctx.data[t] = const_cast<uint8_t*>(x.constant);
+    } else if (tensors[root[t]].is_input) {
+      if (!x.is_input) input_aliases.push_back(static_cast<int>(t));
+    } else {
+      ctx.data[t] = arena + offsets[root[t]];
+    }
+  }
 }
 
 void Model::Impl::bind(const std::vector<const void*>& in, const std::vector<void*>& out) {
@@ -473,19 +488,10 @@ void Model::Impl::bind(const std::vector<const void*>& in, const std::vector<voi
     throw std::invalid_argument("edgeopt model: run() got " + std::to_string(out.size()) +
                                 " outputs, the model has " + std::to_string(graph_outputs.size()));
   }
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    const Tensor& x = tensors[t];
-    if (x.constant) ctx.data[t] = const_cast<uint8_t*>(x.constant);
-  }
   for (size_t i = 0; i < in.size(); ++i) {
     ctx.data[graph_inputs[i]] = static_cast<uint8_t*>(const_cast<void*>(in[i]));
   }
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    const Tensor& x = tensors[t];
-    if (x.constant || x.is_input) continue;
-    const int r = root[t];
-    ctx.data[t] = tensors[r].is_input ? ctx.data[r] : arena + offsets[r];
-  }
+  for (int t : input_aliases) ctx.data[t] = ctx.data[root[t]];
   ctx.threads = threads;
 }
 
@@ -494,7 +500,12 @@ void Model::Impl::finish(const std::vector<void*>& out) {
     const int t = graph_outputs[i];
     std::memmove(out[i], ctx.data[t], tensors[t].bytes);
   }
-  for (size_t i = 0; i < ops.size(); ++i) layers[i].kernel = ops[i]->info.kernel;
+}
+
+void Model::Impl::sync_layers() {
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (layers[i].kernel != ops[i]->info.kernel) layers[i].kernel = ops[i]->info.kernel;
+  }
 }
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -555,6 +566,8 @@ void Model::run_profiled(const std::vector<const void*>& inputs, const std::vect
 }
 
 const std::vector<LayerInfo>& Model::layers() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  impl_->sync_layers();
   return impl_->layers;
 }
 size_t Model::arena_bytes() const {
