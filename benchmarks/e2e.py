@@ -31,8 +31,9 @@ timed on their lowest-overhead call (ORT IOBinding with pre-bound buffers, LiteR
 ``Runtime.run(x)``, which allocates and returns its output, so the ratios are conservative.
 
 Latency: after ``--warmup`` calls each, ``--runs`` timed calls per contestant, in ``--rounds``
-interleaved rounds (each round re-warms the contestant with a few calls first), so a slow
-phase of the machine hits everyone; median and p90. Accuracy: every runtime on the 450 test
+interleaved rounds (each round pauses 20 ms so the previous contestant's spinning thread pool
+parks, then re-warms the contestant with a few calls), so a slow phase of the machine hits
+everyone; median and p90. Accuracy: every runtime on the 450 test
 images (nobody wins by being wrong). Files: our ``.eom`` (fp32 / int8 / pruned int8), the ORT
 ``.onnx``, the LiteRT ``.tflite``, PyTorch state dicts.
 
@@ -95,6 +96,10 @@ EXAMPLE = torch.zeros(1, 1, 8, 8)
 DEFAULT_BENCH = ROOT / "build" / "host" / "edgeopt-bench"
 SPEEDUP_VS_FP32 = 3.0  # issue 7: ours int8 >= 3x PyTorch fp32
 BENCH_AGREEMENT = 0.10  # issue 7: edgeopt-bench median within 10 % of Runtime.profile
+# Pause before each contestant's block of calls: thread pools spin after a call (ours ~50 us,
+# libgomp in PyTorch and ORT's pool longer) and, with 2 threads on 2 cores, a pool still spinning
+# would steal a core from the contestant timed next.
+SETTLE_S = 0.02
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,7 +446,8 @@ def measure(
     runners: dict[str, Callable[[], Any]], warmup: int, runs: int, rounds: int
 ) -> dict[str, dict[str, float]]:
     """Interleaved timing: every runner gets ``warmup`` calls, then ``rounds`` rounds in which each
-    runner (in rotating order) makes a few re-warm calls then ``runs / rounds`` timed calls.
+    runner (in rotating order) pauses ``SETTLE_S``, makes a few re-warm calls, then
+    ``runs / rounds`` timed calls.
     Returns per runner the median, p90 and min in microseconds.
 
     Example:
@@ -463,7 +469,7 @@ def measure(
         for r in range(rounds):
             for n in names[r % len(names) :] + names[: r % len(names)]:
                 fn, out = runners[n], samples[n]
-                time.sleep(0.002)  # let the previous contestant's idle workers park
+                time.sleep(SETTLE_S)  # the previous contestant's idle workers park
                 for _ in range(rewarm):
                     fn()
                 for _ in range(per):
@@ -490,6 +496,7 @@ def bench_agreement(v: Variant, threads: int, args: argparse.Namespace, x1: np.n
         return row
     rt = v.runtime
     rt.num_threads = threads
+    time.sleep(SETTLE_S)
     prof = rt.profile(x1, args.runs, warmup=args.warmup)
     row["profile_us"] = prof.median_s * 1e6
     exe = Path(args.bench_bin)
