@@ -499,6 +499,11 @@ def bench_agreement(v: Variant, threads: int, args: argparse.Namespace, x1: np.n
     time.sleep(SETTLE_S)
     prof = rt.profile(x1, args.runs, warmup=args.warmup)
     row["profile_us"] = prof.median_s * 1e6
+    row["layers"] = [
+        {"name": layer.name, "op": layer.op, "kernel": layer.kernel,
+         "median_us": layer.median_s * 1e6, "min_us": layer.min_s * 1e6, "macs": layer.macs}
+        for layer in prof.layers
+    ]  # fmt: skip
     exe = Path(args.bench_bin)
     if not exe.is_file():
         row["error"] = f"{exe} is not built (run `make native`)"
@@ -723,6 +728,34 @@ def agreement_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def slowest_layers_table(rows: list[dict], top: int = 6) -> str:
+    """Markdown: the ``top`` slowest operators of ours int8 per model at 1 thread (the first
+    thread count measured), from ``Runtime.profile``: where to look when a peer is faster.
+
+    Example:
+        >>> print(slowest_layers_table(rows).splitlines()[2])
+        | resnet | layer1.conv1 | conv2d | im2col+s8_gemm__avx512vnni | 7.5 | 589,824 | 78.2 |
+    """
+    out = [
+        "| model | layer | op | kernel | median µs | MACs | GMAC/s |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        prof = next(
+            (a for a in r["agreement"] if a["variant"] == "ours int8" and "layers" in a), None
+        )
+        if prof is None:
+            continue
+        for layer in sorted(prof["layers"], key=lambda x: -x["median_us"])[:top]:
+            us, macs = layer["median_us"], layer["macs"]
+            rate = f"{macs / us / 1e3:.1f}" if macs and us > 0 else ""
+            out.append(
+                f"| {r['model']} | {layer['name']} | {layer['op']} | {layer['kernel']} | "
+                f"{us:.1f} | {macs:,} | {rate} |"
+            )
+    return "\n".join(out)
+
+
 def verdicts(rows: list[dict]) -> list[str]:
     """PASS / FAIL / N/A / NOTE lines for issue 7's targets (speed vs every peer's int8, >= 3x
     PyTorch fp32, edgeopt-bench agreement) and for sane int8 accuracy.
@@ -892,6 +925,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.agreement:
         print("\n## edgeopt-bench vs Runtime.profile (same file, input, threads, warmup, runs)\n")
         print(agreement_table(rows))
+        print(
+            f"\n## Slowest operators of ours int8 ({args.threads[0]} thread(s), Runtime.profile)\n"
+        )
+        print(slowest_layers_table(rows))
     print("\n## Notes\n")
     for line in notes(rows):
         print(line)

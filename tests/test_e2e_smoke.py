@@ -114,6 +114,9 @@ def test_ratios_agreement_and_verdicts_are_printed(quick_run):
         assert fp32["bench_us"] > 0 and "diff" in fp32
     else:
         assert "edgeopt-bench" in fp32["error"] or "make native" in fp32["error"], fp32
+    if "median_us" in data["rows"][0]["latency"]["1"]["ours int8"]:  # where to look when slower
+        slowest = _table(stdout, "Slowest operators of ours int8")
+        assert slowest[0][:4] == ["model", "layer", "op", "kernel"] and slowest[2][0] == "mlp"
     verdicts = stdout.split("## Verdicts", 1)[1].strip().splitlines()[1:]
     lines = [v for v in verdicts if v.strip()][:-1]  # the last line is the PASS/FAIL count
     assert lines and all(re.match(r"(PASS|FAIL|N/A|NOTE) ", v) for v in lines), lines
