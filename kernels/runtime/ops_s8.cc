@@ -614,6 +614,46 @@ EO_AVX512 void dw_pixel32_avx512(const int8_t* const* xs, const DwPacked32& pk, 
   }
 }
 
+// A convolution of one input channel (the first layer of a grayscale model) to O = 32k outputs:
+// per pair of taps one broadcast (x0 - zp, x1 - zp) and a vpdpwssd per 16 outputs, weights and
+// output stage laid out as DwPacked32 (the scalar twin: im2col + the int8 GEMM, or the generic
+// depthwise loop with channel multiplier O).
+EO_AVX512 void conv1ch_pixel_avx512(const int8_t* const* xs, const DwPacked32& pk, int32_t in_zp,
+                                    int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i lo = _mm512_set1_epi32(qmin - out_zp), hi = _mm512_set1_epi32(qmax - out_zp);
+  const __m512i zp = _mm512_set1_epi32(out_zp);
+  __m512i xp[kMaxDwTaps / 2 + 1];
+  for (int p = 0; p < pk.pairs; ++p) {
+    const uint32_t v0 = static_cast<uint16_t>(static_cast<int16_t>(xs[2 * p][0] - in_zp));
+    const uint32_t v1 = static_cast<uint16_t>(static_cast<int16_t>(xs[2 * p + 1][0] - in_zp));
+    xp[p] = _mm512_set1_epi32(static_cast<int32_t>(v0 | (v1 << 16)));
+  }
+  for (int b = 0; b < pk.blocks; ++b) {
+    const int c = b * 32;
+    __m512i acc[2] = {_mm512_loadu_si512(pk.bias.data() + c),
+                      _mm512_loadu_si512(pk.bias.data() + c + 16)};
+    const int16_t* wp = pk.w.data() + static_cast<size_t>(b) * pk.pairs * 64;
+    for (int p = 0; p < pk.pairs; ++p, wp += 64) {
+      acc[0] = _mm512_dpwssd_epi32(acc[0], xp[p], _mm512_loadu_si512(wp));
+      acc[1] = _mm512_dpwssd_epi32(acc[1], xp[p], _mm512_loadu_si512(wp + 32));
+    }
+    __m128i bytes[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m512i m = _mm512_loadu_si512(pk.mult.data() + c + 16 * h);
+      const __m512i s = _mm512_loadu_si512(pk.shift.data() + c + 16 * h);
+      const __m512i left = _mm512_max_epi32(s, zero);
+      const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
+      const __m512i v = _mm512_add_epi32(
+          _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[h], m, left, right), lo), hi), zp);
+      bytes[h] = _mm512_cvtsepi32_epi8(v);
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm_unpacklo_epi32(bytes[0], bytes[1]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c + 16),
+                     _mm_unpackhi_epi32(bytes[0], bytes[1]));
+  }
+}
+
 EO_AVX2 void dw_tap_avx2(int32_t* acc, const int8_t* x, const int8_t* w, int32_t zp, int n) {
   const __m256i z = _mm256_set1_epi32(zp);
   int c = 0;
@@ -662,7 +702,7 @@ class Conv2DS8 : public Op {
   void run(RunContext& ctx) override {
     const int8_t* x = ctx.get<int8_t>(inputs[0]);
     int8_t* y = ctx.get<int8_t>(outputs[0]);
-    if (depthwise) {
+    if (depthwise || conv1ch) {
       run_depthwise(x, y, ctx.threads);
       info.kernel = dw_kernel;
     } else {
@@ -781,16 +821,23 @@ class Conv2DS8 : public Op {
  public:
   bool avx2 = false;  // the vector twin of the scalar taps and output stage (x86 AVX2)
   const char* dw_kernel = "s8_dwconv_direct__generic";
+  bool conv1ch = false;         // one input channel, O = 32k outputs: conv1ch_pixel_avx512 (x86)
+  std::vector<int8_t> zp_row1;  // 16 bytes of the input zero point (taps outside the image)
 #ifdef EO_RUNTIME_AVX2
   DwPacked16 dw16;  // 16-bit pair-of-taps weights (AVX2, channel multiplier 1, C >= 16)
   DwPacked32 dw32;  // the same in blocks of 32 channels (AVX-512 VNNI, C >= 32)
   bool avx512 = false;
 
   void pack_dw32() {
-    const int T = KH * KW;
     if (!avx512 || dw16.blocks < 2) return;
+    pack32(C / 32);
+  }
+
+  // dw32 for `blocks` blocks of 32 channels (depthwise) or outputs (one input channel).
+  void pack32(int blocks) {
+    const int T = KH * KW;
     DwPacked32& pk = dw32;
-    pk.blocks = C / 32;
+    pk.blocks = blocks;
     pk.pairs = (T + 1) / 2;
     pk.w.assign(static_cast<size_t>(pk.blocks) * pk.pairs * 64, 0);
     pk.bias.resize(pk.blocks * 32);
@@ -865,6 +912,30 @@ class Conv2DS8 : public Op {
     const int32_t* bias = st.bias.data();
     const int8_t* wts = dw.data();
 #ifdef EO_RUNTIME_AVX2
+    if (conv1ch) {
+      const int T = kh_n * kw_n;
+      const int8_t* full[kMaxDwTaps + 1];
+      const int8_t* zrow = zp_row1.data();
+      for (int r = r0; r < r1; ++r) {
+        const int n = r / oh_n, oh = r % oh_n;
+        for (int ow = 0; ow < ow_n; ++ow) {
+          int t = 0;
+          for (int kh = 0; kh < kh_n; ++kh) {
+            const int ih = oh * sh - pt + kh * dh;
+            const bool row_in = ih >= 0 && ih < h;
+            const int8_t* row = x + static_cast<size_t>(n * h + (row_in ? ih : 0)) * w;
+            for (int kw = 0; kw < kw_n; ++kw, ++t) {
+              const int iw = ow * sw - pl + kw * dwd;
+              full[t] = row_in && iw >= 0 && iw < w ? row + iw : zrow;
+            }
+          }
+          full[T] = zrow;
+          conv1ch_pixel_avx512(full, dw32, zp, st.out_zp, st.qmin, st.qmax,
+                               y + (static_cast<size_t>(r) * ow_n + ow) * o);
+        }
+      }
+      return;
+    }
     if (avx2 && mult == 1 && dw16.blocks > 0) {
       // Every tap of the window (plus one to pair an odd count); taps outside the image read a
       // row of zero points, which adds exactly 0.
@@ -1006,8 +1077,14 @@ std::unique_ptr<Op> build_conv(Build& b) {
   op->avx2 = use_avx2();
   op->pointwise = op->KH == 1 && op->KW == 1 && op->SH == 1 && op->SW == 1 && pad[0] == 0 &&
                   pad[1] == 0 && pad[2] == 0 && pad[3] == 0;
-  op->weights = load_s8_weight(b, op->O, op->K, op->depthwise ? 1 : op->G, op->depthwise);
-  if (op->depthwise) {
+#ifdef EO_RUNTIME_AVX2
+  op->conv1ch = (available_paths() & kAvx512Vnni) != 0 && op->C == 1 && op->G == 1 &&
+                !op->pointwise && op->O % 32 == 0 && op->KH * op->KW <= kMaxDwTaps &&
+                b.op().weight()->format() == eom::WeightFormat_DENSE;
+#endif
+  const bool direct = op->depthwise || op->conv1ch;
+  op->weights = load_s8_weight(b, op->O, op->K, direct ? 1 : op->G, direct);
+  if (direct) {
     const int taps = op->KH * op->KW;
     op->dw.resize(static_cast<size_t>(taps) * op->O);
     for (int c = 0; c < op->O; ++c)
@@ -1026,6 +1103,12 @@ std::unique_ptr<Op> build_conv(Build& b) {
   }
   if (op->depthwise && op->avx2)
     op->dw_kernel = op->dw32.blocks > 0 ? "s8_dwconv_direct__avx512vnni" : "s8_dwconv_direct__avx2";
+  if (op->conv1ch) {
+    op->avx512 = true;
+    op->pack32(op->O / 32);
+    op->zp_row1.assign(16, static_cast<int8_t>(op->st.in_zp));
+    op->dw_kernel = "s8_conv1ch_direct__avx512vnni";
+  }
 #endif
   op->tile_rows = std::max(16, std::min(512, (32768 / std::max(1, op->K)) / 16 * 16));
   op->info.op = "conv2d";

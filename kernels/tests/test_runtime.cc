@@ -355,6 +355,63 @@ Case make_int8_case() {
   return cs;
 }
 
+std::vector<float> run(rt::Model& m, const std::vector<float>& x, int out_elems);
+
+// int8, one input channel (a grayscale model's first layer): x [1, 1, 6, 7] -> quantize ->
+// conv3x3 pad 1 (32 outputs, the direct kernel on AVX-512 VNNI) -> dequantize [1, 6, 7, 32].
+Case make_int8_gray_case() {
+  Builder b;
+  Case cs;
+  cs.input = randn(6 * 7, 2.0f);
+  cs.out_elems = 6 * 7 * 32;
+  auto& f = b.fbb();
+  std::uniform_int_distribution<int> wv(-127, 127), bv(-3000, 3000);
+  std::uniform_int_distribution<int> mv(1 << 30, std::numeric_limits<int32_t>::max());
+  std::vector<int8_t> w(32 * 9);
+  for (auto& v : w) v = static_cast<int8_t>(wv(g_rng));
+  std::vector<int32_t> bias(32), mult(32), shift(32);
+  for (int c = 0; c < 32; ++c) {
+    bias[c] = bv(g_rng);
+    mult[c] = mv(g_rng);
+    shift[c] = -6 - c % 4;
+  }
+  const int x = b.tensor("x", {1, 6, 7, 1});
+  const int xq = b.s8("xq", {1, 6, 7, 1}, 0.03f, -9);
+  const int c1 = b.s8("c1", {1, 6, 7, 32}, 0.07f, 4);
+  const int y = b.tensor("y", {1, 6, 7, 32});
+  b.op(eom::OpType_QUANTIZE, "quant", {x}, {xq});
+  const int wt = b.constant("conv.w", {32, 9}, w, eom::DType_S8);
+  const int bt = b.constant("conv.b", {32}, bias, eom::DType_S32);
+  auto stage = eom::CreateInt8StageDirect(f, &mult, &shift, -9, 4, -100, 127);
+  std::vector<int32_t> kv = {3, 3}, sv = {1, 1}, dv = {1, 1}, pv = {1, 1, 1, 1};
+  auto opts = eom::CreateConv2DOptionsDirect(f, &kv, &sv, &dv, &pv, 1);
+  b.op(eom::OpType_CONV2D, "conv", {xq}, {c1},
+       eom::CreateWeightDirect(f, eom::WeightFormat_DENSE, 32, 9, wt), bt, eom::Activation_NONE,
+       eom::OpOptions_Conv2DOptions, opts.Union(), stage);
+  b.op(eom::OpType_DEQUANTIZE, "dequant", {c1}, {y});
+  cs.file = b.finish({x}, {y});
+  return cs;
+}
+
+// The same bytes on the scalar path (im2col + the scalar GEMM) as on the best path.
+void test_int8_gray(const Case& cs) {
+  std::vector<float> ref;
+  force_paths(kScalar);
+  {
+    auto m = rt::Model::from_bytes(cs.file.data(), cs.file.size());
+    ref = run(*m, cs.input, cs.out_elems);
+  }
+  force_paths(0);
+  auto m = rt::Model::from_bytes(cs.file.data(), cs.file.size());
+  const auto y = run(*m, cs.input, cs.out_elems);
+  check(std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)) == 0,
+        "one-channel int8 conv on " + m->layers()[1].kernel + " equals the scalar path");
+  check((available_paths() & kAvx512Vnni) == 0 ||
+            m->layers()[1].kernel == "s8_conv1ch_direct__avx512vnni",
+        "the one-channel conv runs the direct kernel with AVX-512 VNNI (" + m->layers()[1].kernel +
+            ")");
+}
+
 std::vector<float> run(rt::Model& m, const std::vector<float>& x, int out_elems) {
   std::vector<float> y(out_elems);
   m.run({x.data()}, {y.data()});
@@ -566,6 +623,7 @@ int main(int argc, char** argv) {
   fuzz(cs, iters);
   const Case cs8 = make_int8_case();
   test_int8(cs8);
+  test_int8_gray(make_int8_gray_case());
   fuzz(cs8, iters / 2);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
