@@ -96,13 +96,8 @@ class Runtime:
     def __init__(self, model: Any, path: Path | None = None) -> None:
         self._m = model
         self.path = path
-        specs = list(model.inputs)
-        # The fast path of run(): one input, one output, an array of the exact dtype and shape.
-        self._fast = (
-            (specs[0]["dtype"], tuple(specs[0]["shape"]))
-            if len(specs) == 1 and len(model.outputs) == 1 and hasattr(model, "run1")
-            else None
-        )
+        # The fast path of run(): one input and one output (the binding checks the array).
+        self._fast = len(model.inputs) == 1 and len(model.outputs) == 1 and hasattr(model, "run1")
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
@@ -182,15 +177,10 @@ class Runtime:
     def run(self, *inputs: Any) -> Any:
         """Runs the model: one numpy array per input; returns one array (or a list for several
         outputs). Wrong dtype, shape or count raises ValueError."""
-        if self._fast is not None and len(inputs) == 1:
-            x = inputs[0]
-            if (
-                type(x) is np.ndarray
-                and x.dtype == self._fast[0]
-                and x.shape == self._fast[1]
-                and x.flags.c_contiguous
-            ):
-                return self._m.run1(x)
+        if self._fast and len(inputs) == 1 and type(inputs[0]) is np.ndarray:
+            y = self._m.run1(inputs[0])  # None unless dtype, shape and C order are the model's
+            if y is not None:
+                return y
         outs = self._m.run(self._arrays("run", inputs))
         return outs[0] if len(outs) == 1 else outs
 

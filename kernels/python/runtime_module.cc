@@ -178,21 +178,18 @@ PYBIND11_MODULE(_runtime, m) {
              }
              return outputs_of(c);
            })
-      // One input, one output, already checked by the caller (optimizer.runtime's fast path):
-      // no list in or out; the checks below are the cheap ones that keep a bad call safe.
+      // One input, one output: the fast path of optimizer.runtime's run(). Returns None when the
+      // array is not exactly what the model takes (dtype, shape, C order): the caller then goes
+      // the checked way, which raises the precise error.
       .def("run1",
-           [](Model& mm, const py::array& x) {
-             if (mm.inputs().size() != 1 || mm.outputs().size() != 1) {
-               throw py::value_error("Runtime.run1: the model does not have one input and output");
-             }
+           [](Model& mm, const py::array& x) -> py::object {
+             if (mm.inputs().size() != 1 || mm.outputs().size() != 1) return py::none();
              const TensorSpec& s = mm.inputs()[0];
-             if (static_cast<size_t>(x.nbytes()) != s.bytes() ||
-                 !(x.flags() & py::array::c_style) ||
-                 x.itemsize() != static_cast<py::ssize_t>(dtype_size(s.dtype))) {
-               throw py::value_error("Runtime.run1: input must be a C-contiguous " +
-                                     py::str(np_dtype(s.dtype)).cast<std::string>() +
-                                     " array of shape " + shape_str(s.shape));
-             }
+             if (!(x.flags() & py::array::c_style) || !x.dtype().equal(np_dtype(s.dtype)) ||
+                 x.ndim() != static_cast<py::ssize_t>(s.shape.size()))
+               return py::none();
+             for (py::ssize_t d = 0; d < x.ndim(); ++d)
+               if (x.shape(d) != s.shape[d]) return py::none();
              const TensorSpec& o = mm.outputs()[0];
              std::vector<py::ssize_t> shape(o.shape.begin(), o.shape.end());
              py::array y(np_dtype(o.dtype), shape);
@@ -202,7 +199,7 @@ PYBIND11_MODULE(_runtime, m) {
                py::gil_scoped_release nogil;
                mm.run({in}, {out});
              }
-             return y;
+             return std::move(y);
            })
       .def("run_profiled",
            [](Model& mm, const py::sequence& inputs) {
