@@ -577,40 +577,52 @@ EO_AVX512 inline __m512i mbqm16(__m512i x, __m512i mult, __m512i left, __m512i r
   return _mm512_mask_add_epi32(res, _mm512_cmpgt_epi32_mask(rem, thr), res, one);
 }
 
-EO_AVX512 void dw_pixel32_avx512(const int8_t* const* xs, const DwPacked32& pk, int32_t in_zp,
-                                 int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out) {
+// NP pixels at once (independent accumulator chains; each pair of weight vectors loaded once):
+// xs holds each pixel's taps `stride` pointers apart.
+template <int NP>
+EO_AVX512 void dw_pixels32_avx512(const int8_t* const* xs, int stride, const DwPacked32& pk,
+                                  int32_t in_zp, int32_t out_zp, int32_t qmin, int32_t qmax,
+                                  int8_t* const* outs) {
   const __m512i z16 = _mm512_set1_epi16(static_cast<int16_t>(in_zp)), zero = _mm512_setzero_si512();
   const __m512i lo = _mm512_set1_epi32(qmin - out_zp), hi = _mm512_set1_epi32(qmax - out_zp);
   const __m512i zp = _mm512_set1_epi32(out_zp);
   for (int b = 0; b < pk.blocks; ++b) {
     const int c = b * 32;
-    __m512i acc[2] = {_mm512_loadu_si512(pk.bias.data() + c),
-                      _mm512_loadu_si512(pk.bias.data() + c + 16)};
+    __m512i acc[NP][2];
+    for (int q = 0; q < NP; ++q) {
+      acc[q][0] = _mm512_loadu_si512(pk.bias.data() + c);
+      acc[q][1] = _mm512_loadu_si512(pk.bias.data() + c + 16);
+    }
     const int16_t* wp = pk.w.data() + static_cast<size_t>(b) * pk.pairs * 64;
     for (int p = 0; p < pk.pairs; ++p, wp += 64) {
-      const __m512i x0 = _mm512_sub_epi16(
-          _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[2 * p] + c))),
-          z16);
-      const __m512i x1 = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(
-                                              reinterpret_cast<const __m256i*>(xs[2 * p + 1] + c))),
-                                          z16);
-      acc[0] = _mm512_dpwssd_epi32(acc[0], _mm512_unpacklo_epi16(x0, x1), _mm512_loadu_si512(wp));
-      acc[1] =
-          _mm512_dpwssd_epi32(acc[1], _mm512_unpackhi_epi16(x0, x1), _mm512_loadu_si512(wp + 32));
+      const __m512i wl = _mm512_loadu_si512(wp), wh = _mm512_loadu_si512(wp + 32);
+      for (int q = 0; q < NP; ++q) {
+        const int8_t* const* xq = xs + q * stride;
+        const __m512i x0 = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(
+                                                reinterpret_cast<const __m256i*>(xq[2 * p] + c))),
+                                            z16);
+        const __m512i x1 = _mm512_sub_epi16(
+            _mm512_cvtepi8_epi16(
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[2 * p + 1] + c))),
+            z16);
+        acc[q][0] = _mm512_dpwssd_epi32(acc[q][0], _mm512_unpacklo_epi16(x0, x1), wl);
+        acc[q][1] = _mm512_dpwssd_epi32(acc[q][1], _mm512_unpackhi_epi16(x0, x1), wh);
+      }
     }
-    __m128i bytes[2];
     for (int h = 0; h < 2; ++h) {
       const __m512i m = _mm512_loadu_si512(pk.mult.data() + c + 16 * h);
       const __m512i s = _mm512_loadu_si512(pk.shift.data() + c + 16 * h);
       const __m512i left = _mm512_max_epi32(s, zero);
       const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
-      const __m512i v = _mm512_add_epi32(
-          _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[h], m, left, right), lo), hi), zp);
-      bytes[h] = _mm512_cvtsepi32_epi8(v);  // in [-128, 127] already: exact
+      for (int q = 0; q < NP; ++q)
+        acc[q][h] = _mm512_add_epi32(
+            _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[q][h], m, left, right), lo), hi), zp);
     }
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm_unpacklo_epi32(bytes[0], bytes[1]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c + 16),
-                     _mm_unpackhi_epi32(bytes[0], bytes[1]));
+    for (int q = 0; q < NP; ++q) {  // values in [-128, 127] already: the narrowing is exact
+      const __m128i b0 = _mm512_cvtsepi32_epi8(acc[q][0]), b1 = _mm512_cvtsepi32_epi8(acc[q][1]);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c), _mm_unpacklo_epi32(b0, b1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c + 16), _mm_unpackhi_epi32(b0, b1));
+    }
   }
 }
 
@@ -618,39 +630,51 @@ EO_AVX512 void dw_pixel32_avx512(const int8_t* const* xs, const DwPacked32& pk, 
 // per pair of taps one broadcast (x0 - zp, x1 - zp) and a vpdpwssd per 16 outputs, weights and
 // output stage laid out as DwPacked32 (the scalar twin: im2col + the int8 GEMM, or the generic
 // depthwise loop with channel multiplier O).
-EO_AVX512 void conv1ch_pixel_avx512(const int8_t* const* xs, const DwPacked32& pk, int32_t in_zp,
-                                    int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* out) {
+template <int NP>
+EO_AVX512 void conv1ch_pixels_avx512(const int8_t* const* xs, int stride, const DwPacked32& pk,
+                                     int32_t in_zp, int32_t out_zp, int32_t qmin, int32_t qmax,
+                                     int8_t* const* outs) {
   const __m512i zero = _mm512_setzero_si512();
   const __m512i lo = _mm512_set1_epi32(qmin - out_zp), hi = _mm512_set1_epi32(qmax - out_zp);
   const __m512i zp = _mm512_set1_epi32(out_zp);
-  __m512i xp[kMaxDwTaps / 2 + 1];
-  for (int p = 0; p < pk.pairs; ++p) {
-    const uint32_t v0 = static_cast<uint16_t>(static_cast<int16_t>(xs[2 * p][0] - in_zp));
-    const uint32_t v1 = static_cast<uint16_t>(static_cast<int16_t>(xs[2 * p + 1][0] - in_zp));
-    xp[p] = _mm512_set1_epi32(static_cast<int32_t>(v0 | (v1 << 16)));
+  __m512i xp[NP][kMaxDwTaps / 2 + 1];
+  for (int q = 0; q < NP; ++q) {
+    const int8_t* const* xq = xs + q * stride;
+    for (int p = 0; p < pk.pairs; ++p) {
+      const uint32_t v0 = static_cast<uint16_t>(static_cast<int16_t>(xq[2 * p][0] - in_zp));
+      const uint32_t v1 = static_cast<uint16_t>(static_cast<int16_t>(xq[2 * p + 1][0] - in_zp));
+      xp[q][p] = _mm512_set1_epi32(static_cast<int32_t>(v0 | (v1 << 16)));
+    }
   }
   for (int b = 0; b < pk.blocks; ++b) {
     const int c = b * 32;
-    __m512i acc[2] = {_mm512_loadu_si512(pk.bias.data() + c),
-                      _mm512_loadu_si512(pk.bias.data() + c + 16)};
+    __m512i acc[NP][2];
+    for (int q = 0; q < NP; ++q) {
+      acc[q][0] = _mm512_loadu_si512(pk.bias.data() + c);
+      acc[q][1] = _mm512_loadu_si512(pk.bias.data() + c + 16);
+    }
     const int16_t* wp = pk.w.data() + static_cast<size_t>(b) * pk.pairs * 64;
     for (int p = 0; p < pk.pairs; ++p, wp += 64) {
-      acc[0] = _mm512_dpwssd_epi32(acc[0], xp[p], _mm512_loadu_si512(wp));
-      acc[1] = _mm512_dpwssd_epi32(acc[1], xp[p], _mm512_loadu_si512(wp + 32));
+      const __m512i wl = _mm512_loadu_si512(wp), wh = _mm512_loadu_si512(wp + 32);
+      for (int q = 0; q < NP; ++q) {
+        acc[q][0] = _mm512_dpwssd_epi32(acc[q][0], xp[q][p], wl);
+        acc[q][1] = _mm512_dpwssd_epi32(acc[q][1], xp[q][p], wh);
+      }
     }
-    __m128i bytes[2];
     for (int h = 0; h < 2; ++h) {
       const __m512i m = _mm512_loadu_si512(pk.mult.data() + c + 16 * h);
       const __m512i s = _mm512_loadu_si512(pk.shift.data() + c + 16 * h);
       const __m512i left = _mm512_max_epi32(s, zero);
       const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
-      const __m512i v = _mm512_add_epi32(
-          _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[h], m, left, right), lo), hi), zp);
-      bytes[h] = _mm512_cvtsepi32_epi8(v);
+      for (int q = 0; q < NP; ++q)
+        acc[q][h] = _mm512_add_epi32(
+            _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[q][h], m, left, right), lo), hi), zp);
     }
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm_unpacklo_epi32(bytes[0], bytes[1]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c + 16),
-                     _mm_unpackhi_epi32(bytes[0], bytes[1]));
+    for (int q = 0; q < NP; ++q) {
+      const __m128i b0 = _mm512_cvtsepi32_epi8(acc[q][0]), b1 = _mm512_cvtsepi32_epi8(acc[q][1]);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c), _mm_unpacklo_epi32(b0, b1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c + 16), _mm_unpackhi_epi32(b0, b1));
+    }
   }
 }
 
@@ -912,40 +936,52 @@ class Conv2DS8 : public Op {
     const int32_t* bias = st.bias.data();
     const int8_t* wts = dw.data();
 #ifdef EO_RUNTIME_AVX2
-    if (conv1ch) {
-      const int T = kh_n * kw_n;
-      const int8_t* full[kMaxDwTaps + 1];
-      const int8_t* zrow = zp_row1.data();
-      for (int r = r0; r < r1; ++r) {
-        const int n = r / oh_n, oh = r % oh_n;
-        for (int ow = 0; ow < ow_n; ++ow) {
-          int t = 0;
-          for (int kh = 0; kh < kh_n; ++kh) {
-            const int ih = oh * sh - pt + kh * dh;
-            const bool row_in = ih >= 0 && ih < h;
-            const int8_t* row = x + static_cast<size_t>(n * h + (row_in ? ih : 0)) * w;
-            for (int kw = 0; kw < kw_n; ++kw, ++t) {
-              const int iw = ow * sw - pl + kw * dwd;
-              full[t] = row_in && iw >= 0 && iw < w ? row + iw : zrow;
-            }
-          }
-          full[T] = zrow;
-          conv1ch_pixel_avx512(full, dw32, zp, st.out_zp, st.qmin, st.qmax,
-                               y + (static_cast<size_t>(r) * ow_n + ow) * o);
-        }
-      }
-      return;
-    }
-    if (avx2 && mult == 1 && dw16.blocks > 0) {
+    if (conv1ch || (avx2 && mult == 1 && dw16.blocks > 0)) {
       // Every tap of the window (plus one to pair an odd count); taps outside the image read a
-      // row of zero points, which adds exactly 0.
+      // row of zero points, which adds exactly 0. Pixels go 4 at a time through the AVX-512
+      // kernels (independent accumulator chains).
+      constexpr int kS = kMaxDwTaps + 1;
       const int T = kh_n * kw_n;
-      const int8_t* full[kMaxDwTaps + 1];
-      const int8_t* ws[kMaxDwTaps + 1];
+      const int8_t* full[4 * kS];
+      int8_t* outs[4];
+      const int8_t* ws[kS];
       for (int t = 0; t < T; ++t) ws[t] = wts + static_cast<size_t>(t) * o;
+      const int8_t* zrow = conv1ch ? zp_row1.data() : dw16.zp_row.data();
+      auto flush = [&](int np) {
+        if (conv1ch) {
+          if (np == 4) {
+            conv1ch_pixels_avx512<4>(full, kS, dw32, zp, st.out_zp, st.qmin, st.qmax, outs);
+          } else {
+            for (int q = 0; q < np; ++q)
+              conv1ch_pixels_avx512<1>(full + q * kS, kS, dw32, zp, st.out_zp, st.qmin, st.qmax,
+                                       outs + q);
+          }
+          return;
+        }
+        int b16 = 0;
+        if (dw32.blocks > 0) {
+          if (np == 4) {
+            dw_pixels32_avx512<4>(full, kS, dw32, zp, st.out_zp, st.qmin, st.qmax, outs);
+          } else {
+            for (int q = 0; q < np; ++q)
+              dw_pixels32_avx512<1>(full + q * kS, kS, dw32, zp, st.out_zp, st.qmin, st.qmax,
+                                    outs + q);
+          }
+          b16 = dw32.blocks * 2;
+        }
+        for (int q = 0; q < np; ++q) {
+          dw_pixel16_avx2(full + q * kS, dw16, zp, st.out_zp, st.qmin, st.qmax, outs[q], b16);
+          if (dw16.blocks * 16 < o) {
+            dw_pixel_avx2(full + q * kS, ws, T, bias, st.multiplier.data(), st.shift.data(), zp,
+                          st.out_zp, st.qmin, st.qmax, outs[q], o, dw16.blocks * 16);
+          }
+        }
+      };
+      int np = 0;
       for (int r = r0; r < r1; ++r) {
         const int n = r / oh_n, oh = r % oh_n;
         for (int ow = 0; ow < ow_n; ++ow) {
+          const int8_t** fp = full + np * kS;
           int t = 0;
           for (int kh = 0; kh < kh_n; ++kh) {
             const int ih = oh * sh - pt + kh * dh;
@@ -953,24 +989,18 @@ class Conv2DS8 : public Op {
             const int8_t* row = x + static_cast<size_t>(n * h + (row_in ? ih : 0)) * w * c_in;
             for (int kw = 0; kw < kw_n; ++kw, ++t) {
               const int iw = ow * sw - pl + kw * dwd;
-              full[t] = row_in && iw >= 0 && iw < w ? row + static_cast<size_t>(iw) * c_in
-                                                    : dw16.zp_row.data();
+              fp[t] = row_in && iw >= 0 && iw < w ? row + static_cast<size_t>(iw) * c_in : zrow;
             }
           }
-          full[T] = dw16.zp_row.data();
-          int8_t* out = y + (static_cast<size_t>(r) * ow_n + ow) * o;
-          int b16 = 0;
-          if (dw32.blocks > 0) {
-            dw_pixel32_avx512(full, dw32, zp, st.out_zp, st.qmin, st.qmax, out);
-            b16 = dw32.blocks * 2;
-          }
-          dw_pixel16_avx2(full, dw16, zp, st.out_zp, st.qmin, st.qmax, out, b16);
-          if (dw16.blocks * 16 < o) {
-            dw_pixel_avx2(full, ws, T, bias, st.multiplier.data(), st.shift.data(), zp, st.out_zp,
-                          st.qmin, st.qmax, out, o, dw16.blocks * 16);
+          fp[T] = zrow;
+          outs[np] = y + (static_cast<size_t>(r) * ow_n + ow) * o;
+          if (++np == 4) {
+            flush(4);
+            np = 0;
           }
         }
       }
+      if (np) flush(np);
       return;
     }
     if (avx2 && mult == 1 && kh_n * kw_n <= 64) {
