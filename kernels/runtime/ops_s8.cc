@@ -678,6 +678,41 @@ EO_AVX512 void conv1ch_pixels_avx512(const int8_t* const* xs, int stride, const 
   }
 }
 
+// The AVX-512 twin of eltwise_avx2 (16 lanes); the last n % 16 elements go to eltwise_avx2.
+EO_AVX512 void eltwise_avx512(bool is_add, const int8_t* a, const int8_t* b, int8_t* y, int n,
+                              const EltParams& p) {
+  const __m512i la = _mm512_set1_epi32(p.sa > 0 ? p.sa : 0);
+  const __m512i ra = _mm512_set1_epi32(p.sa > 0 ? 0 : -p.sa);
+  const __m512i lb = _mm512_set1_epi32(p.sb > 0 ? p.sb : 0);
+  const __m512i rb = _mm512_set1_epi32(p.sb > 0 ? 0 : -p.sb);
+  const __m512i lo_ = _mm512_set1_epi32(p.so > 0 ? p.so : 0);
+  const __m512i ro_ = _mm512_set1_epi32(p.so > 0 ? 0 : -p.so);
+  const __m512i ma = _mm512_set1_epi32(p.ma), mb = _mm512_set1_epi32(p.mb);
+  const __m512i mo = _mm512_set1_epi32(p.mo);
+  const __m512i za = _mm512_set1_epi32(p.za), zb = _mm512_set1_epi32(p.zb);
+  const __m512i left = _mm512_set1_epi32(p.left);
+  const __m512i lo = _mm512_set1_epi32(p.qmin - p.ozp), hi = _mm512_set1_epi32(p.qmax - p.ozp);
+  const __m512i zp = _mm512_set1_epi32(p.ozp);
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i av = _mm512_sub_epi32(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))), za);
+    const __m512i bv = _mm512_sub_epi32(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i))), zb);
+    __m512i acc;
+    if (is_add) {
+      acc = _mm512_add_epi32(mbqm16(_mm512_sllv_epi32(av, left), ma, la, ra),
+                             mbqm16(_mm512_sllv_epi32(bv, left), mb, lb, rb));
+    } else {
+      acc = _mm512_mullo_epi32(av, bv);
+    }
+    const __m512i v =
+        _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(mbqm16(acc, mo, lo_, ro_), lo), hi), zp);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm512_cvtsepi32_epi8(v));
+  }
+  if (i < n) eltwise_avx2(is_add, a + i, b + i, y + i, n - i, p);
+}
+
 EO_AVX2 void dw_tap_avx2(int32_t* acc, const int8_t* x, const int8_t* w, int32_t zp, int n) {
   const __m256i z = _mm256_set1_epi32(zp);
   int c = 0;
@@ -1375,7 +1410,8 @@ class BinaryS8 : public Op {
     return (static_cast<int32_t>(a) - za) * (static_cast<int32_t>(b) - zb);
   }
 
-  EltParams elt{};  // the same parameters for the vector kernel
+  EltParams elt{};      // the same parameters for the vector kernels
+  bool avx512 = false;  // AVX-512 VNNI available: 16-lane lines
 
   // y[i] = stage(fn(a[i * ia], b[i * ib])) for i < len, in chunks through an int32 buffer.
   template <typename Fn>
@@ -1383,7 +1419,11 @@ class BinaryS8 : public Op {
                 Fn fn) const {
 #ifdef EO_RUNTIME_AVX2
     if (avx2 && ia == 1 && ib == 1 && len <= std::numeric_limits<int>::max()) {
-      eltwise_avx2(is_add, a, b, y, static_cast<int>(len), elt);
+      if (avx512) {
+        eltwise_avx512(is_add, a, b, y, static_cast<int>(len), elt);
+      } else {
+        eltwise_avx2(is_add, a, b, y, static_cast<int>(len), elt);
+      }
       return;
     }
 #endif
@@ -1430,8 +1470,12 @@ class BinaryS8 : public Op {
     } else {
       compute(a, b, y, [this](int8_t u, int8_t v) { return mul_acc(u, v); });
     }
-    info.kernel = is_add ? (avx2 ? "s8_add__avx2" : "s8_add__generic")
-                         : (avx2 ? "s8_mul__avx2" : "s8_mul__generic");
+    info.kernel = is_add ? (avx512 ? "s8_add__avx512vnni"
+                            : avx2 ? "s8_add__avx2"
+                                   : "s8_add__generic")
+                         : (avx512 ? "s8_mul__avx512vnni"
+                            : avx2 ? "s8_mul__avx2"
+                                   : "s8_mul__generic");
   }
 };
 
@@ -1446,6 +1490,7 @@ std::unique_ptr<Op> build_binary(Build& b, bool is_add) {
   auto op = std::make_unique<BinaryS8>();
   op->is_add = is_add;
   op->avx2 = use_avx2();
+  op->avx512 = op->avx2 && (available_paths() & kAvx512Vnni) != 0;
   const size_t rank = std::max(a.shape.size(), c.shape.size());
   std::vector<int64_t> out(rank);
   for (size_t i = 0; i < rank; ++i) {
