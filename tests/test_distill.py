@@ -351,6 +351,38 @@ def test_custom_hard_loss_is_used():
     assert result.epoch_losses[-1] < 1e-3 < result.epoch_losses[0]
 
 
+def test_augment_gives_student_and_teacher_the_same_augmented_inputs():
+    seen = {"student": [], "teacher": []}
+
+    class Probe(nn.Linear):
+        def __init__(self, who):
+            super().__init__(4, 3)
+            self.who = who
+
+        def forward(self, x):
+            seen[self.who].append(x.detach().clone())
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    student, teacher = Probe("student"), Probe("teacher")
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    calls = []
+
+    def augment(v):
+        calls.append(v.shape)
+        return v * 2.0 + 1.0
+
+    cfg = DistillConfig(epochs=1, lr=1e-3, augment=augment, **QUIET)
+    distill_(student, teacher, batches(x, y, 8), cfg)
+    assert len(calls) == 2 and calls[0] == (8, 4)
+    assert len(seen["student"]) == len(seen["teacher"]) == 2
+    for s, t, raw in zip(seen["student"], seen["teacher"], (x[:8], x[8:])):
+        torch.testing.assert_close(s, raw * 2.0 + 1.0)
+        torch.testing.assert_close(t, s)
+    with pytest.raises(TypeError, match="augment must be a callable"):
+        DistillConfig(augment="shift")
+
+
 def test_max_steps_per_epoch_and_loader_without_length(mlp_teacher, digits):
     def stream():
         yield from batches(digits["x"], digits["y"], 50)

@@ -64,6 +64,10 @@ class DistillConfig:
             data set does not contain ("function matching"), where its soft outputs carry the
             most information; fine-tuning gets the same inputs with mixed hard labels.
         hard_loss: ``fn(student_logits, targets) -> loss``; default cross-entropy.
+        augment: ``fn(inputs) -> inputs`` applied to every training batch (before ``mixup``);
+            student and teacher see the same augmented inputs ("consistent teaching"), e.g.
+            ``optimizer.examples.digits.shift_images``. Draw randomness from torch's generator so
+            ``seed`` makes runs repeatable.
 
     Example:
         >>> cfg = DistillConfig(epochs=5, temperature=4.0, alpha=0.9)
@@ -88,9 +92,15 @@ class DistillConfig:
     max_steps_per_epoch: int | None = None
     hard_loss: Callable | None = None
     mixup: float = 0.0
+    augment: Callable | None = None
 
     def __post_init__(self) -> None:
         api = "DistillConfig"
+        if self.augment is not None and not callable(self.augment):
+            raise TypeError(
+                f"{api}: augment must be a callable fn(inputs) -> inputs or None; got "
+                f"{type(self.augment).__name__}"
+            )
         _check_int(api, "epochs", self.epochs, 0)
         _check_int(api, "seed", self.seed, 0)
         if not (isinstance(self.mixup, (int, float)) and self.mixup >= 0):
@@ -499,6 +509,8 @@ def _train_end_to_end(
                         cfg.alpha * 0.5 * (1 + math.cos(math.pi * min(seen[0], total) / total))
                     )
                     seen[0] += 1
+                if cfg.augment is not None:
+                    ctx["inputs"] = inputs = cfg.augment(ctx["inputs"])
                 if cfg.mixup > 0:
                     inputs = _mixup(api, ctx, cfg.mixup)
                 if need_teacher:

@@ -101,7 +101,7 @@ STAGE_KINDS = (
     "qat",
 )
 _TERMINAL = ("quantize", "qat")
-_CALLABLES = ("filter_fn", "hard_loss", "schedule", "_extra_keep")
+_CALLABLES = ("filter_fn", "hard_loss", "augment", "schedule", "_extra_keep")
 _SCHEDULE_KEYS = ("initial_sparsity", "begin_step", "end_step", "power", "frequency")
 
 
