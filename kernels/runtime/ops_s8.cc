@@ -65,6 +65,15 @@ int normalize_axis(const Build& b, int axis, size_t rank) {
   return axis < 0 ? axis + r : axis;
 }
 
+// Threads worth waking for an operator of `macs` multiply-adds: below ~4 us of work per thread
+// the pool's hand-off costs more than it saves (batch-1 layers of small models). Integer results
+// do not depend on the split, so this changes timing only.
+constexpr int64_t kMinMacsPerThread = 400000;
+int op_threads(int threads, int64_t macs) {
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(threads, macs / kMinMacsPerThread)));
+}
+
 // Keeps the layer's kernel string in step with the ISA path that last ran; the string is only
 // rebuilt when the path changes (no allocation per run).
 struct KernelNote {
@@ -762,10 +771,10 @@ class Conv2DS8 : public Op {
     const int8_t* x = ctx.get<int8_t>(inputs[0]);
     int8_t* y = ctx.get<int8_t>(outputs[0]);
     if (depthwise || conv1ch) {
-      run_depthwise(x, y, ctx.threads);
+      run_depthwise(x, y, op_threads(ctx.threads, info.macs));
       info.kernel = dw_kernel;
     } else {
-      run_gemm(x, y, ctx.threads);
+      run_gemm(x, y, op_threads(ctx.threads, info.macs));
       kernel_note.note(info, pointwise ? "" : "im2col+",
                        [this] { return weights.groups[0].family(); });
     }
@@ -1191,7 +1200,7 @@ class LinearS8 : public Op {
   KernelNote kernel_note;
   void run(RunContext& ctx) override {
     weights.groups[0].run(M, ctx.get<int8_t>(inputs[0]), K, st.params(0),
-                          ctx.get<int8_t>(outputs[0]), N, ctx.threads);
+                          ctx.get<int8_t>(outputs[0]), N, op_threads(ctx.threads, info.macs));
     kernel_note.note(info, "", [this] { return weights.groups[0].family(); });
   }
 };
