@@ -36,6 +36,15 @@ void parallel(int tasks, int threads, const std::function<void(int)>& fn) {
   ThreadPool::instance().run(tasks, threads, fn);
 }
 
+// Threads worth waking for an operator of `macs` multiply-adds: below a few microseconds of work
+// per thread the pool's hand-off costs more than it saves (batch-1 layers of small models). The
+// split never changes results (fixed tiles, column blocks), so this changes timing only.
+constexpr int64_t kMinMacsPerThread = 200000;
+int op_threads(int threads, int64_t macs) {
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(threads, macs / kMinMacsPerThread)));
+}
+
 // Splits `n` items into at most ~64 tasks of at least `min_items` each (elementwise work).
 int task_count(size_t n, size_t min_items) {
   return static_cast<int>(
@@ -317,10 +326,10 @@ class Conv2D : public Op {
     const float* x = ctx.get<float>(inputs[0]);
     float* y = ctx.get<float>(outputs[0]);
     if (depthwise) {
-      run_depthwise(x, y, ctx.threads);
+      run_depthwise(x, y, op_threads(ctx.threads, info.macs));
       info.kernel = "f32_dwconv_direct__generic";
     } else {
-      run_gemm(x, y, ctx.threads);
+      run_gemm(x, y, op_threads(ctx.threads, info.macs));
       note_kernel(info, pointwise ? "" : "im2col+", weights.groups[0].family());
     }
     act_rows(act, y, static_cast<size_t>(N) * OH * OW, O, O, ctx.threads);
@@ -332,8 +341,17 @@ class Conv2D : public Op {
     for (int m = m0; m < m1; ++m) {
       const int n = m / plane, rem = m % plane, oh = rem / OW, ow = rem % OW;
       float* dst = col + static_cast<size_t>(m - m0) * K;
+      const int iw0 = ow * SW - PL;
       for (int kh = 0; kh < KH; ++kh) {
         const int ih = oh * SH - PT + kh * DH;
+        // A kernel row inside the image is one contiguous run of KW * C floats (NHWC, no groups,
+        // no dilation across the width): one copy instead of KW.
+        if (DW == 1 && G == 1 && ih >= 0 && ih < H && iw0 >= 0 && iw0 + KW <= W) {
+          std::memcpy(dst, x + (static_cast<size_t>(n * H + ih) * W + iw0) * C,
+                      sizeof(float) * KW * C);
+          dst += KW * C;
+          continue;
+        }
         for (int kw = 0; kw < KW; ++kw, dst += Cg) {
           const int iw = ow * SW - PL + kw * DW;
           if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
@@ -483,7 +501,8 @@ class Linear : public Op {
   void run(RunContext& ctx) override {
     const float* x = ctx.get<float>(inputs[0]);
     float* y = ctx.get<float>(outputs[0]);
-    weights.groups[0].run(M, x, K, clamp_params(act, bias.data()), y, N, ctx.threads);
+    weights.groups[0].run(M, x, K, clamp_params(act, bias.data()), y, N,
+                          op_threads(ctx.threads, info.macs));
     note_kernel(info, "", weights.groups[0].family());
     act_rows(act, y, M, N, N, ctx.threads);
   }
