@@ -1022,18 +1022,31 @@ class Conv2DS8 : public Op {
         }
       };
       int np = 0;
+      const int8_t* rows[kMaxDwTaps];  // per kernel row: the input row, or nullptr outside
+      const size_t step = static_cast<size_t>(dwd) * c_in;
       for (int r = r0; r < r1; ++r) {
         const int n = r / oh_n, oh = r % oh_n;
+        for (int kh = 0; kh < kh_n; ++kh) {
+          const int ih = oh * sh - pt + kh * dh;
+          rows[kh] = ih >= 0 && ih < h ? x + static_cast<size_t>(n * h + ih) * w * c_in : nullptr;
+        }
         for (int ow = 0; ow < ow_n; ++ow) {
           const int8_t** fp = full + np * kS;
+          const int iw0 = ow * sw - pl;
+          const bool cols_in = iw0 >= 0 && iw0 + (kw_n - 1) * dwd < w;
           int t = 0;
           for (int kh = 0; kh < kh_n; ++kh) {
-            const int ih = oh * sh - pt + kh * dh;
-            const bool row_in = ih >= 0 && ih < h;
-            const int8_t* row = x + static_cast<size_t>(n * h + (row_in ? ih : 0)) * w * c_in;
-            for (int kw = 0; kw < kw_n; ++kw, ++t) {
-              const int iw = ow * sw - pl + kw * dwd;
-              fp[t] = row_in && iw >= 0 && iw < w ? row + static_cast<size_t>(iw) * c_in : zrow;
+            const int8_t* row = rows[kh];
+            if (row == nullptr) {
+              for (int kw = 0; kw < kw_n; ++kw) fp[t++] = zrow;
+            } else if (cols_in) {  // the common case: the whole window row is in the image
+              const int8_t* p = row + static_cast<size_t>(iw0) * c_in;
+              for (int kw = 0; kw < kw_n; ++kw, p += step) fp[t++] = p;
+            } else {
+              for (int kw = 0; kw < kw_n; ++kw) {
+                const int iw = iw0 + kw * dwd;
+                fp[t++] = iw >= 0 && iw < w ? row + static_cast<size_t>(iw) * c_in : zrow;
+              }
             }
           }
           fp[T] = zrow;
