@@ -813,8 +813,9 @@ class Conv2DS8 : public Op {
     // A kernel row inside the image is one contiguous run of KW * C bytes (NHWC, no groups,
     // no dilation across the width).
     const bool rows_contiguous = DW == 1 && G == 1;
+    // (n, oh, ow) of row m, stepped instead of divided per row.
+    int n = m0 / plane, oh = (m0 % plane) / OW, ow = (m0 % plane) % OW;
     for (int m = m0; m < m1; ++m) {
-      const int n = m / plane, rem = m % plane, oh = rem / OW, ow = rem % OW;
       int8_t* dst = col + static_cast<size_t>(m - m0) * K;
       const int iw0 = ow * SW - PL;
       for (int kh = 0; kh < KH; ++kh) {
@@ -837,6 +838,13 @@ class Conv2DS8 : public Op {
           } else {
             copy_bytes(dst, row + static_cast<size_t>(iw) * C, Cg);
           }
+        }
+      }
+      if (++ow == OW) {
+        ow = 0;
+        if (++oh == OH) {
+          oh = 0;
+          ++n;
         }
       }
     }
