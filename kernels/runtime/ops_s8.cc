@@ -1607,6 +1607,25 @@ std::unique_ptr<Op> build_lut(Build& b) {
   return op;
 }
 
+// float -> int8 as torch / numpy: x / scale in float64, rounded half to even, plus the zero
+// point, saturated; NaN gives the zero point. Adding and subtracting 1.5 * 2^52 rounds a double
+// of magnitude below 2^51 to the nearest integer, ties to even (the default rounding mode; the
+// build has no -ffast-math), the same as nearbyint, without a call per element: the quotient is
+// first limited to +-2^20, which the int8 saturation cannot tell apart from a larger value.
+void quantize_line(const float* __restrict x, int8_t* __restrict y, size_t n, double scale,
+                   int32_t zp) {
+  constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52
+  const double z = static_cast<double>(zp);
+  for (size_t i = 0; i < n; ++i) {
+    double v = static_cast<double>(x[i]) / scale;
+    const bool nan = !(v == v);
+    v = v < -1048576.0 ? -1048576.0 : (v > 1048576.0 ? 1048576.0 : v);
+    v = (v + kRound) - kRound + z;
+    v = v < -128.0 ? -128.0 : (v > 127.0 ? 127.0 : v);
+    y[i] = static_cast<int8_t>(nan ? static_cast<int32_t>(zp) : static_cast<int32_t>(v));
+  }
+}
+
 class QuantizeOp : public Op {
  public:
   size_t n = 0;
@@ -1615,13 +1634,7 @@ class QuantizeOp : public Op {
   void run(RunContext& ctx) override {
     const float* x = ctx.get<float>(inputs[0]);
     int8_t* y = ctx.get<int8_t>(outputs[0]);
-    for (size_t i = 0; i < n; ++i) {
-      // float64 division, round half to even (the default rounding mode), then the zero point.
-      double v = std::nearbyint(static_cast<double>(x[i]) / scale) + zp;
-      if (!(v == v)) v = zp;  // NaN
-      v = v < -128.0 ? -128.0 : (v > 127.0 ? 127.0 : v);
-      y[i] = static_cast<int8_t>(v);
-    }
+    quantize_line(x, y, n, scale, zp);
     info.kernel = "quantize__generic";
   }
 };
