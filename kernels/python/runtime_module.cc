@@ -43,6 +43,14 @@ std::string shape_str(const py::array& a) {
   return shape_str(s);
 }
 
+// numpy's type number of a dtype (cached: comparing numbers costs no Python objects).
+int dtype_num(DType t) {
+  static const int nums[4] = {py::dtype::of<float>().num(), py::dtype::of<int8_t>().num(),
+                              py::dtype::of<int32_t>().num(), py::dtype::of<uint8_t>().num()};
+  const int i = static_cast<int>(t);
+  return i >= 0 && i < 4 ? nums[i] : -1;
+}
+
 py::dict spec_dict(const TensorSpec& s) {
   py::dict d;
   d["name"] = s.name;
@@ -185,19 +193,22 @@ PYBIND11_MODULE(_runtime, m) {
            [](Model& mm, const py::array& x) -> py::object {
              if (mm.inputs().size() != 1 || mm.outputs().size() != 1) return py::none();
              const TensorSpec& s = mm.inputs()[0];
-             if (!(x.flags() & py::array::c_style) || !x.dtype().equal(np_dtype(s.dtype)) ||
+             if (!(x.flags() & py::array::c_style) || x.dtype().num() != dtype_num(s.dtype) ||
                  x.ndim() != static_cast<py::ssize_t>(s.shape.size()))
                return py::none();
              for (py::ssize_t d = 0; d < x.ndim(); ++d)
                if (x.shape(d) != s.shape[d]) return py::none();
              const TensorSpec& o = mm.outputs()[0];
-             std::vector<py::ssize_t> shape(o.shape.begin(), o.shape.end());
-             py::array y(np_dtype(o.dtype), shape);
-             const void* in = x.data();
-             void* out = y.mutable_data();
+             py::array y(np_dtype(o.dtype),
+                         std::vector<py::ssize_t>(o.shape.begin(), o.shape.end()));
+             // Reused argument vectors: no allocation per call besides the output array.
+             thread_local std::vector<const void*> ins(1);
+             thread_local std::vector<void*> outs(1);
+             ins[0] = x.data();
+             outs[0] = y.mutable_data();
              {
                py::gil_scoped_release nogil;
-               mm.run({in}, {out});
+               mm.run(ins, outs);
              }
              return std::move(y);
            })
