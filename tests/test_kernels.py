@@ -77,6 +77,24 @@ def test_linear_s8_tile_shapes_bit_exact(path, m, n, k):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
+    ("m", "n", "k"),
+    [(64, 32, 288), (64, 16, 288), (15, 24, 99), (7, 96, 16), (3, 144, 1), (1, 17, 5), (23, 33, 6)],
+)
+def test_linear_s8_narrow_panels_bit_exact(path, m, n, k):
+    """N = 16 / 32 layers and narrow last panels (AVX-512 VNNI packs them 16 or 32 wide): every
+    row remainder (8, 4, 2, 1), K % 4 != 0, the int8 and the int32 output."""
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+    with kernels.force_path(path):
+        _check_linear(rng, m, n, k, zx=int(rng.integers(-128, 128)), zo=5, clamp=(-100, 127))
+        a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+        b = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        got = kernels.gemm_s8s8s32(a, b)
+        assert kernels.last_path() == path
+        np.testing.assert_array_equal(got, ar.gemm_s8s8s32(a, b), err_msg=f"{m}x{n}x{k} {path}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
     ("zx", "zo", "clamp"),
     [(-128, 127, (0, 127)), (127, -128, (-128, 0)), (0, 0, (-5, 6)), (-128, -128, (-128, 127))],
 )

@@ -42,6 +42,10 @@ int main(int argc, char** argv) {
   int threads = 1;
   uint32_t only = kAllPaths;
   bool quick = false;
+  struct Shape {
+    int m, k, n;
+  };
+  std::vector<Shape> custom;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--threads" && i + 1 < argc)
@@ -50,19 +54,26 @@ int main(int argc, char** argv) {
       only = parse_paths(argv[++i]);
     else if (arg == "--quick")
       quick = true;
-    else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--paths a,b] [--quick]\n", argv[0]);
+    else if (arg == "--shape" && i + 1 < argc) {
+      Shape s{};
+      if (std::sscanf(argv[++i], "%dx%dx%d", &s.m, &s.k, &s.n) != 3 || s.m < 1 || s.k < 1 ||
+          s.n < 1) {
+        std::fprintf(stderr, "%s: --shape wants MxKxN (positive), got '%s'\n", argv[0], argv[i]);
+        return 2;
+      }
+      custom.push_back(s);
+    } else {
+      std::fprintf(stderr, "usage: %s [--threads N] [--paths a,b] [--quick] [--shape MxKxN]...\n",
+                   argv[0]);
       return 2;
     }
   }
-  struct Shape {
-    int m, k, n;
-  };
   std::vector<Shape> shapes = {{1, 1024, 1024},  {4, 1024, 1024}, {16, 1024, 1024},
                                {64, 1024, 1024}, {1, 4096, 4096}, {16, 4096, 4096},
                                {256, 256, 256},  {196, 576, 64},  {3136, 147, 64},
                                {128, 768, 768},  {128, 768, 3072}};
   if (quick) shapes = {{1, 256, 256}, {16, 256, 256}, {64, 256, 256}};
+  if (!custom.empty()) shapes = custom;
   std::printf("# cpu: %s, threads %d\n", cpu_description().c_str(), threads);
   std::printf("%-6s %-16s %10s %10s\n", "path", "M x K x N", "int8 GOPS", "fp32 GFLOPS");
   const uint32_t avail = available_paths();  // before forcing: forcing narrows it
