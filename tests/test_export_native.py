@@ -3,9 +3,9 @@ block-sparse, codebook), the NCHW/NHWC boundary, fusion, and refusals before any
 int8 (the GraphModule of optimizer.quantize_) bit-exact on the zoo CNNs and the digits models,
 with BSR / codebook int8 weights for block-pruned / shared models.
 
-Not covered by the float runtime yet: ``transformer`` (nn.Embedding on int64 token ids and
-nn.MultiheadAttention have no runtime operator); it is checked to be refused with its module
-path named.
+The zoo ``transformer`` (nn.Embedding on token ids as GATHER, nn.MultiheadAttention lowered to
+LINEAR / BATCH_MATMUL / SOFTMAX) is covered at the end of this file and in
+tests/test_native_attention.py; attention masks are still refused, with the module path named.
 """
 
 from __future__ import annotations
@@ -61,14 +61,23 @@ def test_zoo_float_parity_with_pytorch(name, tmp_path):
     np.testing.assert_array_equal(rt.run(*[x.numpy() for x in inputs]), y)
 
 
-def test_transformer_is_refused_naming_the_modules(tmp_path):
-    model, inputs = ZOO["transformer"]()
+class _MaskedAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.register_buffer("mask", torch.triu(torch.ones(4, 4, dtype=torch.bool), 1))
+
+    def forward(self, x):
+        return self.attn(x, x, x, attn_mask=self.mask)[0]
+
+
+def test_attention_mask_is_refused_naming_the_module(tmp_path):
     target = tmp_path / "t.eom"
     with pytest.raises(ValueError) as err:
-        export_native(model, inputs, target)
+        export_native(_MaskedAttention().eval(), (torch.randn(1, 4, 16),), target)
     msg = str(err.value)
-    assert "nothing was written" in msg and "int64" in msg, msg
-    assert "`embed` (Embedding)" in msg, msg
+    assert "nothing was written" in msg and "attn_mask" in msg, msg
+    assert "`attn` (MultiheadAttention)" in msg, msg
     assert not target.exists()
 
 
@@ -357,3 +366,35 @@ def test_int8_modules_outside_a_graph_module_are_refused(tmp_path):
     with pytest.raises(TypeError, match="GraphModule that optimizer.quantize_ returns"):
         export_native(model, (torch.randn(1, 4),), tmp_path / "x.eom")
     assert not (tmp_path / "x.eom").exists()
+
+
+# -- transformer: nn.Embedding as GATHER on int32 ids, attention as LINEAR / BATCH_MATMUL / SOFTMAX
+
+
+def _transformer_parity(model, inputs, path):
+    report = export_native(model, inputs, path)
+    rt = runtime.load(path)
+    assert rt.inputs[0]["dtype"] == np.int32 and rt.metadata["edgeopt.format"] == "1.2"
+    assert report.ops["gather"] == 1 and report.ops["softmax"] == 2, report.ops
+    ids = inputs[0].numpy().astype(np.int32)
+    y = rt.run(ids)
+    want = _torch(model, inputs)
+    _close(y, want, "transformer")
+    rt.num_threads = 2
+    np.testing.assert_array_equal(rt.run(ids), y)
+    return y, want
+
+
+def test_transformer_float_parity_with_pytorch(tmp_path):
+    model, inputs = ZOO["transformer"]()
+    _transformer_parity(model, inputs, tmp_path / "t.eom")
+
+
+def test_pruned_heads_transformer_parity_with_pytorch(tmp_path):
+    from optimizer.graph.attention import MultiheadSelfAttention
+
+    model, inputs = ZOO["transformer"]()
+    optimizer.prune_channels_(model, inputs, optimizer.ChannelPruneConfig(ratio=0.5))
+    attn = model.layers[0].attn
+    assert isinstance(attn, MultiheadSelfAttention) and attn.num_heads < 4
+    _transformer_parity(model, inputs, tmp_path / "p.eom")

@@ -72,6 +72,8 @@ std::unique_ptr<Op> build_f32_op(Build& b);
 // TRANSPOSE of int8 values stays with the generic builder), and the int8 builders (ops_s8.cc).
 bool is_s8_op(const Build& b);
 std::unique_ptr<Op> build_s8_op(Build& b);
+// GATHER (ops_gather.cc): rows of a constant F32 table by S32 indices; checks ids at run time.
+std::unique_ptr<Op> build_gather_op(Build& b);
 
 }  // namespace runtime
 }  // namespace edgeopt

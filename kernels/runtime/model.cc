@@ -376,7 +376,9 @@ void Model::Impl::load_operators(const eom::Model& m) {
                 " already writes");
     }
     b.require(b.num_outputs() >= 1, "has no outputs");
-    std::unique_ptr<Op> op = is_s8_op(b) ? build_s8_op(b) : build_f32_op(b);
+    std::unique_ptr<Op> op = fop.type() == eom::OpType_GATHER ? build_gather_op(b)
+                             : is_s8_op(b)                    ? build_s8_op(b)
+                                                              : build_f32_op(b);
     op->inputs = b.inputs();
     op->outputs = b.outputs();
     for (int t : b.outputs()) tensors[t].producer = static_cast<int>(i);

@@ -79,6 +79,9 @@ class OpType(object):
     CHANNEL_AFFINE = 22
     # in: [x]; MeanOptions (mean over the listed axes, kept as size-1 dims or dropped).
     MEAN = 23
+    # in: [table [V, ...] F32 constant, indices S32 activation]: out = indices.shape + table.shape[1:],
+    # out[i] = table[indices[i]] (embedding lookup); an index outside [0, V) fails the run (format 1.2).
+    GATHER = 24
 
 
 # Activation functions: fused into CONV2D / LINEAR / ADD / SUB / MUL / CHANNEL_AFFINE, or the

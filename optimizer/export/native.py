@@ -33,6 +33,13 @@ split, flatten / view / reshape, ReLU / ReLU6 / Hardswish / Hardsigmoid / SiLU /
 Tanh (fused into the conv, linear or add before them where possible), softmax, LayerNorm,
 GroupNorm, nearest upsampling by integer factors, mean, matmul / bmm, Dropout / Identity (dropped).
 
+Transformers (format 1.2): int64 / int32 token ids become an int32 graph input read by GATHER
+(``nn.Embedding``, ``F.embedding``); ``nn.MultiheadAttention`` (self-attention, batch-first or not,
+no masks) and ``MultiheadSelfAttention`` (left by ``prune_channels_`` after removing heads) are
+lowered to LINEAR (q/k/v fused), RESHAPE / TRANSPOSE / SPLIT, BATCH_MATMUL (``transpose_b``,
+``alpha = 1/sqrt(head_dim)``), SOFTMAX and the out-projection. A module called twice on the same
+input (``ln1(x)`` for query, key and value) is computed once.
+
 Example::
 
     report = optimizer.export_native(model, (torch.randn(1, 3, 32, 32),), "model.eom")
@@ -60,12 +67,14 @@ from torch import fx, nn
 
 from optimizer._util import atomic_write
 from optimizer.export import eom_fbs as fb
+from optimizer.graph.attention import MultiheadSelfAttention
 from optimizer.graph.record import get_record
 from optimizer.quantize import modules as qm
 
 __all__ = [
     "FORMAT_VERSION",
     "FORMAT_VERSION_INT8",
+    "FORMAT_VERSION_GATHER",
     "EomWriter",
     "NativeExportReport",
     "export_native",
@@ -78,6 +87,9 @@ _API = "export_native"
 #: models are written as 1.0 (readable by every 1.x runtime), int8 models as 1.1.
 FORMAT_VERSION = (1, 0)
 FORMAT_VERSION_INT8 = (1, 1)
+#: Files with a GATHER operator (nn.Embedding on int32 token ids) are written as 1.2; files
+#: without one keep 1.0 / 1.1, so older runtimes still read them.
+FORMAT_VERSION_GATHER = (1, 2)
 MAGIC = b"\x89EOM\r\n\x1a\n"
 ENDIAN_MARKER = 0x0A0B0C0D
 HEADER_SIZE = 64
@@ -96,7 +108,9 @@ _SUPPORTED = (
     "Conv2d, Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm (folded), GroupNorm, "
     "LayerNorm, ReLU, ReLU6, Hardswish, Hardsigmoid, SiLU, GELU, Sigmoid, Tanh, Softmax, Upsample "
     "(nearest, integer scale), Dropout, Identity, Flatten, and add/sub/mul/div, cat, chunk/split, "
-    "flatten/view/reshape, mean, matmul/bmm, softmax, relu/sigmoid/... functions"
+    "flatten/view/reshape, mean, matmul/bmm, softmax, relu/sigmoid/... functions, Embedding "
+    "(integer token ids), MultiheadAttention (self-attention without masks) and "
+    "MultiheadSelfAttention"
 )
 
 
@@ -402,6 +416,8 @@ class _V:
     chw: tuple[int, int, int] | None = None
     #: int8 tensors: (scale, zero point); None for float32.
     q: tuple[float, int] | None = None
+    #: integer token ids (an S32 graph input): only an embedding may read them.
+    index: bool = False
 
     @property
     def physical(self) -> tuple[int, ...]:
@@ -462,6 +478,10 @@ _FUSE_INTO = {
     fb.OpType.CHANNEL_AFFINE,
 }
 _LINEAR_TYPES = (nn.Linear, qm.QLinear)
+# Modules whose repeated call on the same arguments gives the same value (eval mode).
+_DEDUP_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.Linear, nn.GELU, nn.Dropout, nn.Identity) + tuple(
+    _ACT_MODULES
+)
 _OP_NAMES = {v: k.lower() for k, v in vars(fb.OpType).items() if not k.startswith("_")}
 _TO_NHWC = (0, 2, 3, 1)
 _TO_NCHW = (0, 3, 1, 2)
@@ -529,6 +549,11 @@ class _Lowering:
         self.counter = 0
         self.input_tids: set[int] = set()
         self._gm_modules: dict[str, nn.Module] = {}
+        #: duplicate node -> the first node computing the same module call on the same inputs
+        #: (the zoo transformer calls ``ln1`` three times, for query, key and value).
+        self.same: dict[fx.Node, fx.Node] = {}
+        self.shared: set[fx.Node] = set()  # nodes with duplicates: nothing fuses into them
+        self.uses_gather = False
 
     # -- preparation -----------------------------------------------------------------------------
 
@@ -596,10 +621,15 @@ class _Lowering:
                 self.op_node[o.tid] = node
         return idx
 
-    def _value(self, arg: Any, node: fx.Node) -> _V:
+    def _value(self, arg: Any, node: fx.Node, index_ok: bool = False) -> _V:
         if isinstance(arg, fx.Node):
             v = self.vals.get(arg)
             if isinstance(v, _V):
+                if v.index and not index_ok:
+                    raise _Unsupported(
+                        f"integer ids `{arg.name}` feed something other than nn.Embedding; the "
+                        "runtime reads integer inputs only as embedding indices"
+                    )
                 return v
             if arg in self.vals and v is None:
                 raise _Upstream()
@@ -765,8 +795,12 @@ class _Lowering:
     def lower(self, gm: fx.GraphModule) -> tuple[list[int], list[int]]:
         inputs, outputs = [], []
         modules = self._gm_modules = dict(gm.named_modules())
+        self._find_duplicates(gm, modules)
         for node in gm.graph.nodes:
             try:
+                if node in self.same:  # computed once: the first node's value
+                    self.vals[node] = self.vals.get(self.same[node])
+                    continue
                 if node.op == "placeholder":
                     inputs.append(self._placeholder(node))
                 elif node.op == "get_attr":
@@ -791,12 +825,39 @@ class _Lowering:
                     break
         return inputs, outputs
 
+    def _find_duplicates(self, gm: fx.GraphModule, modules: dict[str, nn.Module]) -> None:
+        """Calls of the same stateless-in-eval module on the same arguments (``ln1(x)`` written
+        three times for query, key and value): later ones reuse the first one's value."""
+        seen: dict[tuple, fx.Node] = {}
+        for node in gm.graph.nodes:
+            if node.op != "call_module" or not isinstance(modules.get(node.target), _DEDUP_MODULES):
+                continue
+            try:
+                key = (node.target, tuple(node.args), tuple(sorted(node.kwargs.items())))
+                hash(key)
+            except TypeError:
+                continue
+            first = seen.setdefault(key, node)
+            if first is not node:
+                self.same[node] = first
+                self.shared.add(first)
+
     def _placeholder(self, node: fx.Node) -> int:
         shape = _meta_shape(node)
         meta = node.meta.get("tensor_meta")
+        if shape is not None and meta is not None and meta.dtype in (torch.int64, torch.int32):
+            # Token ids: an int32 graph input that only an embedding (GATHER) may read.
+            v = _V(0, shape, False, index=True)
+            v.tid = self.w.add_tensor(node.name, shape, np.int32)
+            self.input_tids.add(v.tid)
+            self.vals[node] = v
+            return v.tid
         if shape is None or meta is None or meta.dtype != torch.float32:
             dtype = getattr(meta, "dtype", type(meta).__name__)
-            raise _Unsupported(f"model inputs must be float32 tensors, got {dtype}")
+            raise _Unsupported(
+                f"model inputs must be float32 tensors (or int64 / int32 token ids for "
+                f"nn.Embedding), got {dtype}"
+            )
         v = _V(0, shape, False)
         v.tid = self.w.add_tensor(node.name, shape)
         self.input_tids.add(v.tid)
@@ -829,7 +890,7 @@ class _Lowering:
         """Fuses activation ``act`` into the operator that wrote ``src`` when nothing else reads
         it; returns whether it did."""
         v = self.vals.get(src) if isinstance(src, fx.Node) else None
-        if not isinstance(v, _V) or v.chw is not None:
+        if not isinstance(v, _V) or v.chw is not None or src in self.shared:
             return False
         idx = self.writer_op.get(v.tid)
         if idx is None or self.op_node.get(v.tid) is not src or len(src.users) != 1:
@@ -901,8 +962,216 @@ class _Lowering:
             self._group_norm(node, src, m)
         elif isinstance(m, nn.BatchNorm1d):
             self._batch_norm1d(node, src, m)
+        elif isinstance(m, nn.Embedding):
+            if m.max_norm is not None:
+                raise _Unsupported("max_norm (the table is renormalized during the forward)")
+            self._embedding(node, src, m.weight, path)
+        elif isinstance(m, nn.MultiheadAttention):
+            self._mha(node, m, path)
+        elif isinstance(m, MultiheadSelfAttention):
+            self._self_attention(node, m, path)
         else:
             raise _Unsupported(f"module type {type(m).__name__} has no runtime operator")
+
+    # -- embedding and attention -----------------------------------------------------------------
+
+    def _embedding(self, node: fx.Node, src: Any, weight: Any, path: str) -> None:
+        """GATHER: rows of the [V, D] table by the int32 ids of a graph input."""
+        ids = self._value(src, node, index_ok=True)
+        if not ids.index:
+            raise _Unsupported(
+                "embedding indices computed at run time; the runtime gathers by the integer ids "
+                "of a model input only"
+            )
+        table = self._param(weight)
+        if table is None or table.ndim != 2:
+            raise _Unsupported("an embedding table that is not a [num_embeddings, dim] constant")
+        t = self._const(f"{path}.weight", table)
+        out = self._new(path, _meta_shape(node))
+        self._emit(node, fb.OpType.GATHER, path, [t, ids.tid], [out])
+        self.uses_gather = True
+        self.vals[node] = out
+
+    def _same_value(self, a: Any, b: Any) -> bool:
+        if b is None or a is b:
+            return True
+        if isinstance(a, fx.Node) and isinstance(b, fx.Node):
+            return self.same.get(a, a) is self.same.get(b, b)
+        return False
+
+    def _attention_args(self, node: fx.Node, names: tuple[str, ...]) -> dict[str, Any]:
+        a = dict(zip(names, node.args))
+        a.update(node.kwargs)
+        for mask in ("attn_mask", "key_padding_mask"):
+            if a.get(mask) is not None:
+                raise _Unsupported(
+                    f"`{mask}`: attention masks have no runtime operator (export the model "
+                    "without a mask, or keep this module outside the exported model)"
+                )
+        if a.get("is_causal"):
+            raise _Unsupported("is_causal=True (a causal mask) has no runtime operator")
+        if not self._same_value(a["query"], a.get("key")) or not self._same_value(
+            a["query"], a.get("value")
+        ):
+            raise _Unsupported(
+                "key / value differ from query: only self-attention (the same tensor, or the same "
+                "module applied to the same input) has a runtime lowering"
+            )
+        return a
+
+    def _mha(self, node: fx.Node, m: nn.MultiheadAttention, path: str) -> None:
+        a = self._attention_args(
+            node,
+            ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask"),
+        )
+        if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
+            raise _Unsupported(
+                "only plain self-attention (kdim == vdim == embed_dim, no bias_k / bias_v, no "
+                "add_zero_attn)"
+            )
+        e = m.embed_dim
+        w = m.in_proj_weight.detach().float().numpy()
+        b = m.in_proj_bias.detach().float().numpy() if m.in_proj_bias is not None else None
+        projs = [
+            (f"{path}.in_proj", w, b),
+        ]
+        out_w = m.out_proj.weight.detach().float().numpy()
+        out_b = m.out_proj.bias.detach().float().numpy() if m.out_proj.bias is not None else None
+        self._attention(
+            node,
+            path,
+            a["query"],
+            projs,
+            (out_w, out_b),
+            m.num_heads,
+            e // m.num_heads,
+            m.batch_first,
+        )
+
+    def _self_attention(self, node: fx.Node, m: MultiheadSelfAttention, path: str) -> None:
+        a = self._attention_args(node, ("query", "key", "value", "need_weights", "attn_mask"))
+
+        def wb(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray | None]:
+            bias = lin.bias.detach().float().numpy() if lin.bias is not None else None
+            return lin.weight.detach().float().numpy(), bias
+
+        names = ("q_proj", "k_proj", "v_proj")
+        paths = [f"{path}.{n}" for n in names]
+        mats = [wb(getattr(m, n)) for n in names]
+        if any(p in self.blocks or p in self.sharing for p in paths):
+            projs = [(p, w, b) for p, (w, b) in zip(paths, mats)]  # each in its own format
+        else:
+            w = np.concatenate([w for w, _ in mats])
+            bs = [b for _, b in mats]
+            b = None if bs[0] is None else np.concatenate(bs)
+            projs = [(f"{path}.qkv_proj", w, b)]
+        self._attention(
+            node, path, a["query"], projs, wb(m.out_proj), m.num_heads, m.head_dim, m.batch_first
+        )
+
+    def _attention(
+        self,
+        node: fx.Node,
+        path: str,
+        query: Any,
+        projs: list[tuple[str, np.ndarray, np.ndarray | None]],
+        out_proj: tuple[np.ndarray, np.ndarray | None],
+        heads: int,
+        head_dim: int,
+        batch_first: bool,
+    ) -> None:
+        """softmax(q k^T / sqrt(d)) v over ``heads`` heads, then the out-projection: LINEAR
+        (q/k/v, one fused GEMM where their weights share a format), RESHAPE, TRANSPOSE, SPLIT,
+        BATCH_MATMUL, SOFTMAX. ``vals[node]`` is ``(output, None)`` like ``need_weights=False``."""
+        x = self._plain(self._value(query, node), path)
+        if len(x.shape) != 3:
+            raise _Unsupported(f"attention input of shape {x.shape}; expected 3-D")
+        if not batch_first:  # [T, B, E] -> [B, T, E]
+            t0, b0, e0 = x.shape
+            y = _V(0, (b0, t0, e0))
+            y.tid = self.w.add_tensor(self._name(f"{path}.batch_first"), y.shape)
+            self._emit(
+                None,
+                fb.OpType.TRANSPOSE,
+                f"{path}.batch_first",
+                [x.tid],
+                [y],
+                options=("TransposeOptions", {"perm": [1, 0, 2]}),
+            )
+            x = y
+        bsz, t, _ = x.shape
+        h, d = heads, head_dim
+        inner = h * d
+
+        def linear(name: str, v: _V, w: np.ndarray, b: np.ndarray | None) -> _V:
+            wdef = self._weight(name, "linear", np.ascontiguousarray(w, np.float32), 1)
+            bias = self._const(f"{name}.bias", b) if b is not None else -1
+            out = self._new(name, v.shape[:-1] + (w.shape[0],))
+            self._emit(None, fb.OpType.LINEAR, name, [v.tid], [out], weight=wdef, bias=bias)
+            return out
+
+        def op(kind: int, name: str, ins: list[_V], shape: tuple[int, ...], **kw: Any) -> _V:
+            out = self._new(name, shape)
+            self._emit(None, kind, name, [i.tid for i in ins], [out], **kw)
+            return out
+
+        def transpose(v: _V, perm: tuple[int, ...], name: str) -> _V:
+            shape = tuple(v.shape[p] for p in perm)
+            opts = ("TransposeOptions", {"perm": list(perm)})
+            return op(fb.OpType.TRANSPOSE, name, [v], shape, options=opts)
+
+        heads_shape = (bsz * h, t, d)
+        if len(projs) == 1:  # fused q/k/v: [B, T, 3hd] -> [3, B, h, T, d] -> q, k, v
+            name, w, b = projs[0]
+            qkv = linear(name, x, w, b)
+            qkv = self._reshape(qkv, (bsz, t, 3, h, d), f"{path}.qkv")
+            qkv = transpose(qkv, (2, 0, 3, 1, 4), f"{path}.heads")
+            parts = [self._new(f"{path}.{c}", (1, bsz, h, t, d)) for c in "qkv"]
+            opts = ("SplitOptions", {"axis": 0, "sizes": [1, 1, 1]})
+            self._emit(None, fb.OpType.SPLIT, f"{path}.split", [qkv.tid], parts, options=opts)
+            q, k, v = (self._reshape(p, heads_shape, f"{path}.{c}") for p, c in zip(parts, "qkv"))
+        else:
+            q, k, v = (
+                self._reshape(
+                    transpose(
+                        self._reshape(linear(name, x, w, b), (bsz, t, h, d), name),
+                        (0, 2, 1, 3),
+                        f"{name}.heads",
+                    ),
+                    heads_shape,
+                    f"{name}.heads",
+                )
+                for name, w, b in projs
+            )
+        alpha = float(1.0 / np.sqrt(d))
+        scores = op(
+            fb.OpType.BATCH_MATMUL,
+            f"{path}.scores",
+            [q, k],
+            (bsz * h, t, t),
+            options=("BatchMatMulOptions", {"transpose_b": True, "alpha": alpha}),
+        )
+        probs = op(
+            fb.OpType.SOFTMAX,
+            f"{path}.softmax",
+            [scores],
+            scores.shape,
+            options=("SoftmaxOptions", {"axis": 2}),
+        )
+        ctx = op(
+            fb.OpType.BATCH_MATMUL,
+            f"{path}.context",
+            [probs, v],
+            heads_shape,
+            options=("BatchMatMulOptions", {}),
+        )
+        ctx = self._reshape(ctx, (bsz, h, t, d), f"{path}.context")
+        ctx = transpose(ctx, (0, 2, 1, 3), f"{path}.merge")
+        ctx = self._reshape(ctx, (bsz, t, inner), f"{path}.merge")
+        y = linear(f"{path}.out_proj", ctx, *out_proj)
+        if not batch_first:
+            y = transpose(y, (1, 0, 2), f"{path}.seq_first")
+        self.vals[node] = (y, None)
 
     def _conv(self, node: fx.Node, m: nn.Conv2d, path: str) -> None:
         if m.padding_mode != "zeros":
@@ -1356,7 +1625,13 @@ class _Lowering:
                 raise _Upstream()
             src = self.vals.get(args[0])
             if isinstance(src, (list, tuple, torch.Size)):
-                self.vals[node] = src[args[1]]
+                item = src[args[1]]
+                if item is None:
+                    raise _Unsupported(
+                        "the attention weights (need_weights) are not computed by the runtime; "
+                        "use only the attention output"
+                    )
+                self.vals[node] = item
             else:
                 raise _Unsupported("indexing or slicing a tensor")
         elif t in (torch.matmul, torch.bmm):
@@ -1367,6 +1642,12 @@ class _Lowering:
                 args[0],
                 args[1] if len(args) > 1 else kwargs.get("dim"),
                 kwargs.get("keepdim", args[2] if len(args) > 2 else False),
+            )
+        elif t is F.embedding:
+            if kwargs.get("max_norm", args[3] if len(args) > 3 else None) is not None:
+                raise _Unsupported("max_norm (the table is renormalized during the forward)")
+            self._embedding(
+                node, args[0], args[1] if len(args) > 1 else kwargs["weight"], _node_path(node)
             )
         elif t is F.layer_norm:
             rest = list(args[2:5]) + [None] * 3
@@ -1875,7 +2156,8 @@ def export_native(
         model: a float ``nn.Module`` (plain, channel-pruned, block-pruned with or without its
             sparsifier removed, weight-shared, factorized), or the int8 GraphModule of
             :func:`optimizer.quantize_` (of any of those), written as int8 operators.
-        example_inputs: tuple of float32 tensors (images NCHW, as the model takes them).
+        example_inputs: tuple of float32 tensors (images NCHW, as the model takes them), or
+            int64 / int32 token ids for an embedding (the file takes int32 ids).
         path: the file to write (``.eom`` by convention).
         target: optional target profile (``optimizer.targets.get("rpi5")``) or its name; it is
             recorded in the file's metadata, and its ``bsr_block`` is the block tried for int8
@@ -1918,6 +2200,8 @@ def export_native(
             "outside the exported model"
         )
     version = FORMAT_VERSION_INT8 if int8 else FORMAT_VERSION
+    if low.uses_gather:
+        version = FORMAT_VERSION_GATHER
     meta = {
         "edgeopt.format": ".".join(map(str, version)),
         "edgeopt.inputs_layout": "NCHW",

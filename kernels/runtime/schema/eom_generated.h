@@ -198,11 +198,14 @@ enum OpType : uint16_t {
   OpType_CHANNEL_AFFINE = 22,
   /// in: [x]; MeanOptions (mean over the listed axes, kept as size-1 dims or dropped).
   OpType_MEAN = 23,
+  /// in: [table [V, ...] F32 constant, indices S32 activation]: out = indices.shape + table.shape[1:],
+  /// out[i] = table[indices[i]] (embedding lookup); an index outside [0, V) fails the run (format 1.2).
+  OpType_GATHER = 24,
   OpType_MIN = OpType_CONV2D,
-  OpType_MAX = OpType_MEAN
+  OpType_MAX = OpType_GATHER
 };
 
-inline const OpType (&EnumValuesOpType())[24] {
+inline const OpType (&EnumValuesOpType())[25] {
   static const OpType values[] = {
     OpType_CONV2D,
     OpType_LINEAR,
@@ -227,13 +230,14 @@ inline const OpType (&EnumValuesOpType())[24] {
     OpType_DEQUANTIZE,
     OpType_LUT,
     OpType_CHANNEL_AFFINE,
-    OpType_MEAN
+    OpType_MEAN,
+    OpType_GATHER
   };
   return values;
 }
 
 inline const char * const *EnumNamesOpType() {
-  static const char * const names[25] = {
+  static const char * const names[26] = {
     "CONV2D",
     "LINEAR",
     "MAX_POOL2D",
@@ -258,13 +262,14 @@ inline const char * const *EnumNamesOpType() {
     "LUT",
     "CHANNEL_AFFINE",
     "MEAN",
+    "GATHER",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameOpType(OpType e) {
-  if (flatbuffers::IsOutRange(e, OpType_CONV2D, OpType_MEAN)) return "";
+  if (flatbuffers::IsOutRange(e, OpType_CONV2D, OpType_GATHER)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesOpType()[index];
 }
