@@ -238,3 +238,33 @@ def test_edgeopt_bench_runs_the_transformer(tmp_path):
     assert any(layer["op"] == "gather" for layer in report["layers"]), report["layers"]
     y = np.frombuffer((tmp_path / "y.bin").read_bytes(), np.float32).reshape(2, 10)
     np.testing.assert_array_equal(y, runtime.load(tmp_path / "t.eom").run(ids))
+
+
+def test_fuzzed_transformer_files_give_value_error_or_run(tmp_path):
+    """Bounded fuzz loop over the transformer file (GATHER, attention): mutated bytes, mostly in
+    the header and model table with the checksum made valid again, must be refused with
+    ValueError or load and run (zero ids) or fail the run with ValueError; never crash."""
+    import random
+    import zlib
+
+    model, inputs = ZOO["transformer"]()
+    export_native(model, inputs, tmp_path / "t.eom")
+    good = (tmp_path / "t.eom").read_bytes()
+    table_end = 64 + struct.unpack_from("<Q", good, 40)[0]
+    rng = random.Random(11)
+    outcomes = {"refused": 0, "ran": 0}
+    for _ in range(400):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            hi = table_end if rng.random() < 0.85 else len(good)
+            data[rng.randrange(24, hi)] = rng.randrange(256)
+        struct.pack_into("<I", data, 20, zlib.crc32(memoryview(data)[24:]) & 0xFFFFFFFF)
+        try:
+            rt = runtime.loads(bytes(data))
+            rt.run(*[np.zeros(s["shape"], s["dtype"]) for s in rt.inputs])
+        except ValueError as e:
+            assert str(e).startswith("edgeopt model: "), e
+            outcomes["refused"] += 1
+            continue
+        outcomes["ran"] += 1
+    assert outcomes["refused"] > 200, outcomes
