@@ -162,8 +162,8 @@ class Runtime:
             if x.dtype != spec["dtype"]:
                 raise ValueError(
                     f"`Runtime.{api}`: input {i} (`{spec['name']}`) must have dtype "
-                    f"{spec['dtype']}, got {x.dtype}. Convert with x.astype(np.float32); values "
-                    "are never cast silently"
+                    f"{spec['dtype']}, got {x.dtype}. Convert with x.astype(np.{spec['dtype']}); "
+                    "values are never cast silently"
                 )
             if tuple(x.shape) != tuple(spec["shape"]):
                 raise ValueError(
