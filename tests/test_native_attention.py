@@ -97,7 +97,9 @@ def test_int64_ids_are_refused_not_cast(tmp_path):
     model, inputs = ZOO["transformer"]()
     export_native(model, inputs, tmp_path / "t.eom")
     rt = runtime.load(tmp_path / "t.eom")
-    with pytest.raises(ValueError, match="int32"):
+    with pytest.raises(
+        ValueError, match=r"dtype int32, got int64. Convert with x.astype\(np.int32\)"
+    ):
         rt.run(inputs[0].numpy())  # int64, as PyTorch's ids
 
 
