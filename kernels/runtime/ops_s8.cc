@@ -553,15 +553,22 @@ EO_AVX2 void dw_pixel16_avx2(const int8_t* const* xs, const DwPacked16& pk, int3
   }
 }
 
-#define EO_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define EO_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
 // The AVX-512 VNNI twin of dw_pixel16_avx2: blocks of 32 channels, the pairs of taps through
 // vpdpwssd (16-bit products summed into int32, exact), the output stage on 16 lanes. Within a
 // block, accumulator lo holds channels 8L + 0..3 of each 128-bit lane L, hi 8L + 4..7.
 struct DwPacked32 {
   int blocks = 0, pairs = 0;
+  int channels = 0;                        // valid channels (the last block may be partial)
   std::vector<int16_t> w;                  // [blocks][pairs][64]
   std::vector<int32_t> bias, mult, shift;  // [blocks * 32], permuted
+  // Depthwise only: bias - in_zp * sum_t w[t] (so the taps multiply raw x, no zero point
+  // subtraction per tap; a zero-point row then adds in_zp * w, cancelled exactly), and the fast
+  // output stage constants per block (DwFast), `fast[b]` when both halves qualify.
+  std::vector<int32_t> bias_x;
+  std::vector<int64_t> fk;  // [blocks][6][8 lanes][2 halves]: see dw_fast_consts
+  std::vector<uint8_t> fast;
 };
 
 inline int dw_perm32(int j) {
@@ -586,38 +593,96 @@ EO_AVX512 inline __m512i mbqm16(__m512i x, __m512i mult, __m512i left, __m512i r
   return _mm512_mask_add_epi32(res, _mm512_cmpgt_epi32_mask(rem, thr), res, one);
 }
 
-// NP pixels at once (independent accumulator chains; each pair of weight vectors loaded once):
-// xs holds each pixel's taps `stride` pointers apart.
-template <int NP>
-EO_AVX512 void dw_pixels32_avx512(const int8_t* const* xs, int stride, const DwPacked32& pk,
-                                  int32_t in_zp, int32_t out_zp, int32_t qmin, int32_t qmax,
-                                  int8_t* const* outs) {
-  const __m512i z16 = _mm512_set1_epi16(static_cast<int16_t>(in_zp)), zero = _mm512_setzero_si512();
-  const __m512i lo = _mm512_set1_epi32(qmin - out_zp), hi = _mm512_set1_epi32(qmax - out_zp);
-  const __m512i zp = _mm512_set1_epi32(out_zp);
-  for (int b = 0; b < pk.blocks; ++b) {
-    const int c = b * 32;
-    __m512i acc[NP][2];
+// Fast exact output stage (the same single 64-bit rounding as the AVX-512 VNNI GEMM, see
+// kernels/x86/qs8_gemm_avx512vnni.cc fast_rq): for shift = -r with r in [1, 23], multiplier !=
+// INT32_MIN, |out_zp| <= 128, with ab = x * m:
+//   v + zp = floor((ab + 2^30 + 2^(30+r) + zp * 2^(31+r) - 2^31 * [ab < 0]) / 2^(31+r)).
+// Per 16 lanes of a block half h, fk holds 6 vectors: m (even lanes), m >> 32 (odd lanes), the
+// constants of the even and odd lanes, 31 + r (even), r - 1 (odd lanes land in the high dword).
+struct DwFast {
+  __m512i me, mo, ke, ko, se, so;
+};
+
+// The per-channel constants of one 16-lane vector: fills f (6 x 8 int64), true when every lane
+// qualifies for the fast stage.
+inline bool dw_fast_consts(const int32_t* mult, const int32_t* shift, int32_t out_zp, int64_t* f) {
+  if (out_zp < -128 || out_zp > 128) return false;
+  for (int l = 0; l < 16; ++l) {
+    const int r = -shift[l];
+    if (r < 1 || r > 23 || mult[l] == INT32_MIN) return false;
+  }
+  for (int l = 0; l < 8; ++l) {
+    const int32_t me = mult[2 * l], mo = mult[2 * l + 1];
+    const int re = -shift[2 * l], ro = -shift[2 * l + 1];
+    auto k = [&](int r) {
+      return (int64_t{1} << 30) + (int64_t{1} << (30 + r)) + (int64_t{out_zp} << (31 + r));
+    };
+    f[0 * 8 + l] = static_cast<int64_t>(static_cast<uint32_t>(me));  // low dword read by vpmuldq
+    f[1 * 8 + l] = static_cast<int64_t>(static_cast<uint32_t>(mo));
+    f[2 * 8 + l] = k(re);
+    f[3 * 8 + l] = k(ro);
+    f[4 * 8 + l] = 31 + re;
+    f[5 * 8 + l] = ro - 1;
+  }
+  return true;
+}
+
+EO_AVX512 inline __m512i dw_fast_rq(__m512i x, const int64_t* f, __m512i c31) {
+  const __m512i pe = _mm512_mul_epi32(x, _mm512_loadu_si512(f));
+  const __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_loadu_si512(f + 8));
+  __m512i te = _mm512_add_epi64(pe, _mm512_loadu_si512(f + 16));
+  __m512i to = _mm512_add_epi64(po, _mm512_loadu_si512(f + 24));
+  te = _mm512_mask_sub_epi64(te, _mm512_movepi64_mask(pe), te, c31);
+  to = _mm512_mask_sub_epi64(to, _mm512_movepi64_mask(po), to, c31);
+  te = _mm512_srav_epi64(te, _mm512_loadu_si512(f + 32));
+  to = _mm512_srav_epi64(to, _mm512_loadu_si512(f + 40));
+  return _mm512_mask_mov_epi32(te, 0xAAAA, to);  // v + zp, exact in int32
+}
+
+// Raw (x as int16) of 32 channels; kTail: only the block's valid bytes are read.
+template <bool kTail>
+EO_AVX512 inline __m512i dw_x32(const int8_t* p, __mmask32 lm) {
+  const __m256i v = kTail ? _mm256_maskz_loadu_epi8(lm, p)
+                          : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_cvtepi8_epi16(v);
+}
+
+// One block of 32 channels for NP pixels (independent accumulator chains; each pair of weight
+// vectors loaded once): xs holds each pixel's taps `stride` pointers apart. The taps multiply raw
+// x (bias_x carries - in_zp * sum w). kTail: the last, partial block (lm = its valid channels).
+template <int NP, bool kTail>
+EO_AVX512 inline void dw_block32(const int8_t* const* xs, int stride, const DwPacked32& pk, int b,
+                                 __mmask32 lm, int32_t out_zp, int32_t qmin, int32_t qmax,
+                                 int8_t* const* outs) {
+  const int c = b * 32;
+  __m512i acc[NP][2];
+  for (int q = 0; q < NP; ++q) {
+    acc[q][0] = _mm512_loadu_si512(pk.bias_x.data() + c);
+    acc[q][1] = _mm512_loadu_si512(pk.bias_x.data() + c + 16);
+  }
+  const int16_t* wp = pk.w.data() + static_cast<size_t>(b) * pk.pairs * 64;
+  for (int p = 0; p < pk.pairs; ++p, wp += 64) {
+    const __m512i wl = _mm512_loadu_si512(wp), wh = _mm512_loadu_si512(wp + 32);
     for (int q = 0; q < NP; ++q) {
-      acc[q][0] = _mm512_loadu_si512(pk.bias.data() + c);
-      acc[q][1] = _mm512_loadu_si512(pk.bias.data() + c + 16);
+      const int8_t* const* xq = xs + q * stride;
+      const __m512i x0 = dw_x32<kTail>(xq[2 * p] + c, lm);
+      const __m512i x1 = dw_x32<kTail>(xq[2 * p + 1] + c, lm);
+      acc[q][0] = _mm512_dpwssd_epi32(acc[q][0], _mm512_unpacklo_epi16(x0, x1), wl);
+      acc[q][1] = _mm512_dpwssd_epi32(acc[q][1], _mm512_unpackhi_epi16(x0, x1), wh);
     }
-    const int16_t* wp = pk.w.data() + static_cast<size_t>(b) * pk.pairs * 64;
-    for (int p = 0; p < pk.pairs; ++p, wp += 64) {
-      const __m512i wl = _mm512_loadu_si512(wp), wh = _mm512_loadu_si512(wp + 32);
-      for (int q = 0; q < NP; ++q) {
-        const int8_t* const* xq = xs + q * stride;
-        const __m512i x0 = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(
-                                                reinterpret_cast<const __m256i*>(xq[2 * p] + c))),
-                                            z16);
-        const __m512i x1 = _mm512_sub_epi16(
-            _mm512_cvtepi8_epi16(
-                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[2 * p + 1] + c))),
-            z16);
-        acc[q][0] = _mm512_dpwssd_epi32(acc[q][0], _mm512_unpacklo_epi16(x0, x1), wl);
-        acc[q][1] = _mm512_dpwssd_epi32(acc[q][1], _mm512_unpackhi_epi16(x0, x1), wh);
-      }
+  }
+  if (pk.fast[b]) {
+    const __m512i c31 = _mm512_set1_epi64(int64_t{1} << 31);
+    const __m512i ql = _mm512_set1_epi32(qmin), qh = _mm512_set1_epi32(qmax);
+    for (int h = 0; h < 2; ++h) {
+      const int64_t* f = pk.fk.data() + (static_cast<size_t>(b) * 2 + h) * 48;
+      for (int q = 0; q < NP; ++q)
+        acc[q][h] = _mm512_min_epi32(_mm512_max_epi32(dw_fast_rq(acc[q][h], f, c31), ql), qh);
     }
+  } else {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i lo = _mm512_set1_epi32(qmin - out_zp), hi = _mm512_set1_epi32(qmax - out_zp);
+    const __m512i zp = _mm512_set1_epi32(out_zp);
     for (int h = 0; h < 2; ++h) {
       const __m512i m = _mm512_loadu_si512(pk.mult.data() + c + 16 * h);
       const __m512i s = _mm512_loadu_si512(pk.shift.data() + c + 16 * h);
@@ -627,11 +692,32 @@ EO_AVX512 void dw_pixels32_avx512(const int8_t* const* xs, int stride, const DwP
         acc[q][h] = _mm512_add_epi32(
             _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[q][h], m, left, right), lo), hi), zp);
     }
-    for (int q = 0; q < NP; ++q) {  // values in [-128, 127] already: the narrowing is exact
-      const __m128i b0 = _mm512_cvtsepi32_epi8(acc[q][0]), b1 = _mm512_cvtsepi32_epi8(acc[q][1]);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c), _mm_unpacklo_epi32(b0, b1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c + 16), _mm_unpackhi_epi32(b0, b1));
+  }
+  for (int q = 0; q < NP; ++q) {  // values in [-128, 127] already: the narrowing is exact
+    const __m128i b0 = _mm512_cvtsepi32_epi8(acc[q][0]), b1 = _mm512_cvtsepi32_epi8(acc[q][1]);
+    const __m128i v0 = _mm_unpacklo_epi32(b0, b1), v1 = _mm_unpackhi_epi32(b0, b1);
+    if (kTail) {
+      _mm_mask_storeu_epi8(outs[q] + c, static_cast<__mmask16>(lm), v0);
+      _mm_mask_storeu_epi8(outs[q] + c + 16, static_cast<__mmask16>(lm >> 16), v1);
+    } else {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c), v0);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c + 16), v1);
     }
+  }
+}
+
+// Every channel of NP pixels: whole blocks, then the partial last block with masked loads and
+// stores (never past a row's channels).
+template <int NP>
+EO_AVX512 void dw_pixels32_avx512(const int8_t* const* xs, int stride, const DwPacked32& pk,
+                                  int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* const* outs) {
+  const int whole = pk.channels / 32;
+  for (int b = 0; b < whole; ++b)
+    dw_block32<NP, false>(xs, stride, pk, b, ~__mmask32{0}, out_zp, qmin, qmax, outs);
+  if (whole < pk.blocks) {
+    const int rest = pk.channels - whole * 32;
+    dw_block32<NP, true>(xs, stride, pk, whole, static_cast<__mmask32>((uint64_t{1} << rest) - 1),
+                         out_zp, qmin, qmax, outs);
   }
 }
 
@@ -906,7 +992,31 @@ class Conv2DS8 : public Op {
 
   void pack_dw32() {
     if (!avx512 || dw16.blocks < 2) return;
-    pack32(C / 32);
+    pack32((C + 31) / 32);
+    DwPacked32& pk = dw32;
+    pk.channels = C;
+    const int T = KH * KW;
+    pk.bias_x.assign(pk.bias.size(), 0);
+    pk.fk.assign(static_cast<size_t>(pk.blocks) * 2 * 48, 0);
+    pk.fast.assign(pk.blocks, 0);
+    for (int b = 0; b < pk.blocks; ++b) {
+      for (int j = 0; j < 32; ++j) {
+        const int c = b * 32 + dw_perm32(j);
+        if (c >= C) continue;  // padding lanes: bias 0, multiplier 0
+        int64_t sw = 0;
+        for (int t = 0; t < T; ++t) sw += dw[static_cast<size_t>(t) * O + c];
+        // Wraps like the int32 accumulator: the sum mod 2^32 is the reference's.
+        pk.bias_x[b * 32 + j] =
+            static_cast<int32_t>(static_cast<uint32_t>(st.bias[c]) -
+                                 static_cast<uint32_t>(static_cast<int64_t>(st.in_zp) * sw));
+      }
+      bool fast = true;
+      for (int h = 0; h < 2; ++h)
+        fast = fast &&
+               dw_fast_consts(pk.mult.data() + b * 32 + h * 16, pk.shift.data() + b * 32 + h * 16,
+                              st.out_zp, pk.fk.data() + (static_cast<size_t>(b) * 2 + h) * 48);
+      pk.fast[b] = fast;
+    }
   }
 
   // dw32 for `blocks` blocks of 32 channels (depthwise) or outputs (one input channel).
@@ -922,9 +1032,10 @@ class Conv2DS8 : public Op {
     for (int b = 0; b < pk.blocks; ++b) {
       for (int j = 0; j < 32; ++j) {
         const int c = b * 32 + dw_perm32(j);
-        pk.bias[b * 32 + j] = st.bias[c];
-        pk.mult[b * 32 + j] = st.multiplier[c];
-        pk.shift[b * 32 + j] = st.shift[c];
+        const bool in = c < O;  // a partial last block: zero weights, multiplier 0, shift -1
+        pk.bias[b * 32 + j] = in ? st.bias[c] : 0;
+        pk.mult[b * 32 + j] = in ? st.multiplier[c] : 0;
+        pk.shift[b * 32 + j] = in ? st.shift[c] : -1;
       }
       for (int p = 0; p < pk.pairs; ++p) {
         int16_t* wp = pk.w.data() + (static_cast<size_t>(b) * pk.pairs + p) * 64;
@@ -935,7 +1046,7 @@ class Conv2DS8 : public Op {
               const int at = half * 32 + lane * 8 + j * 2;
               for (int u = 0; u < 2; ++u) {
                 const int t = 2 * p + u;
-                wp[at + u] = t < T ? dw[static_cast<size_t>(t) * O + c] : 0;
+                wp[at + u] = t < T && c < O ? dw[static_cast<size_t>(t) * O + c] : 0;
               }
             }
       }
@@ -1010,19 +1121,17 @@ class Conv2DS8 : public Op {
           }
           return;
         }
-        int b16 = 0;
-        if (dw32.blocks > 0) {
+        if (dw32.blocks > 0) {  // every channel, the partial last block included
           if (np == 4) {
-            dw_pixels32_avx512<4>(full, kS, dw32, zp, st.out_zp, st.qmin, st.qmax, outs);
+            dw_pixels32_avx512<4>(full, kS, dw32, st.out_zp, st.qmin, st.qmax, outs);
           } else {
             for (int q = 0; q < np; ++q)
-              dw_pixels32_avx512<1>(full + q * kS, kS, dw32, zp, st.out_zp, st.qmin, st.qmax,
-                                    outs + q);
+              dw_pixels32_avx512<1>(full + q * kS, kS, dw32, st.out_zp, st.qmin, st.qmax, outs + q);
           }
-          b16 = dw32.blocks * 2;
+          return;
         }
         for (int q = 0; q < np; ++q) {
-          dw_pixel16_avx2(full + q * kS, dw16, zp, st.out_zp, st.qmin, st.qmax, outs[q], b16);
+          dw_pixel16_avx2(full + q * kS, dw16, zp, st.out_zp, st.qmin, st.qmax, outs[q]);
           if (dw16.blocks * 16 < o) {
             dw_pixel_avx2(full + q * kS, ws, T, bias, st.multiplier.data(), st.shift.data(), zp,
                           st.out_zp, st.qmin, st.qmax, outs[q], o, dw16.blocks * 16);
