@@ -35,7 +35,7 @@ class Gather : public Op {
     for (size_t i = 0; i < count; ++i) {
       std::memcpy(y + i * row, table + static_cast<size_t>(idx[i]) * row, row * sizeof(float));
     }
-    info.kernel = "gather_rows__generic";
+    info.kernel = "f32_gather_rows__generic";
   }
 
  private:
@@ -81,7 +81,7 @@ std::unique_ptr<Op> build_gather_op(Build& b) {
   op->rows = table.shape[0];
   op->row = table.elements / static_cast<size_t>(table.shape[0]);
   op->info.op = "gather";
-  op->info.kernel = "gather_rows__generic";
+  op->info.kernel = "f32_gather_rows__generic";
   return op;
 }
 
