@@ -318,7 +318,7 @@ def _checks(rows: list[DemoRow], recipes: Sequence[str]) -> list[tuple[str, bool
         speed = orig.latency_us / nat.latency_us
         out.append((f"{name}: {ratio:.1f}x smaller file (goal >= 10x)", ratio >= 10))
         out.append((f"{name}: {speed:.1f}x faster than PyTorch fp32 (goal >= 10x)", speed >= 10))
-        out.append((f"{name}: accuracy {drop:+.2f} pt below the original (goal <= 1)", drop <= 1))
+        out.append((f"{name}: accuracy {drop:.2f} pt below the original (goal <= 1)", drop <= 1))
         if lite is not None and lite.latency_us:
             vs = lite.latency_us / nat.latency_us
             out.append(
@@ -327,7 +327,7 @@ def _checks(rows: list[DemoRow], recipes: Sequence[str]) -> list[tuple[str, bool
             ldrop = orig.accuracy - lite.accuracy
             out.append(
                 (
-                    f"{name}: .tflite in LiteRT {ldrop:+.2f} pt below the original (goal <= 1)",
+                    f"{name}: .tflite in LiteRT {ldrop:.2f} pt below the original (goal <= 1)",
                     ldrop <= 1,
                 )
             )
