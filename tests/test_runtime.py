@@ -257,6 +257,26 @@ def test_int8_add_and_mul_match_the_reference(seed):
         np.testing.assert_array_equal(mul.run(a, b), ar.mul_s8(a, b, za, zb, zo, m, s))
 
 
+@pytest.mark.parametrize(
+    ("sa", "sb", "so", "zo"),
+    [
+        (0.04, 0.04, 0.05, -128),
+        (0.1, 0.013, 0.09, 5),
+        (0.003, 0.2, 0.2, 128 - 1),
+        (0.05, 0.02, 0.001, 0),
+    ],
+)
+def test_int8_add_every_input_pair_matches_the_reference(sa, sb, so, zo):
+    """All 65536 (a, b) pairs: the vector ADD stages (the single-rounding fast one included, with
+    an input multiplier of shift 0 where one scale is the larger) against the reference."""
+    a = np.repeat(np.arange(-128, 128, dtype=np.int8), 256).reshape(1, 65536)
+    b = np.tile(np.arange(-128, 128, dtype=np.int8), 256).reshape(1, 65536)
+    sa, sb, so = (float(np.float32(v)) for v in (sa, sb, so))
+    add = runtime.loads(_binary_file("add", sa, -13, sb, 9, so, zo, a.shape, b.shape, (-128, 127)))
+    want = ar.add_s8(a, b, -13, 9, zo, ar.add_multipliers(sa, sb, so), 20, (-128, 127))
+    np.testing.assert_array_equal(add.run(a, b), want)
+
+
 def _unary_file(op_type: int, shape, out_shape, options=None, q_out=(0.05, 3)) -> bytes:
     w = native.EomWriter()
     x = w.add_tensor("x", shape, np.int8, _q(0.05, 3))

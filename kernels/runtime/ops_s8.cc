@@ -615,7 +615,8 @@ inline bool dw_fast_consts(const int32_t* mult, const int32_t* shift, int32_t ou
     const int32_t me = mult[2 * l], mo = mult[2 * l + 1];
     const int re = -shift[2 * l], ro = -shift[2 * l + 1];
     auto k = [&](int r) {
-      return (int64_t{1} << 30) + (int64_t{1} << (30 + r)) + (int64_t{out_zp} << (31 + r));
+      return (int64_t{1} << 30) + (int64_t{1} << (30 + r)) +
+             int64_t{out_zp} * (int64_t{1} << (31 + r));
     };
     f[0 * 8 + l] = static_cast<int64_t>(static_cast<uint32_t>(me));  // low dword read by vpmuldq
     f[1 * 8 + l] = static_cast<int64_t>(static_cast<uint32_t>(mo));
@@ -637,6 +638,35 @@ EO_AVX512 inline __m512i dw_fast_rq(__m512i x, const int64_t* f, __m512i c31) {
   te = _mm512_srav_epi64(te, _mm512_loadu_si512(f + 32));
   to = _mm512_srav_epi64(to, _mm512_loadu_si512(f + 40));
   return _mm512_mask_mov_epi32(te, 0xAAAA, to);  // v + zp, exact in int32
+}
+
+// Output stage of one 32-channel block of NP pixels, in place (values end in [qmin, qmax]).
+template <int NP>
+EO_AVX512 inline void dw_stage(__m512i (*acc)[2], const DwPacked32& pk, int b, int32_t out_zp,
+                               int32_t qmin, int32_t qmax) {
+  const int c = b * 32;
+  if (pk.fast[b]) {
+    const __m512i c31 = _mm512_set1_epi64(int64_t{1} << 31);
+    const __m512i ql = _mm512_set1_epi32(qmin), qh = _mm512_set1_epi32(qmax);
+    for (int h = 0; h < 2; ++h) {
+      const int64_t* f = pk.fk.data() + (static_cast<size_t>(b) * 2 + h) * 48;
+      for (int q = 0; q < NP; ++q)
+        acc[q][h] = _mm512_min_epi32(_mm512_max_epi32(dw_fast_rq(acc[q][h], f, c31), ql), qh);
+    }
+  } else {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i lo = _mm512_set1_epi32(qmin - out_zp), hi = _mm512_set1_epi32(qmax - out_zp);
+    const __m512i zp = _mm512_set1_epi32(out_zp);
+    for (int h = 0; h < 2; ++h) {
+      const __m512i m = _mm512_loadu_si512(pk.mult.data() + c + 16 * h);
+      const __m512i s = _mm512_loadu_si512(pk.shift.data() + c + 16 * h);
+      const __m512i left = _mm512_max_epi32(s, zero);
+      const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
+      for (int q = 0; q < NP; ++q)
+        acc[q][h] = _mm512_add_epi32(
+            _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[q][h], m, left, right), lo), hi), zp);
+    }
+  }
 }
 
 // Raw (x as int16) of 32 channels; kTail: only the block's valid bytes are read.
@@ -671,28 +701,7 @@ EO_AVX512 inline void dw_block32(const int8_t* const* xs, int stride, const DwPa
       acc[q][1] = _mm512_dpwssd_epi32(acc[q][1], _mm512_unpackhi_epi16(x0, x1), wh);
     }
   }
-  if (pk.fast[b]) {
-    const __m512i c31 = _mm512_set1_epi64(int64_t{1} << 31);
-    const __m512i ql = _mm512_set1_epi32(qmin), qh = _mm512_set1_epi32(qmax);
-    for (int h = 0; h < 2; ++h) {
-      const int64_t* f = pk.fk.data() + (static_cast<size_t>(b) * 2 + h) * 48;
-      for (int q = 0; q < NP; ++q)
-        acc[q][h] = _mm512_min_epi32(_mm512_max_epi32(dw_fast_rq(acc[q][h], f, c31), ql), qh);
-    }
-  } else {
-    const __m512i zero = _mm512_setzero_si512();
-    const __m512i lo = _mm512_set1_epi32(qmin - out_zp), hi = _mm512_set1_epi32(qmax - out_zp);
-    const __m512i zp = _mm512_set1_epi32(out_zp);
-    for (int h = 0; h < 2; ++h) {
-      const __m512i m = _mm512_loadu_si512(pk.mult.data() + c + 16 * h);
-      const __m512i s = _mm512_loadu_si512(pk.shift.data() + c + 16 * h);
-      const __m512i left = _mm512_max_epi32(s, zero);
-      const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
-      for (int q = 0; q < NP; ++q)
-        acc[q][h] = _mm512_add_epi32(
-            _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[q][h], m, left, right), lo), hi), zp);
-    }
-  }
+  dw_stage<NP>(acc, pk, b, out_zp, qmin, qmax);
   for (int q = 0; q < NP; ++q) {  // values in [-128, 127] already: the narrowing is exact
     const __m128i b0 = _mm512_cvtsepi32_epi8(acc[q][0]), b1 = _mm512_cvtsepi32_epi8(acc[q][1]);
     const __m128i v0 = _mm_unpacklo_epi32(b0, b1), v1 = _mm_unpackhi_epi32(b0, b1);
@@ -729,9 +738,6 @@ template <int NP>
 EO_AVX512 void conv1ch_pixels_avx512(const int8_t* const* xs, int stride, const DwPacked32& pk,
                                      int32_t in_zp, int32_t out_zp, int32_t qmin, int32_t qmax,
                                      int8_t* const* outs) {
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i lo = _mm512_set1_epi32(qmin - out_zp), hi = _mm512_set1_epi32(qmax - out_zp);
-  const __m512i zp = _mm512_set1_epi32(out_zp);
   __m512i xp[NP][kMaxDwTaps / 2 + 1];
   for (int q = 0; q < NP; ++q) {
     const int8_t* const* xq = xs + q * stride;
@@ -756,21 +762,36 @@ EO_AVX512 void conv1ch_pixels_avx512(const int8_t* const* xs, int stride, const 
         acc[q][1] = _mm512_dpwssd_epi32(acc[q][1], xp[q][p], wh);
       }
     }
-    for (int h = 0; h < 2; ++h) {
-      const __m512i m = _mm512_loadu_si512(pk.mult.data() + c + 16 * h);
-      const __m512i s = _mm512_loadu_si512(pk.shift.data() + c + 16 * h);
-      const __m512i left = _mm512_max_epi32(s, zero);
-      const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
-      for (int q = 0; q < NP; ++q)
-        acc[q][h] = _mm512_add_epi32(
-            _mm512_min_epi32(_mm512_max_epi32(mbqm16(acc[q][h], m, left, right), lo), hi), zp);
-    }
+    dw_stage<NP>(acc, pk, b, out_zp, qmin, qmax);
     for (int q = 0; q < NP; ++q) {
       const __m128i b0 = _mm512_cvtsepi32_epi8(acc[q][0]), b1 = _mm512_cvtsepi32_epi8(acc[q][1]);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c), _mm_unpacklo_epi32(b0, b1));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c + 16), _mm_unpackhi_epi32(b0, b1));
     }
   }
+}
+
+// ADD's three rescales qualify for the fast stages: right shifts of 0..23 (inputs) or 1..23
+// (output), no INT32_MIN multiplier, |output zero point| <= 128.
+inline bool elt_fast(const EltParams& p) {
+  auto ok = [](int32_t m, int32_t sh, int lo) { return sh <= lo && sh >= -23 && m != INT32_MIN; };
+  return ok(p.ma, p.sa, 0) && ok(p.mb, p.sb, 0) && ok(p.mo, p.so, -1) && p.ozp >= -128 &&
+         p.ozp <= 128;
+}
+
+// multiply_by_quantized_multiplier with shift 0 (the input of the larger scale usually has
+// multiplier 2^30, shift 0): srdhm(x, m) = floor((x * m + 2^30) / 2^31), exact for m != INT32_MIN.
+EO_AVX512 inline __m512i rq_shift0(__m512i x, __m512i m, __m512i c30) {
+  const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(x, m), c30);
+  const __m512i po = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), m), c30);
+  return _mm512_mask_mov_epi32(_mm512_srai_epi64(pe, 31), 0xAAAA, _mm512_slli_epi64(po, 1));
+}
+
+// dw_fast_rq's constants for one multiplier / shift on every lane.
+inline void elt_fast_consts(int32_t m, int32_t shift, int32_t zp, int64_t* f) {
+  int32_t mult[16], sh[16];
+  for (int l = 0; l < 16; ++l) mult[l] = m, sh[l] = shift;
+  dw_fast_consts(mult, sh, zp, f);
 }
 
 // The AVX-512 twin of eltwise_avx2 (16 lanes); the last n % 16 elements go to eltwise_avx2.
@@ -789,6 +810,32 @@ EO_AVX512 void eltwise_avx512(bool is_add, const int8_t* a, const int8_t* b, int
   const __m512i lo = _mm512_set1_epi32(p.qmin - p.ozp), hi = _mm512_set1_epi32(p.qmax - p.ozp);
   const __m512i zp = _mm512_set1_epi32(p.ozp);
   int i = 0;
+  if (is_add && elt_fast(p)) {  // every rescale a plain right shift: dw_fast_rq's single rounding
+    const __m512i c31 = _mm512_set1_epi64(int64_t{1} << 31);
+    alignas(64) int64_t fa[48], fb[48], fo[48];
+    if (p.sa != 0) elt_fast_consts(p.ma, p.sa, 0, fa);
+    if (p.sb != 0) elt_fast_consts(p.mb, p.sb, 0, fb);
+    const __m512i c30 = _mm512_set1_epi64(int64_t{1} << 30);
+    const __m512i ma64 = _mm512_set1_epi64(static_cast<uint32_t>(p.ma));
+    const __m512i mb64 = _mm512_set1_epi64(static_cast<uint32_t>(p.mb));
+    elt_fast_consts(p.mo, p.so, p.ozp, fo);
+    const __m512i ql = _mm512_set1_epi32(p.qmin), qh = _mm512_set1_epi32(p.qmax);
+    for (; i + 16 <= n; i += 16) {
+      const __m512i av = _mm512_sllv_epi32(
+          _mm512_sub_epi32(
+              _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))), za),
+          left);
+      const __m512i bv = _mm512_sllv_epi32(
+          _mm512_sub_epi32(
+              _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i))), zb),
+          left);
+      const __m512i ra_ = p.sa == 0 ? rq_shift0(av, ma64, c30) : dw_fast_rq(av, fa, c31);
+      const __m512i rb_ = p.sb == 0 ? rq_shift0(bv, mb64, c30) : dw_fast_rq(bv, fb, c31);
+      const __m512i acc = _mm512_add_epi32(ra_, rb_);
+      const __m512i v = _mm512_min_epi32(_mm512_max_epi32(dw_fast_rq(acc, fo, c31), ql), qh);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm512_cvtsepi32_epi8(v));
+    }
+  }
   for (; i + 16 <= n; i += 16) {
     const __m512i av = _mm512_sub_epi32(
         _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))), za);
@@ -997,8 +1044,6 @@ class Conv2DS8 : public Op {
     pk.channels = C;
     const int T = KH * KW;
     pk.bias_x.assign(pk.bias.size(), 0);
-    pk.fk.assign(static_cast<size_t>(pk.blocks) * 2 * 48, 0);
-    pk.fast.assign(pk.blocks, 0);
     for (int b = 0; b < pk.blocks; ++b) {
       for (int j = 0; j < 32; ++j) {
         const int c = b * 32 + dw_perm32(j);
@@ -1010,6 +1055,15 @@ class Conv2DS8 : public Op {
             static_cast<int32_t>(static_cast<uint32_t>(st.bias[c]) -
                                  static_cast<uint32_t>(static_cast<int64_t>(st.in_zp) * sw));
       }
+    }
+    pack_fast();
+  }
+  // The fast output stage constants of dw32 (dw_block32, conv1ch_pixels_avx512).
+  void pack_fast() {
+    DwPacked32& pk = dw32;
+    pk.fk.assign(static_cast<size_t>(pk.blocks) * 2 * 48, 0);
+    pk.fast.assign(pk.blocks, 0);
+    for (int b = 0; b < pk.blocks; ++b) {
       bool fast = true;
       for (int h = 0; h < 2; ++h)
         fast = fast &&
@@ -1310,6 +1364,7 @@ std::unique_ptr<Op> build_conv(Build& b) {
   if (op->conv1ch) {
     op->avx512 = true;
     op->pack32(op->O / 32);
+    op->pack_fast();
     op->zp_row1.assign(16, static_cast<int8_t>(op->st.in_zp));
     op->dw_kernel = "s8_conv1ch_direct__avx512vnni";
   }
