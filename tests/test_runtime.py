@@ -475,3 +475,32 @@ def test_checked_in_flatbuffers_code_matches_the_schema(tmp_path):
     cpp, py = gen.generate(tmp_path)
     assert cpp.read_text() == gen.CPP_OUT.read_text(), "run kernels/runtime/schema/generate.py"
     assert py.read_text() == gen.PY_OUT.read_text(), "run kernels/runtime/schema/generate.py"
+
+
+class _Depthwise(torch.nn.Module):
+    """Depthwise convs the AVX-512 kernel pads and blocks differently: stride 2, dilation 2, a
+    5x5 window with uneven padding, channel counts with a partial 32-block (48: 16 left, 40: 8)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.dw1 = torch.nn.Conv2d(c, c, 3, 2, 1, groups=c)
+        self.dw2 = torch.nn.Conv2d(c, c, 3, 1, 2, dilation=2, groups=c)
+        self.dw3 = torch.nn.Conv2d(c, c, 5, 1, (1, 2), groups=c)
+
+    def forward(self, x):
+        return self.dw3(torch.relu(self.dw2(torch.relu(self.dw1(x)))))
+
+
+@pytest.mark.parametrize(("c", "threads"), [(48, 1), (40, 2), (64, 2)])
+def test_int8_depthwise_strides_dilations_and_partial_blocks_are_exact(c, threads, tmp_path):
+    from optimizer.quantize.ptq import Int8Config, quantize_
+
+    torch.manual_seed(c)
+    x = torch.randn(2, c, 11, 9)
+    q = quantize_(_Depthwise(c).eval(), Int8Config(), calibration=[x])
+    export_native(q, (x,), tmp_path / "dw.eom")
+    rt = runtime.load(tmp_path / "dw.eom")
+    rt.num_threads = threads
+    with torch.no_grad():
+        want = q(x).numpy()
+    np.testing.assert_array_equal(rt.run(x.numpy()), want)

@@ -678,12 +678,13 @@ EO_AVX512 inline __m512i dw_x32(const int8_t* p, __mmask32 lm) {
 }
 
 // One block of 32 channels for NP pixels (independent accumulator chains; each pair of weight
-// vectors loaded once): xs holds each pixel's taps `stride` pointers apart. The taps multiply raw
-// x (bias_x carries - in_zp * sum w). kTail: the last, partial block (lm = its valid channels).
+// vectors loaded once): pixel q's tap t is at base[q] + off[t] (a zero-point padded copy of the
+// input, so every window is whole). The taps multiply raw x (bias_x carries - in_zp * sum w).
+// kTail: the last, partial block (lm = its valid channels).
 template <int NP, bool kTail>
-EO_AVX512 inline void dw_block32(const int8_t* const* xs, int stride, const DwPacked32& pk, int b,
-                                 __mmask32 lm, int32_t out_zp, int32_t qmin, int32_t qmax,
-                                 int8_t* const* outs) {
+EO_AVX512 inline void dw_block32(const int8_t* const* base, const ptrdiff_t* off,
+                                 const DwPacked32& pk, int b, __mmask32 lm, int32_t out_zp,
+                                 int32_t qmin, int32_t qmax, int8_t* const* outs) {
   const int c = b * 32;
   __m512i acc[NP][2];
   for (int q = 0; q < NP; ++q) {
@@ -693,10 +694,10 @@ EO_AVX512 inline void dw_block32(const int8_t* const* xs, int stride, const DwPa
   const int16_t* wp = pk.w.data() + static_cast<size_t>(b) * pk.pairs * 64;
   for (int p = 0; p < pk.pairs; ++p, wp += 64) {
     const __m512i wl = _mm512_loadu_si512(wp), wh = _mm512_loadu_si512(wp + 32);
+    const ptrdiff_t o0 = off[2 * p] + c, o1 = off[2 * p + 1] + c;
     for (int q = 0; q < NP; ++q) {
-      const int8_t* const* xq = xs + q * stride;
-      const __m512i x0 = dw_x32<kTail>(xq[2 * p] + c, lm);
-      const __m512i x1 = dw_x32<kTail>(xq[2 * p + 1] + c, lm);
+      const __m512i x0 = dw_x32<kTail>(base[q] + o0, lm);
+      const __m512i x1 = dw_x32<kTail>(base[q] + o1, lm);
       acc[q][0] = _mm512_dpwssd_epi32(acc[q][0], _mm512_unpacklo_epi16(x0, x1), wl);
       acc[q][1] = _mm512_dpwssd_epi32(acc[q][1], _mm512_unpackhi_epi16(x0, x1), wh);
     }
@@ -718,14 +719,15 @@ EO_AVX512 inline void dw_block32(const int8_t* const* xs, int stride, const DwPa
 // Every channel of NP pixels: whole blocks, then the partial last block with masked loads and
 // stores (never past a row's channels).
 template <int NP>
-EO_AVX512 void dw_pixels32_avx512(const int8_t* const* xs, int stride, const DwPacked32& pk,
-                                  int32_t out_zp, int32_t qmin, int32_t qmax, int8_t* const* outs) {
+EO_AVX512 void dw_pixels32_avx512(const int8_t* const* base, const ptrdiff_t* off,
+                                  const DwPacked32& pk, int32_t out_zp, int32_t qmin, int32_t qmax,
+                                  int8_t* const* outs) {
   const int whole = pk.channels / 32;
   for (int b = 0; b < whole; ++b)
-    dw_block32<NP, false>(xs, stride, pk, b, ~__mmask32{0}, out_zp, qmin, qmax, outs);
+    dw_block32<NP, false>(base, off, pk, b, ~__mmask32{0}, out_zp, qmin, qmax, outs);
   if (whole < pk.blocks) {
     const int rest = pk.channels - whole * 32;
-    dw_block32<NP, true>(xs, stride, pk, whole, static_cast<__mmask32>((uint64_t{1} << rest) - 1),
+    dw_block32<NP, true>(base, off, pk, whole, static_cast<__mmask32>((uint64_t{1} << rest) - 1),
                          out_zp, qmin, qmax, outs);
   }
 }
@@ -1146,6 +1148,62 @@ class Conv2DS8 : public Op {
  private:
   // Output rows [r0, r1) (r = n * OH + oh); every parameter is a local so the channel loops
   // vectorize (no aliasing with the operator's members).
+  // Output rows [r0, r1) through the AVX-512 depthwise kernel: the images they need are copied
+  // once into a buffer padded with the input zero point (a zero-point tap adds in_zp * w, which
+  // bias_x cancels exactly, like the reference's skipped tap), so every window is whole and a
+  // pixel's taps sit at fixed offsets from its corner; pixels go 4 at a time.
+  void dw32_rows(const int8_t* x, int8_t* y, int r0, int r1) const {
+#ifdef EO_RUNTIME_AVX2
+    const int hp = PT + std::max(H, (OH - 1) * SH - PT + (KH - 1) * DH + 1);
+    const int wp = PL + std::max(W, (OW - 1) * SW - PL + (KW - 1) * DW + 1);
+    const int n0 = r0 / OH, n1 = (r1 - 1) / OH + 1;
+    const size_t img = static_cast<size_t>(hp) * wp * C;
+    thread_local std::vector<int8_t> padded;
+    if (padded.size() < img * (n1 - n0)) padded.resize(img * (n1 - n0));
+    const int8_t zp = static_cast<int8_t>(st.in_zp);
+    for (int n = n0; n < n1; ++n) {
+      int8_t* dst = padded.data() + (n - n0) * img;
+      for (int ip = 0; ip < hp; ++ip, dst += static_cast<size_t>(wp) * C) {
+        const int ih = ip - PT;
+        if (ih < 0 || ih >= H) {
+          std::memset(dst, zp, static_cast<size_t>(wp) * C);
+          continue;
+        }
+        std::memset(dst, zp, static_cast<size_t>(PL) * C);
+        std::memcpy(dst + static_cast<size_t>(PL) * C,
+                    x + (static_cast<size_t>(n) * H + ih) * W * C, static_cast<size_t>(W) * C);
+        std::memset(dst + static_cast<size_t>(PL + W) * C, zp,
+                    static_cast<size_t>(wp - PL - W) * C);
+      }
+    }
+    ptrdiff_t off[kMaxDwTaps + 1];
+    const int T = KH * KW;
+    for (int kh = 0; kh < KH; ++kh)
+      for (int kw = 0; kw < KW; ++kw)
+        off[kh * KW + kw] = (static_cast<ptrdiff_t>(kh) * DH * wp + kw * DW) * C;
+    off[T] = 0;  // pairs an odd tap count: its weights are zero
+    const int8_t* base[4];
+    int8_t* outs[4];
+    int np = 0;
+    for (int r = r0; r < r1; ++r) {
+      const int n = r / OH, oh = r % OH;
+      const int8_t* row = padded.data() + (n - n0) * img + static_cast<size_t>(oh) * SH * wp * C;
+      for (int ow = 0; ow < OW; ++ow) {
+        base[np] = row + static_cast<size_t>(ow) * SW * C;
+        outs[np] = y + (static_cast<size_t>(r) * OW + ow) * O;
+        if (++np == 4) {
+          dw_pixels32_avx512<4>(base, off, dw32, st.out_zp, st.qmin, st.qmax, outs);
+          np = 0;
+        }
+      }
+    }
+    for (int q = 0; q < np; ++q)
+      dw_pixels32_avx512<1>(base + q, off, dw32, st.out_zp, st.qmin, st.qmax, outs + q);
+#else
+    (void)x, (void)y, (void)r0, (void)r1;
+#endif
+  }
+
   void depthwise_rows(const int8_t* x, int8_t* y, int r0, int r1, int32_t* acc) const {
     const int o = O, c_in = C, mult = O / C, h = H, w = W, oh_n = OH, ow_n = OW;
     const int kh_n = KH, kw_n = KW, sh = SH, sw = SW, pt = PT, pl = PL, dh = DH, dwd = DW;
@@ -1153,6 +1211,10 @@ class Conv2DS8 : public Op {
     const int32_t* bias = st.bias.data();
     const int8_t* wts = dw.data();
 #ifdef EO_RUNTIME_AVX2
+    if (!conv1ch && avx2 && mult == 1 && dw32.blocks > 0) {
+      dw32_rows(x, y, r0, r1);
+      return;
+    }
     if (conv1ch || (avx2 && mult == 1 && dw16.blocks > 0)) {
       // Every tap of the window (plus one to pair an odd count); taps outside the image read a
       // row of zero points, which adds exactly 0. Pixels go 4 at a time through the AVX-512
@@ -1172,15 +1234,6 @@ class Conv2DS8 : public Op {
             for (int q = 0; q < np; ++q)
               conv1ch_pixels_avx512<1>(full + q * kS, kS, dw32, zp, st.out_zp, st.qmin, st.qmax,
                                        outs + q);
-          }
-          return;
-        }
-        if (dw32.blocks > 0) {  // every channel, the partial last block included
-          if (np == 4) {
-            dw_pixels32_avx512<4>(full, kS, dw32, st.out_zp, st.qmin, st.qmax, outs);
-          } else {
-            for (int q = 0; q < np; ++q)
-              dw_pixels32_avx512<1>(full + q * kS, kS, dw32, st.out_zp, st.qmin, st.qmax, outs + q);
           }
           return;
         }
