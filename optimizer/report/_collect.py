@@ -3,6 +3,7 @@ rows and per-operator latencies, checking every input and noting each piece that
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from optimizer.graph.profile import LayerDiff
+
 API = "write_report"
 
 #: Keys a benchmark row may have; ``runtime`` and ``median_us`` are required.
@@ -19,19 +22,12 @@ BENCH_KEYS = ("runtime", "model", "median_us", "p90_us", "file_bytes", "accuracy
 
 
 @dataclass
-class LayerRow:
-    """One layer of the final model: the original's and the final's numbers side by side.
+class LayerRow(LayerDiff):
+    """One layer of the final model: the original's and the final's numbers side by side
+    (:class:`~optimizer.graph.profile.LayerDiff`) plus what the later passes and the runtime add.
 
     ``None`` means "not known" (no example inputs, no export report, not quantized, ...)."""
 
-    path: str
-    kind: str
-    channels_before: tuple[int | None, int | None] | None
-    channels_after: tuple[int | None, int | None] | None
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
     sparsity: float | None = None
     bits: int | None = None
     kernel_format: str | None = None
@@ -258,14 +254,7 @@ def layer_rows(
             bits = 8 if d.path in int8 else 32
         rows.append(
             LayerRow(
-                path=d.path,
-                kind=d.kind,
-                channels_before=d.channels_before,
-                channels_after=d.channels_after,
-                params_before=d.params_before,
-                params_after=d.params_after,
-                macs_before=d.macs_before,
-                macs_after=d.macs_after,
+                **dataclasses.asdict(d),
                 sparsity=_sparsity(final, d.path, int8) if bits is not None and final else None,
                 bits=bits,
                 kernel_format=_format(fmt[d.path]) if d.path in fmt else None,
