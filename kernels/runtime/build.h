@@ -72,6 +72,10 @@ std::unique_ptr<Op> build_f32_op(Build& b);
 // TRANSPOSE of int8 values stays with the generic builder), and the int8 builders (ops_s8.cc).
 bool is_s8_op(const Build& b);
 std::unique_ptr<Op> build_s8_op(Build& b);
+// Packed weights (weights_packed.cc, format 1.3): decodes every BSR weight with `bits` > 0 into
+// its `decoded` values tensor (bytes kept in `storage`); refuses a decoded tensor no weight fills.
+void decode_packed_weights(const eom::Model& m, std::vector<Tensor>& tensors,
+                           std::vector<std::vector<int8_t>>* storage);
 // GATHER (ops_gather.cc): rows of a constant F32 table by S32 indices; checks ids at run time.
 std::unique_ptr<Op> build_gather_op(Build& b);
 

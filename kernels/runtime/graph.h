@@ -28,6 +28,7 @@ struct Tensor {
   int quant_count = 0;           // scales in the file's quantization (0: none)
   bool zero_points_zero = true;  // every zero point is 0 (symmetric int8 weights)
   int storage = -1;              // activations: storage slot (reshapes share their input's)
+  bool decoded = false;          // a constant the loader decodes from a packed weight (1.3)
 };
 
 // Where each tensor's bytes are during one run.

@@ -175,6 +175,7 @@ struct Model::Impl {
   std::vector<int> input_aliases;  // tensors sharing a graph input's bytes (reshapes of it)
   std::vector<size_t> offsets;     // per root activation: arena offset
   std::vector<uint8_t> arena_mem;
+  std::vector<std::vector<int8_t>> decoded;  // bytes of the decoded (packed) weight values
   uint8_t* arena = nullptr;
   size_t arena_size = 0, activation_size = 0, weight_size = 0;
   std::string producer;
@@ -219,6 +220,7 @@ void Model::Impl::load(std::unique_ptr<Bytes> b) {
     }
   }
   load_tensors(m, p + h.data_offset, h.data_size);
+  decode_packed_weights(m, tensors, &decoded);
   load_operators(m);
   plan_arena();
 }
@@ -232,9 +234,11 @@ void Model::Impl::load_tensors(const eom::Model& m, const uint8_t* data, uint64_
   if (nbuf) std::memcpy(refs.data(), bufs->Data(), nbuf * sizeof(eom::BufferRef));
   for (size_t i = 0; i < nbuf; ++i) {
     const eom::BufferRef* br = &refs[i];
-    if (br->offset() % kAlignment != 0) {
+    // Format 1.3: a buffer under 64 bytes may sit on a 16-byte boundary.
+    const uint64_t align = br->size() < kAlignment ? kSmallAlignment : kAlignment;
+    if (br->offset() % align != 0) {
       fail("buffer " + std::to_string(i) + " at offset " + std::to_string(br->offset()) +
-           " is not " + std::to_string(kAlignment) + "-byte aligned");
+           " is not " + std::to_string(align) + "-byte aligned");
     }
     if (br->offset() > data_size || br->size() > data_size - br->offset()) {
       fail("buffer " + std::to_string(i) + " [" + std::to_string(br->offset()) + ", +" +
@@ -272,8 +276,9 @@ void Model::Impl::load_tensors(const eom::Model& m, const uint8_t* data, uint64_
     if (const auto* q = t->quantization()) {
       const size_t ns = q->scale() ? q->scale()->size() : 0;
       const size_t nz = q->zero_point() ? q->zero_point()->size() : 0;
-      if (ns == 0 || nz != ns) {
-        fail(where + ": quantization needs scales and as many zero points (got " +
+      // Format 1.3: one zero point may stand for every channel.
+      if (ns == 0 || (nz != ns && nz != 1)) {
+        fail(where + ": quantization needs scales and as many zero points, or one (got " +
              std::to_string(ns) + " and " + std::to_string(nz) + ")");
       }
       if (ns > 1) {
@@ -295,6 +300,11 @@ void Model::Impl::load_tensors(const eom::Model& m, const uint8_t* data, uint64_
         r.zero_points_zero &= q->zero_point()->Get(static_cast<flatbuffers::uoffset_t>(j)) == 0;
     }
     const int buf = t->buffer();
+    if (t->decoded()) {
+      if (buf != -1)
+        fail(where + ": a decoded tensor has no buffer (got " + std::to_string(buf) + ")");
+      if (r.dtype != DType::kS8) fail(where + ": a decoded tensor must be int8");
+    }
     if (buf >= 0) {
       if (static_cast<size_t>(buf) >= nbuf) {
         fail(where + ": buffer index " + std::to_string(buf) + " out of range [0, " +
@@ -311,7 +321,10 @@ void Model::Impl::load_tensors(const eom::Model& m, const uint8_t* data, uint64_
     } else if (buf != -1) {
       fail(where + ": buffer index " + std::to_string(buf) + " must be >= 0 or -1 (activation)");
     }
-    if (r.dtype == DType::kS8 && buf == -1) {
+    if (t->decoded()) {
+      // Filled from a packed weight before the operators are built (decode_packed_weights).
+      r.decoded = true;
+    } else if (r.dtype == DType::kS8 && buf == -1) {
       // int8 activations: one scale and one zero point in the int8 range (per tensor).
       if (r.quant_count != 1) {
         fail(where + ": an int8 activation needs per-tensor quantization (one scale and one " +
@@ -332,7 +345,7 @@ void Model::Impl::load_tensors(const eom::Model& m, const uint8_t* data, uint64_
       if (std::find(out->begin(), out->end(), t) != out->end()) {
         fail(std::string(what) + " list repeats tensor " + std::to_string(t));
       }
-      if (tensors[t].constant)
+      if (tensors[t].constant || tensors[t].decoded)
         fail(std::string(what) + " tensor `" + tensors[t].name + "` is a constant");
       out->push_back(t);
     }

@@ -24,7 +24,8 @@ class WeightFormat(object):
     DENSE = 0
     # Block-sparse rows: `block` = [R, C]; `row_ptr` (S32, ceil(n/R) + 1 entries, row_ptr[0] = 0)
     # and `col_idx` (S32, one block column per stored block, increasing within a block row);
-    # `values` [nnz, R, C] (entries past the matrix edge are 0).
+    # `values` [nnz, R, C] (entries past the matrix edge are 0), or packed codebook indices
+    # (`bits` > 0, Weight.table; format 1.3).
     BSR = 1
     # Weight sharing: `indices` (U8 [n, ceil(k * bits / 8)], `bits`-bit indices packed from the
     # low bits of each byte, each row starting on a byte) into `values`, the table:
@@ -315,13 +316,23 @@ class Tensor(object):
             return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
         return -1
 
-def TensorStart(builder): builder.StartObject(5)
+    # Format 1.3: a constant without a buffer whose bytes the loader decodes from the packed
+    # weight that names it as `values` (Weight.table, below); no operator may write it.
+    # Tensor
+    def Decoded(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def TensorStart(builder): builder.StartObject(6)
 def TensorAddName(builder, name): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(name), 0)
 def TensorAddShape(builder, shape): builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(shape), 0)
 def TensorStartShapeVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def TensorAddDtype(builder, dtype): builder.PrependInt8Slot(2, dtype, 0)
 def TensorAddQuantization(builder, quantization): builder.PrependUOffsetTRelativeSlot(3, flatbuffers.number_types.UOffsetTFlags.py_type(quantization), 0)
 def TensorAddBuffer(builder, buffer): builder.PrependInt32Slot(4, buffer, -1)
+def TensorAddDecoded(builder, decoded): builder.PrependBoolSlot(5, decoded, 0)
 def TensorEnd(builder): return builder.EndObject()
 
 
@@ -440,7 +451,20 @@ class Weight(object):
             return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
         return False
 
-def WeightStart(builder): builder.StartObject(10)
+    # Format 1.3, BSR with `bits` > 0 (block sparsity + weight sharing): `indices` (U8,
+    # ceil(nnz * R * C * bits / 8) bytes) holds one `bits`-bit index per stored block value,
+    # packed from the low bits of each byte over all blocks in order (no per-row padding), into
+    # `table` (S8 [1, 2^bits], or [n, 2^bits] with `per_channel_table`: the row of the value's
+    # output channel); `values` is an S8 [nnz, R, C] tensor marked `decoded` that the loader fills
+    # (entries past the matrix edge 0), so operators see an ordinary int8 BSR weight.
+    # Weight
+    def Table(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return -1
+
+def WeightStart(builder): builder.StartObject(11)
 def WeightAddFormat(builder, format): builder.PrependInt8Slot(0, format, 0)
 def WeightAddN(builder, n): builder.PrependInt32Slot(1, n, 0)
 def WeightAddK(builder, k): builder.PrependInt32Slot(2, k, 0)
@@ -452,6 +476,7 @@ def WeightAddColIdx(builder, colIdx): builder.PrependInt32Slot(6, colIdx, -1)
 def WeightAddIndices(builder, indices): builder.PrependInt32Slot(7, indices, -1)
 def WeightAddBits(builder, bits): builder.PrependInt32Slot(8, bits, 0)
 def WeightAddPerChannelTable(builder, perChannelTable): builder.PrependBoolSlot(9, perChannelTable, 0)
+def WeightAddTable(builder, table): builder.PrependInt32Slot(10, table, -1)
 def WeightEnd(builder): return builder.EndObject()
 
 

@@ -24,7 +24,10 @@ QClamp as LUT, int8 pooling, cat / split / flatten / reshape / upsample on int8 
 between DeQuantStub and QuantStub as float operators). Int8 weights are stored dense, as BSR when
 whole blocks are zero (the block-pruning record's block, or the target's ``bsr_block``) or as a
 codebook when a layer's int8 weights take at most 16 values (per layer or per row: weight
-sharing), whichever is smallest.
+sharing), or both at once (format 1.3: BSR whose stored block values are codebook indices, decoded
+at load), whichever is smallest. Files name no constant tensor and keep ``edgeopt.passes``
+compact (settings, no training traces); 1.3 files also 16-byte align constants under 64 bytes and
+write all-zero per-channel zero points once.
 
 Float operators: Conv2d (groups, depthwise, stride,
 padding incl. ``"same"``, dilation), Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (global or
@@ -90,6 +93,9 @@ FORMAT_VERSION_INT8 = (1, 1)
 #: Files with a GATHER operator (nn.Embedding on int32 token ids) are written as 1.2; files
 #: without one keep 1.0 / 1.1, so older runtimes still read them.
 FORMAT_VERSION_GATHER = (1, 2)
+#: Files with a packed weight (BSR whose stored values are codebook indices, decoded at load)
+#: are written as 1.3; the others keep their older version.
+FORMAT_VERSION_PACKED = (1, 3)
 MAGIC = b"\x89EOM\r\n\x1a\n"
 ENDIAN_MARKER = 0x0A0B0C0D
 HEADER_SIZE = 64
@@ -157,11 +163,13 @@ class EomWriter:
         blob = w.finish([x], [y])
     """
 
-    def __init__(self) -> None:
+    def __init__(self, constant_names: bool = True) -> None:
+        #: False: constant tensors are written without a name (the runtime calls them ``t<i>``;
+        #: errors about a weight also name its operator's module path).
+        self.constant_names = constant_names
         self.tensors: list[dict[str, Any]] = []
         self.operators: list[dict[str, Any]] = []
-        self._data = bytearray()
-        self._buffers: list[tuple[int, int]] = []
+        self._chunks: list[bytes] = []  # constant bytes, laid out by finish()
 
     def add_tensor(
         self,
@@ -185,7 +193,8 @@ class EomWriter:
     def add_constant(
         self, name: str, array: np.ndarray, quantization: dict[str, Any] | None = None
     ) -> int:
-        """A constant tensor; its bytes go to the data section, 64-byte aligned."""
+        """A constant tensor; its bytes go to the data section, 64-byte aligned (16-byte aligned
+        when under 64 bytes in a 1.3 file)."""
         a = np.ascontiguousarray(array)
         if a.dtype not in _DTYPES:
             raise TypeError(
@@ -193,13 +202,16 @@ class EomWriter:
                 f"{[str(d) for d in _DTYPES]}"
             )
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        offset = _align(len(self._data))
-        self._data.extend(b"\0" * (offset - len(self._data)))
-        raw = a.tobytes()
-        self._data.extend(raw)
-        self._buffers.append((offset, len(raw)))
+        self._chunks.append(a.tobytes())
         t = self.add_tensor(name, a.shape if a.ndim else (1,), a.dtype, quantization)
-        self.tensors[t]["buffer"] = len(self._buffers) - 1
+        self.tensors[t]["buffer"] = len(self._chunks) - 1
+        return t
+
+    def add_decoded(self, name: str, shape: tuple[int, ...]) -> int:
+        """An int8 constant without a buffer that the loader decodes from the packed weight
+        naming it as ``values`` (format 1.3); returns its index."""
+        t = self.add_tensor(name, shape, np.int8)
+        self.tensors[t]["decoded"] = True
         return t
 
     def add_operator(
@@ -254,9 +266,12 @@ class EomWriter:
             getattr(fb, f"{kind}Add{_camel(key)}")(b, value)
         return getattr(fb, f"{kind}End")(b)
 
-    def _quantization(self, b: flatbuffers.Builder, q: dict[str, Any]) -> int:
+    def _quantization(self, b: flatbuffers.Builder, q: dict[str, Any], compact: bool) -> int:
+        zero_points = np.atleast_1d(q["zero_point"])
+        if compact and not zero_points.any():
+            zero_points = zero_points[:1]  # 1.3: one zero point stands for every channel
         scale = self._vector(b, np.atleast_1d(q["scale"]), np.float32)
-        zp = self._vector(b, np.atleast_1d(q["zero_point"]), np.int32)
+        zp = self._vector(b, zero_points, np.int32)
         fb.QuantizationStart(b)
         fb.QuantizationAddScale(b, scale)
         fb.QuantizationAddZeroPoint(b, zp)
@@ -279,18 +294,39 @@ class EomWriter:
     ) -> bytes:
         """The whole file (header, FlatBuffer, data section) as bytes."""
         b = flatbuffers.Builder(1 << 16)
+        # Format 1.3 files take its rules: buffers under 64 bytes 16-byte aligned, and an
+        compact = tuple(version) >= FORMAT_VERSION_PACKED
+        # all-zero per-channel zero-point vector written as one entry; the small buffers go after
+        # the others, so that they do not push a 64-byte boundary.
+        data = bytearray()
+        buffers: list[tuple[int, int]] = [(0, 0)] * len(self._chunks)
+        small = [compact and len(raw) < ALIGN for raw in self._chunks]
+        for i in sorted(range(len(self._chunks)), key=lambda i: small[i]):
+            raw = self._chunks[i]
+            offset = _align(len(data), 16 if small[i] else ALIGN)
+            data.extend(b"\0" * (offset - len(data)))
+            data.extend(raw)
+            buffers[i] = (offset, len(raw))
         tensor_offsets = []
         for t in self.tensors:
-            name = b.CreateString(t["name"])
+            constant = t["buffer"] >= 0 or t.get("decoded", False)
+            name = None
+            if self.constant_names or not constant:
+                name = b.CreateString(t["name"])
             shape = self._vector(b, t["shape"])
-            quant = self._quantization(b, t["quantization"]) if t["quantization"] else None
+            quant = None
+            if t["quantization"]:
+                quant = self._quantization(b, t["quantization"], compact)
             fb.TensorStart(b)
-            fb.TensorAddName(b, name)
+            if name is not None:
+                fb.TensorAddName(b, name)
             fb.TensorAddShape(b, shape)
             fb.TensorAddDtype(b, t["dtype"])
             if quant is not None:
                 fb.TensorAddQuantization(b, quant)
             fb.TensorAddBuffer(b, t["buffer"])
+            if t.get("decoded"):
+                fb.TensorAddDecoded(b, True)
             tensor_offsets.append(fb.TensorEnd(b))
         op_offsets = []
         for op in self.operators:
@@ -329,8 +365,8 @@ class EomWriter:
         tensors_vec = self._offsets_vector(b, fb.ModelStartTensorsVector, tensor_offsets)
         ops_vec = self._offsets_vector(b, fb.ModelStartOperatorsVector, op_offsets)
         meta_vec = self._offsets_vector(b, fb.ModelStartMetadataVector, meta_offsets)
-        fb.ModelStartBuffersVector(b, len(self._buffers))
-        for offset, size in reversed(self._buffers):
+        fb.ModelStartBuffersVector(b, len(buffers))
+        for offset, size in reversed(buffers):
             fb.CreateBufferRef(b, offset, size)
         buffers_vec = b.EndVector()
         in_vec = self._vector(b, inputs)
@@ -344,7 +380,7 @@ class EomWriter:
         fb.ModelAddBuffers(b, buffers_vec)
         fb.ModelAddMetadata(b, meta_vec)
         b.Finish(fb.ModelEnd(b), file_identifier=b"EOM1")
-        return pack_file(bytes(b.Output()), bytes(self._data), version)
+        return pack_file(bytes(b.Output()), bytes(data), version)
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,7 +572,7 @@ class _Lowering:
         self.model = model
         self.example_inputs = example_inputs
         self.target = target
-        self.w = EomWriter()
+        self.w = EomWriter(constant_names=False)
         self.vals: dict[fx.Node, Any] = {}
         self.op_node: dict[int, fx.Node] = {}  # tensor id -> the node whose operator wrote it
         self.writer_op: dict[int, int] = {}  # tensor id -> operator index
@@ -554,6 +590,7 @@ class _Lowering:
         self.same: dict[fx.Node, fx.Node] = {}
         self.shared: set[fx.Node] = set()  # nodes with duplicates: nothing fuses into them
         self.uses_gather = False
+        self.uses_packed = False
 
     # -- preparation -----------------------------------------------------------------------------
 
@@ -1706,6 +1743,75 @@ def is_int8_model(model: nn.Module) -> bool:
     return any(isinstance(m, qm.QModule) for m in model.modules())
 
 
+#: Pass-record keys left out of the file's ``edgeopt.passes`` (training traces, not settings).
+_PASS_TRACE_KEYS = frozenset(
+    {"final_loss", "steps", "seed", "optimizer", "schedule", "modules", "features", "history"}
+)
+
+
+def _compact_passes(passes: list[Any]) -> str:
+    """The ``edgeopt.passes`` metadata: each pass's name and settings as compact JSON, without
+    training traces (losses, steps, seeds, module lists) or empty / null settings.
+
+    Example: ``_compact_passes([{"pass": "distill", "epochs": 3, "final_loss": 0.1}])``
+    -> ``'[{"pass":"distill","epochs":3}]'``.
+    """
+    out = []
+    for p in passes:
+        if not isinstance(p, dict):
+            out.append(p)
+            continue
+        out.append(
+            {
+                key: value
+                for key, value in p.items()
+                if key not in _PASS_TRACE_KEYS
+                and "loss" not in key
+                and value is not None
+                and value != []
+                and value != {}
+            }
+        )
+    return json.dumps(out, default=str, separators=(",", ":"))
+
+
+def _pack_flat(idx: np.ndarray, bits: int) -> np.ndarray:
+    """Indices < 2^bits, any shape -> ceil(size * bits / 8) bytes, packed from the low bits of
+    each byte in order, without row padding. Example: ``_pack_flat(np.array([1, 2, 3]), 4)``
+    -> ``[0x21, 0x03]``."""
+    per_byte = 8 // bits
+    flat = np.asarray(idx, np.uint8).reshape(-1)
+    padded = np.zeros(-(-flat.size // per_byte) * per_byte, np.uint8)
+    padded[: flat.size] = flat
+    lanes = padded.reshape(-1, per_byte)
+    packed = np.zeros(lanes.shape[0], np.uint8)
+    for j in range(per_byte):
+        packed |= (lanes[:, j] << (j * bits)).astype(np.uint8)
+    return packed
+
+
+def _codebook_tables(mat: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """(table [1 or n, 2^bits] int8, indices [n, k] uint8, per_channel) of an int8 [n, k] matrix
+    whose values fit 2^bits entries per layer (else per row); None when they do not fit.
+    Example: ``_codebook_tables(np.array([[1, 2], [2, 1]], np.int8), 1)`` -> a [1, 2] table."""
+    n, k = mat.shape
+    entries = 1 << bits
+    layer_vals = np.unique(mat)
+    if len(layer_vals) <= entries:
+        table = np.zeros((1, entries), np.int8)
+        table[0, : len(layer_vals)] = layer_vals
+        return table, np.searchsorted(layer_vals, mat).astype(np.uint8), False
+    table = np.zeros((n, entries), np.int8)
+    idx = np.zeros((n, k), np.uint8)
+    for i in range(n):
+        vals, inv = np.unique(mat[i], return_inverse=True)
+        if len(vals) > entries:
+            return None
+        table[i, : len(vals)] = vals
+        idx[i] = inv.reshape(-1)
+    return table, idx, True
+
+
 def _pack_indices(idx: np.ndarray, bits: int) -> np.ndarray:
     """[n, k] indices < 2^bits -> [n, ceil(k * bits / 8)] bytes (low bits first, rows on bytes)."""
     n, k = idx.shape
@@ -1836,6 +1942,10 @@ class _QLowering(_Lowering):
         cb = self._qcodebook_candidate(mat)
         if cb is not None:
             options.append(cb)
+        # Packed blocks pay off at any block sparsity: decoded at load, they only save bytes.
+        packed = self._qpacked_candidate(mat, self._qbsr_candidate(path, mat, min_sparsity=0.0))
+        if packed is not None:
+            options.append(packed)
         options = [o for o in options if o[0] < mat.size]
         if options:
             _, info, arrays = min(options, key=lambda o: o[0])
@@ -1866,6 +1976,33 @@ class _QLowering(_Lowering):
                 ),
             }
         table = arrays["table"]
+        if fmt == "bsr_codebook":
+            self.uses_packed = True
+            return {
+                "format": fb.WeightFormat.BSR,
+                "n": n,
+                "k": k,
+                "values": self.w.add_decoded(
+                    self._name(f"{path}.weight.blocks"), arrays["values"].shape
+                ),
+                "block": list(info["block"]),
+                "row_ptr": self.w.add_constant(
+                    self._name(f"{path}.weight.row_ptr"), arrays["row_ptr"]
+                ),
+                "col_idx": self.w.add_constant(
+                    self._name(f"{path}.weight.col_idx"), arrays["col_idx"]
+                ),
+                "indices": self.w.add_constant(
+                    self._name(f"{path}.weight.indices"), arrays["packed"]
+                ),
+                "bits": info["bits"],
+                "per_channel_table": bool(info["per_channel"]),
+                "table": self.w.add_constant(
+                    self._name(f"{path}.weight.table"),
+                    table,
+                    self._wquant(scales, n, table.shape[0]),
+                ),
+            }
         return {
             "format": fb.WeightFormat.CODEBOOK,
             "n": n,
@@ -1890,7 +2027,9 @@ class _QLowering(_Lowering):
             return {"scale": scales, "zero_point": np.zeros(n, np.int32), "axis": 0}
         return None
 
-    def _qbsr_candidate(self, path: str, mat: np.ndarray):
+    def _qbsr_candidate(
+        self, path: str, mat: np.ndarray, min_sparsity: float = _MIN_BSR_SPARSITY_S8
+    ):
         n, k = mat.shape
         blocks = []
         if path in self.blocks:
@@ -1911,7 +2050,7 @@ class _QLowering(_Lowering):
             tiles = padded.reshape(nbr, r, nbc, c).transpose(0, 2, 1, 3)
             keep = np.any(tiles != 0, axis=(2, 3))
             sparsity = 1.0 - float(keep.mean())
-            if sparsity < _MIN_BSR_SPARSITY_S8:
+            if sparsity < min_sparsity or sparsity == 0.0:
                 continue
             row_ptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)
             col_idx = np.nonzero(keep)[1].astype(np.int32)
@@ -1932,27 +2071,61 @@ class _QLowering(_Lowering):
         return best
 
     @staticmethod
-    def _qcodebook_candidate(mat: np.ndarray):
+    def _qpacked_candidate(mat: np.ndarray, bsr: tuple | None):
+        """BSR whose stored block values are 1/2/4-bit codebook indices (format 1.3): the BSR
+        candidate's blocks with the codebook's table; None without both."""
+        if bsr is None:
+            return None
         n, k = mat.shape
-        layer_vals = np.unique(mat)
-        row_counts = max(len(np.unique(r)) for r in mat)
+        _, binfo, barr = bsr
+        r, c = binfo["block"]
+        row_ptr, col_idx, values = barr["row_ptr"], barr["col_idx"], barr["values"]
+        nbr, nbc = -(-n // r), -(-k // c)
+        block_row = np.repeat(np.arange(nbr), np.diff(row_ptr))
         best = None
         for bits in (1, 2, 4):
-            entries = 1 << bits
-            per_channel = len(layer_vals) > entries
-            if per_channel and row_counts > entries:
+            tables = _codebook_tables(mat, bits)
+            if tables is None:
                 continue
-            if per_channel:
-                table = np.zeros((n, entries), np.int8)
-                idx = np.zeros((n, k), np.uint8)
-                for i in range(n):
-                    vals, inv = np.unique(mat[i], return_inverse=True)
-                    table[i, : len(vals)] = vals
-                    idx[i] = inv.reshape(-1)
-            else:
-                table = np.zeros((1, entries), np.int8)
-                table[0, : len(layer_vals)] = layer_vals
-                idx = np.searchsorted(layer_vals, mat).astype(np.uint8)
+            table, idx, per_channel = tables
+            padded = np.zeros((nbr * r, nbc * c), np.uint8)
+            padded[:n, :k] = idx
+            tiles = padded.reshape(nbr, r, nbc, c).transpose(0, 2, 1, 3)
+            bidx = tiles[block_row, col_idx]  # [nnz, r, c]
+            rows = np.minimum(block_row[:, None] * r + np.arange(r)[None, :], n - 1)
+            trow = rows if per_channel else np.zeros_like(rows)
+            decoded = table[trow[:, :, None], bidx]
+            inside = (block_row[:, None, None] * r + np.arange(r)[None, :, None] < n) & (
+                col_idx[:, None, None] * c + np.arange(c)[None, None, :] < k
+            )
+            if not np.array_equal(np.where(inside, decoded, 0), values):
+                continue  # never expected: the table holds every value of its rows
+            packed = _pack_flat(bidx, bits)
+            nbytes = packed.nbytes + table.nbytes + row_ptr.nbytes + col_idx.nbytes
+            cand = (
+                nbytes,
+                {
+                    "format": "bsr_codebook",
+                    "block": [r, c],
+                    "sparsity": binfo["sparsity"],
+                    "bits": bits,
+                    "per_channel": per_channel,
+                    "stored_bytes": nbytes,
+                },
+                {**barr, "table": table, "packed": packed},
+            )
+            if best is None or nbytes < best[0]:
+                best = cand
+        return best
+
+    @staticmethod
+    def _qcodebook_candidate(mat: np.ndarray):
+        best = None
+        for bits in (1, 2, 4):
+            tables = _codebook_tables(mat, bits)
+            if tables is None:
+                continue
+            table, idx, per_channel = tables
             packed = _pack_indices(idx, bits)
             nbytes = packed.nbytes + table.nbytes
             if nbytes > _MAX_CODEBOOK_RATIO * mat.size:
@@ -2202,6 +2375,8 @@ def export_native(
     version = FORMAT_VERSION_INT8 if int8 else FORMAT_VERSION
     if low.uses_gather:
         version = FORMAT_VERSION_GATHER
+    if low.uses_packed:
+        version = FORMAT_VERSION_PACKED
     meta = {
         "edgeopt.format": ".".join(map(str, version)),
         "edgeopt.inputs_layout": "NCHW",
@@ -2210,7 +2385,7 @@ def export_native(
         meta["edgeopt.target"] = getattr(target, "name", str(target))
     passes = get_record(model).get("passes", [])
     if passes:
-        meta["edgeopt.passes"] = json.dumps(passes, default=str)
+        meta["edgeopt.passes"] = _compact_passes(passes)
     from optimizer import __version__
 
     blob = low.w.finish(

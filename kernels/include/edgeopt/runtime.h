@@ -23,9 +23,11 @@ class ModelError : public std::runtime_error {
 // Format version this runtime reads: files with another major version are refused; a newer
 // minor version is read (fields are only appended).
 constexpr uint16_t kFormatMajor = 1;
-constexpr uint16_t kFormatMinor = 2;
+constexpr uint16_t kFormatMinor = 3;
 constexpr size_t kHeaderSize = 64;
 constexpr size_t kAlignment = 64;
+// Buffers under kAlignment bytes may be aligned to this only (format 1.3).
+constexpr size_t kSmallAlignment = 16;
 // Bytes 0..7 of every .eom file (PNG-style: a high byte and CR LF / ^Z / LF catch text-mode
 // transfers that would corrupt it).
 constexpr char kMagic[8] = {'\x89', 'E', 'O', 'M', '\r', '\n', '\x1a', '\n'};

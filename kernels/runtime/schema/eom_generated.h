@@ -116,7 +116,8 @@ enum WeightFormat : int8_t {
   WeightFormat_DENSE = 0,
   /// Block-sparse rows: `block` = [R, C]; `row_ptr` (S32, ceil(n/R) + 1 entries, row_ptr[0] = 0)
   /// and `col_idx` (S32, one block column per stored block, increasing within a block row);
-  /// `values` [nnz, R, C] (entries past the matrix edge are 0).
+  /// `values` [nnz, R, C] (entries past the matrix edge are 0), or packed codebook indices
+  /// (`bits` > 0, Weight.table; format 1.3).
   WeightFormat_BSR = 1,
   /// Weight sharing: `indices` (U8 [n, ceil(k * bits / 8)], `bits`-bit indices packed from the
   /// low bits of each byte, each row starting on a byte) into `values`, the table:
@@ -554,7 +555,8 @@ struct Tensor FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_SHAPE = 6,
     VT_DTYPE = 8,
     VT_QUANTIZATION = 10,
-    VT_BUFFER = 12
+    VT_BUFFER = 12,
+    VT_DECODED = 14
   };
   const flatbuffers::String *name() const {
     return GetPointer<const flatbuffers::String *>(VT_NAME);
@@ -571,6 +573,11 @@ struct Tensor FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   int32_t buffer() const {
     return GetField<int32_t>(VT_BUFFER, -1);
   }
+  /// Format 1.3: a constant without a buffer whose bytes the loader decodes from the packed
+  /// weight that names it as `values` (Weight.table, below); no operator may write it.
+  bool decoded() const {
+    return GetField<uint8_t>(VT_DECODED, 0) != 0;
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyOffset(verifier, VT_NAME) &&
@@ -581,6 +588,7 @@ struct Tensor FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyOffset(verifier, VT_QUANTIZATION) &&
            verifier.VerifyTable(quantization()) &&
            VerifyField<int32_t>(verifier, VT_BUFFER, 4) &&
+           VerifyField<uint8_t>(verifier, VT_DECODED, 1) &&
            verifier.EndTable();
   }
 };
@@ -604,6 +612,9 @@ struct TensorBuilder {
   void add_buffer(int32_t buffer) {
     fbb_.AddElement<int32_t>(Tensor::VT_BUFFER, buffer, -1);
   }
+  void add_decoded(bool decoded) {
+    fbb_.AddElement<uint8_t>(Tensor::VT_DECODED, static_cast<uint8_t>(decoded), 0);
+  }
   explicit TensorBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -621,12 +632,14 @@ inline flatbuffers::Offset<Tensor> CreateTensor(
     flatbuffers::Offset<flatbuffers::Vector<int32_t>> shape = 0,
     edgeopt::eom::DType dtype = edgeopt::eom::DType_F32,
     flatbuffers::Offset<edgeopt::eom::Quantization> quantization = 0,
-    int32_t buffer = -1) {
+    int32_t buffer = -1,
+    bool decoded = false) {
   TensorBuilder builder_(_fbb);
   builder_.add_buffer(buffer);
   builder_.add_quantization(quantization);
   builder_.add_shape(shape);
   builder_.add_name(name);
+  builder_.add_decoded(decoded);
   builder_.add_dtype(dtype);
   return builder_.Finish();
 }
@@ -637,7 +650,8 @@ inline flatbuffers::Offset<Tensor> CreateTensorDirect(
     const std::vector<int32_t> *shape = nullptr,
     edgeopt::eom::DType dtype = edgeopt::eom::DType_F32,
     flatbuffers::Offset<edgeopt::eom::Quantization> quantization = 0,
-    int32_t buffer = -1) {
+    int32_t buffer = -1,
+    bool decoded = false) {
   auto name__ = name ? _fbb.CreateString(name) : 0;
   auto shape__ = shape ? _fbb.CreateVector<int32_t>(*shape) : 0;
   return edgeopt::eom::CreateTensor(
@@ -646,7 +660,8 @@ inline flatbuffers::Offset<Tensor> CreateTensorDirect(
       shape__,
       dtype,
       quantization,
-      buffer);
+      buffer,
+      decoded);
 }
 
 /// The weight matrix W[n, k] of CONV2D / LINEAR: n output channels; k the inputs of one output
@@ -664,7 +679,8 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_COL_IDX = 16,
     VT_INDICES = 18,
     VT_BITS = 20,
-    VT_PER_CHANNEL_TABLE = 22
+    VT_PER_CHANNEL_TABLE = 22,
+    VT_TABLE = 24
   };
   edgeopt::eom::WeightFormat format() const {
     return static_cast<edgeopt::eom::WeightFormat>(GetField<int8_t>(VT_FORMAT, 0));
@@ -696,6 +712,15 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   bool per_channel_table() const {
     return GetField<uint8_t>(VT_PER_CHANNEL_TABLE, 0) != 0;
   }
+  /// Format 1.3, BSR with `bits` > 0 (block sparsity + weight sharing): `indices` (U8,
+  /// ceil(nnz * R * C * bits / 8) bytes) holds one `bits`-bit index per stored block value,
+  /// packed from the low bits of each byte over all blocks in order (no per-row padding), into
+  /// `table` (S8 [1, 2^bits], or [n, 2^bits] with `per_channel_table`: the row of the value's
+  /// output channel); `values` is an S8 [nnz, R, C] tensor marked `decoded` that the loader fills
+  /// (entries past the matrix edge 0), so operators see an ordinary int8 BSR weight.
+  int32_t table() const {
+    return GetField<int32_t>(VT_TABLE, -1);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyField<int8_t>(verifier, VT_FORMAT, 1) &&
@@ -709,6 +734,7 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyField<int32_t>(verifier, VT_INDICES, 4) &&
            VerifyField<int32_t>(verifier, VT_BITS, 4) &&
            VerifyField<uint8_t>(verifier, VT_PER_CHANNEL_TABLE, 1) &&
+           VerifyField<int32_t>(verifier, VT_TABLE, 4) &&
            verifier.EndTable();
   }
 };
@@ -747,6 +773,9 @@ struct WeightBuilder {
   void add_per_channel_table(bool per_channel_table) {
     fbb_.AddElement<uint8_t>(Weight::VT_PER_CHANNEL_TABLE, static_cast<uint8_t>(per_channel_table), 0);
   }
+  void add_table(int32_t table) {
+    fbb_.AddElement<int32_t>(Weight::VT_TABLE, table, -1);
+  }
   explicit WeightBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -769,8 +798,10 @@ inline flatbuffers::Offset<Weight> CreateWeight(
     int32_t col_idx = -1,
     int32_t indices = -1,
     int32_t bits = 0,
-    bool per_channel_table = false) {
+    bool per_channel_table = false,
+    int32_t table = -1) {
   WeightBuilder builder_(_fbb);
+  builder_.add_table(table);
   builder_.add_bits(bits);
   builder_.add_indices(indices);
   builder_.add_col_idx(col_idx);
@@ -795,7 +826,8 @@ inline flatbuffers::Offset<Weight> CreateWeightDirect(
     int32_t col_idx = -1,
     int32_t indices = -1,
     int32_t bits = 0,
-    bool per_channel_table = false) {
+    bool per_channel_table = false,
+    int32_t table = -1) {
   auto block__ = block ? _fbb.CreateVector<int32_t>(*block) : 0;
   return edgeopt::eom::CreateWeight(
       _fbb,
@@ -808,7 +840,8 @@ inline flatbuffers::Offset<Weight> CreateWeightDirect(
       col_idx,
       indices,
       bits,
-      per_channel_table);
+      per_channel_table,
+      table);
 }
 
 /// Convolution geometry; `pad` is [top, left, bottom, right] (zeros, or the zero point for S8).

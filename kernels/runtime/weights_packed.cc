@@ -1,0 +1,101 @@
+// Packed weights decoded at load (format 1.3): a BSR weight whose stored block values are
+// `bits`-bit codebook indices (block sparsity + weight sharing) becomes the ordinary int8 BSR the
+// operator builders take, so the kernels never see the packed form.
+#include <string>
+
+#include "runtime/build.h"
+
+namespace edgeopt {
+namespace runtime {
+
+namespace {
+
+// Decodes the packed BSR weight of one operator into `out` and points its values tensor there.
+void decode_packed_bsr(Build& b, std::vector<Tensor>& tensors, std::vector<int8_t>* out) {
+  const eom::Weight& w = *b.op().weight();
+  b.require(w.format() == eom::WeightFormat_BSR,
+            "weight.table is only used by a BSR weight with bits > 0 (format ",
+            eom::EnumNameWeightFormat(w.format()), ")");
+  const int n = w.n(), k = w.k(), bits = w.bits();
+  b.require(n >= 1 && k >= 1, "packed weight is declared [", n, ", ", k, "]");
+  b.require(bits == 1 || bits == 2 || bits == 4 || bits == 8,
+            "packed weight.bits must be 1, 2, 4 or 8, got ", bits);
+  const auto block = b.ints(w.block(), 2, 1, 256, "weight.block");
+  const int r = block[0], c = block[1];
+  const int64_t brs = (static_cast<int64_t>(n) + r - 1) / r;
+  const int64_t bcs = (static_cast<int64_t>(k) + c - 1) / c;
+  const auto* row_ptr = reinterpret_cast<const int32_t*>(
+      b.constant(w.row_ptr(), DType::kS32, brs + 1, "weight.row_ptr"));
+  b.require(row_ptr[0] == 0, "weight.row_ptr[0] must be 0, got ", row_ptr[0]);
+  for (int64_t i = 0; i < brs; ++i)
+    b.require(row_ptr[i + 1] >= row_ptr[i], "weight.row_ptr must not decrease (at ", i + 1, ")");
+  const int64_t nnz = row_ptr[brs];
+  b.require(nnz <= brs * bcs, "weight.row_ptr declares ", nnz, " blocks, more than the ", brs * bcs,
+            " of the matrix");
+  const auto* col =
+      reinterpret_cast<const int32_t*>(b.constant(w.col_idx(), DType::kS32, nnz, "weight.col_idx"));
+  const int vt = w.values();
+  b.require(vt >= 0 && vt < static_cast<int>(tensors.size()), "weight.values: tensor index ", vt,
+            " out of range");
+  Tensor& v = tensors[vt];
+  b.require(v.decoded, "weight.values (`", v.name,
+            "`) of a packed BSR weight must be a tensor marked `decoded`");
+  b.require(v.constant == nullptr, "weight.values (`", v.name,
+            "`) is decoded by another weight already");
+  const int64_t count = nnz * r * c;
+  b.require(v.dtype == DType::kS8 && v.elements == static_cast<size_t>(count), "weight.values (`",
+            v.name, "`) must be int8 with ", count, " elements (", nnz, " blocks of ", r, "x", c,
+            "), got ", dtype_name(v.dtype), " ", shape_str(v.shape));
+  const uint8_t* idx =
+      b.constant(w.indices(), DType::kU8, (count * bits + 7) / 8, "weight.indices (packed BSR)");
+  const int entries = 1 << bits;
+  const bool per_channel = w.per_channel_table();
+  const auto* table = reinterpret_cast<const int8_t*>(b.constant(
+      w.table(), DType::kS8, static_cast<int64_t>(per_channel ? n : 1) * entries, "weight.table"));
+  out->assign(static_cast<size_t>(count), 0);
+  const unsigned mask = static_cast<unsigned>(entries - 1);
+  for (int64_t br = 0; br < brs; ++br) {
+    for (int64_t j = row_ptr[br]; j < row_ptr[br + 1]; ++j) {
+      for (int rr = 0; rr < r; ++rr) {
+        const int64_t row = br * r + rr;
+        if (row >= n) break;  // past the matrix edge: 0
+        const int8_t* t = table + (per_channel ? row * entries : 0);
+        for (int cc = 0; cc < c; ++cc) {
+          // Columns past the edge stay 0 (a col_idx out of range is refused by the builder).
+          if (static_cast<int64_t>(col[j]) * c + cc >= k) break;
+          const int64_t e = (j * r + rr) * c + cc;
+          const int64_t bit = e * bits;
+          const unsigned q = (idx[bit >> 3] >> (bit & 7)) & mask;
+          (*out)[static_cast<size_t>(e)] = t[q];
+        }
+      }
+    }
+  }
+  v.constant = reinterpret_cast<const uint8_t*>(out->data());
+}
+
+}  // namespace
+
+void decode_packed_weights(const eom::Model& m, std::vector<Tensor>& tensors,
+                           std::vector<std::vector<int8_t>>* storage) {
+  const size_t nops = m.operators() ? m.operators()->size() : 0;
+  for (size_t i = 0; i < nops; ++i) {
+    const eom::Operator& fop = *m.operators()->Get(static_cast<flatbuffers::uoffset_t>(i));
+    const eom::Weight* w = fop.weight();
+    if (!w || (w->table() < 0 && !(w->format() == eom::WeightFormat_BSR && w->bits() != 0)))
+      continue;
+    const char* type = eom::EnumNameOpType(fop.type());
+    Build b(fop, static_cast<int>(i), tensors, type && *type ? type : "unknown type");
+    storage->emplace_back();
+    decode_packed_bsr(b, tensors, &storage->back());
+  }
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    if (tensors[t].decoded && tensors[t].constant == nullptr) {
+      fail("tensor " + std::to_string(t) + " (`" + tensors[t].name.substr(0, 200) +
+           "`) is marked decoded but no packed BSR weight names it as its values");
+    }
+  }
+}
+
+}  // namespace runtime
+}  // namespace edgeopt

@@ -1,0 +1,219 @@
+"""Compact .eom files (format 1.3): packed block-sparse codebook weights decoded at load, small
+buffers on 16-byte boundaries, one zero point for every channel, no names on constants and
+compact pass metadata. Every packed file must run bit-exact to the quantized module and every
+corruption of the packed layout must be refused with a clear error."""
+
+from __future__ import annotations
+
+import random
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from optimizer import runtime
+from optimizer.export import eom_fbs as fb
+from optimizer.export import native
+from optimizer.export.native import export_native
+
+TARGET = "x86_64-avx512vnni"  # BSR block (16, 4)
+HOST_BUILD = Path(__file__).resolve().parents[1] / "build" / "host"
+
+
+def _shared_block_sparse(n: int, k: int, seed: int, sparsity: float = 0.4) -> np.ndarray:
+    """An [n, k] float matrix with whole (16, 4) blocks zero and its own 15 values (plus 0) in
+    each row (so that the int8 codebook needs a table per row)."""
+    rng = np.random.default_rng(seed)
+    books = rng.normal(0.0, 0.05, size=(n, 15)).astype(np.float32)
+    mat = np.take_along_axis(books, rng.integers(0, 15, size=(n, k)), axis=1)
+    keep = rng.random((-(-n // 16), -(-k // 4))) >= sparsity
+    mask = np.kron(keep, np.ones((16, 4)))[:n, :k]
+    return (mat * mask).astype(np.float32)
+
+
+def _model(seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 4 * 4, 10)
+    ).eval()
+    ohwi = _shared_block_sparse(32, 3 * 3 * 16, seed)  # the exporter's K order: kh, kw, c
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(ohwi.reshape(32, 3, 3, 16)).permute(0, 3, 1, 2))
+    return model, torch.randn(4, 16, 4, 4)
+
+
+def _quantized(seed: int = 0):
+    from optimizer.quantize.ptq import Int8Config, quantize_
+
+    model, x = _model(seed)
+    return quantize_(model, Int8Config(), calibration=[x]), x
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    q, x = _quantized()
+    path = tmp_path_factory.mktemp("compact") / "packed.eom"
+    report = export_native(q, (x,), path, target=TARGET)
+    return q, x, path, report
+
+
+def _model_table(data: bytes) -> fb.Model:
+    size = struct.unpack_from("<Q", data, 40)[0]
+    return fb.Model.GetRootAs(data[64 : 64 + size], 0)
+
+
+def test_packed_weight_is_chosen_and_bit_exact(packed):
+    q, x, path, report = packed
+    conv = next(row for row in report.layers if row["name"] == "0")
+    assert conv["format"] == "bsr_codebook" and conv["bits"] == 4, report.summary()
+    assert conv["per_channel"], "one int8 table per row"
+    assert conv["stored_bytes"] < 0.55 * conv["dense_bytes"], conv  # codebook: 0.61
+    rt = runtime.load(path)
+    assert rt.metadata["edgeopt.format"] == "1.3"
+    data = path.read_bytes()
+    assert struct.unpack_from("<HH", data, 8) == (1, 3)
+    with torch.no_grad():
+        want = q(x).numpy()
+    np.testing.assert_array_equal(rt.run(x.numpy()), want)
+    rt.num_threads = 2
+    np.testing.assert_array_equal(rt.run(x.numpy()), want)
+
+
+def test_packed_file_is_smaller_than_the_int8_bsr_or_codebook_file(packed, tmp_path, monkeypatch):
+    q, x, path, _ = packed
+    monkeypatch.setattr(native._QLowering, "_qpacked_candidate", staticmethod(lambda m, b: None))
+    plain = export_native(q, (x,), tmp_path / "plain.eom", target=TARGET)
+    assert runtime.load(tmp_path / "plain.eom").metadata["edgeopt.format"] == "1.1"
+    assert path.stat().st_size < plain.size_bytes - 300, (path.stat().st_size, plain.size_bytes)
+
+
+def test_compact_layout_rules(packed):
+    _, _, path, _ = packed
+    data = path.read_bytes()
+    m = _model_table(data)
+    small = [m.Buffers(i) for i in range(m.BuffersLength()) if m.Buffers(i).Size() < 64]
+    big = [m.Buffers(i) for i in range(m.BuffersLength()) if m.Buffers(i).Size() >= 64]
+    assert small and all(b.Offset() % 16 == 0 for b in small)
+    assert big and all(b.Offset() % 64 == 0 for b in big)
+    assert any(b.Offset() % 64 for b in small), "small buffers pack on 16-byte boundaries"
+    decoded = [m.Tensors(i) for i in range(m.TensorsLength()) if m.Tensors(i).Decoded()]
+    assert len(decoded) == 1 and decoded[0].Buffer() == -1
+    for i in range(m.TensorsLength()):
+        t = m.Tensors(i)
+        if t.Buffer() >= 0 or t.Decoded():
+            assert t.Name() is None, "constants carry no name"
+        q = t.Quantization()
+        if q is not None and q.ScaleLength() > 1:
+            assert q.ZeroPointLength() == 1, "one zero point stands for every channel"
+    names = [m.Operators(i).Name() for i in range(m.OperatorsLength())]
+    assert b"0" in names and b"3" in names, names
+
+
+def test_compact_passes_keeps_settings_and_drops_traces():
+    passes = [
+        {"pass": "distill", "epochs": 3, "lr": 2e-4, "final_loss": 0.08, "steps": 66, "seed": 0},
+        {"pass": "share_weights", "clusters": 16, "modules": ["a"], "alpha_schedule": None},
+        {"pass": "quantize_int8", "per_channel": True, "kept_float": []},
+    ]
+    text = native._compact_passes(passes)
+    assert text == (
+        '[{"pass":"distill","epochs":3,"lr":0.0002},{"pass":"share_weights","clusters":16},'
+        '{"pass":"quantize_int8","per_channel":true}]'
+    )
+    assert passes[0]["final_loss"] == 0.08, "the input is not modified"
+
+
+def test_pack_flat_packs_low_bits_first_without_row_padding():
+    got = native._pack_flat(np.array([[1, 2, 3], [4, 5, 6]], np.uint8), 4)
+    assert got.tolist() == [0x21, 0x43, 0x65]
+    assert native._pack_flat(np.array([1, 0, 1, 1, 0, 0, 0, 0, 1]), 1).tolist() == [0x0D, 0x01]
+
+
+def _export_mutated(tmp_path, monkeypatch, mutate) -> bytes:
+    """The packed model exported with ``mutate(writer, weight_dict)`` applied before the
+    FlatBuffer is written (so the file is well-formed apart from the mutation)."""
+    q, x = _quantized()
+    finish = native.EomWriter.finish
+
+    def patched(self, *args, **kwargs):
+        weight = next(
+            op["weight"] for op in self.operators if op["weight"] and "table" in op["weight"]
+        )
+        mutate(self, weight)
+        return finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(native.EomWriter, "finish", patched)
+    export_native(q, (x,), tmp_path / "bad.eom", target=TARGET)
+    return (tmp_path / "bad.eom").read_bytes()
+
+
+def _second_linear_shares_values(w, weight):
+    other = next(op for op in w.operators if op["weight"] and "table" not in op["weight"])
+    other["weight"] = dict(weight)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda w, wt: wt.update(bits=3), "bits must be 1, 2, 4 or 8"),
+        (lambda w, wt: wt.update(table=wt["row_ptr"]), "weight.table .* must be int8"),
+        (lambda w, wt: wt.update(indices=wt["col_idx"]), "weight.indices .* must be uint8"),
+        (lambda w, wt: wt.update(format=fb.WeightFormat.CODEBOOK), "only used by a BSR weight"),
+        (lambda w, wt: wt.update(bits=0, table=-1), "marked decoded but no packed BSR weight"),
+        (lambda w, wt: w.tensors[wt["values"]].update(decoded=False), "per-tensor quantization"),
+        (lambda w, wt: w.tensors[wt["values"]].update(buffer=0), "a decoded tensor has no buffer"),
+        (lambda w, wt: w.tensors[wt["values"]].update(dtype=2), "a decoded tensor must be int8"),
+        (lambda w, wt: w.tensors[wt["values"]].update(shape=(1, 16, 4)), "must be int8 with"),
+        (lambda w, wt: wt.update(per_channel_table=False), "weight.table .* elements"),
+        (_second_linear_shares_values, "decoded by another weight"),
+    ],
+)
+def test_corrupted_packed_weights_are_refused(tmp_path, monkeypatch, mutate, match):
+    data = _export_mutated(tmp_path, monkeypatch, mutate)
+    with pytest.raises(ValueError, match=match):
+        runtime.loads(data)
+
+
+def _fix_crc(data: bytearray) -> None:
+    struct.pack_into("<I", data, 20, zlib.crc32(memoryview(data)[24:]) & 0xFFFFFFFF)
+
+
+def test_fuzzed_packed_files_give_value_error_or_load(packed):
+    """Random byte mutations of the packed file (model table and data section, checksum made
+    valid again) raise ValueError or load a model that runs."""
+    _, x, path, _ = packed
+    good = path.read_bytes()
+    rng = random.Random(13)
+    refused = 0
+    for _ in range(400):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(24, len(good))] = rng.randrange(256)
+        _fix_crc(data)
+        try:
+            rt = runtime.loads(bytes(data))
+        except ValueError as e:
+            assert str(e).startswith("edgeopt model: "), e
+            refused += 1
+            continue
+        rt.run(x.numpy())
+    assert refused > 100, refused
+
+
+def test_cpp_fuzz_of_the_packed_file(packed):
+    exe = HOST_BUILD / "edgeopt_test_runtime"
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: `make native` builds it (make test does this first)")
+    _, _, path, _ = packed
+    out = subprocess.run(
+        [str(exe), "--model", str(path), "--fuzz", "2000"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0 and " 0 failed" in out.stdout, out.stdout + out.stderr
