@@ -107,46 +107,17 @@ def torch_x86_ptq(model: nn.Module, calib: list[torch.Tensor]) -> nn.Module:
 
 
 def ort_static_int8(model: nn.Module, calib: list[torch.Tensor], threads: int) -> Callable:
-    """ONNX Runtime static int8: QDQ, per-channel int8 weights, MinMax calibration."""
+    """ONNX Runtime static int8: QDQ, per-channel int8 weights, MinMax calibration
+    (``_peers.ort_quantize_static_qdq``)."""
     import onnxruntime as ort
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"x": c.numpy()} for c in calib])
-
-        def get_next(self) -> dict | None:
-            return next(self.batches, None)
+    from _peers import ort_quantize_static_qdq
 
     with tempfile.TemporaryDirectory() as d:
-        f32, i8 = os.path.join(d, "model.onnx"), os.path.join(d, "model_int8.onnx")
         with _quiet():
-            torch.onnx.export(
-                copy.deepcopy(model).eval(),
-                (calib[0][:1],),
-                f32,
-                input_names=["x"],
-                output_names=["y"],
-                dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-                dynamo=False,
-            )
-            quantize_static(
-                f32,
-                i8,
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-            )
+            i8 = ort_quantize_static_qdq(model, calib, os.path.join(d, "model_int8.onnx"))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        session = ort.InferenceSession(i8, opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(i8), opts, providers=["CPUExecutionProvider"])
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
