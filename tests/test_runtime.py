@@ -479,20 +479,25 @@ def test_checked_in_flatbuffers_code_matches_the_schema(tmp_path):
 
 class _Depthwise(torch.nn.Module):
     """Depthwise convs the AVX-512 kernel pads and blocks differently: stride 2, dilation 2, a
-    5x5 window with uneven padding, channel counts with a partial 32-block (48: 16 left, 40: 8)."""
+    5x5 window with uneven padding, channel counts with a partial 32-block (48: 16 left, 40: 8);
+    then dense convs through the padded im2col (height dilation and stride, no width padding,
+    a 2x3 window)."""
 
     def __init__(self, c: int) -> None:
         super().__init__()
         self.dw1 = torch.nn.Conv2d(c, c, 3, 2, 1, groups=c)
         self.dw2 = torch.nn.Conv2d(c, c, 3, 1, 2, dilation=2, groups=c)
         self.dw3 = torch.nn.Conv2d(c, c, 5, 1, (1, 2), groups=c)
+        self.full1 = torch.nn.Conv2d(c, 24, 3, (2, 1), (2, 0), dilation=(2, 1))
+        self.full2 = torch.nn.Conv2d(24, 16, (2, 3), 1, (0, 1))
 
     def forward(self, x):
-        return self.dw3(torch.relu(self.dw2(torch.relu(self.dw1(x)))))
+        x = self.dw3(torch.relu(self.dw2(torch.relu(self.dw1(x)))))
+        return self.full2(torch.relu(self.full1(x)))
 
 
 @pytest.mark.parametrize(("c", "threads"), [(48, 1), (40, 2), (64, 2)])
-def test_int8_depthwise_strides_dilations_and_partial_blocks_are_exact(c, threads, tmp_path):
+def test_int8_conv_strides_dilations_and_partial_blocks_are_exact(c, threads, tmp_path):
     from optimizer.quantize.ptq import Int8Config, quantize_
 
     torch.manual_seed(c)

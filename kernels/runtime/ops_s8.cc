@@ -985,12 +985,66 @@ class Conv2DS8 : public Op {
     }
   }
 
+  // Images [n0, n1) copied into `dst` with a border of the input zero point wide enough for every
+  // window (hp x wp pixels of C channels per image): then each window row is one contiguous run.
+  void pad_images(const int8_t* x, int n0, int n1, int hp, int wp, int8_t* dst) const {
+    const int8_t zp = static_cast<int8_t>(st.in_zp);
+    const size_t rowb = static_cast<size_t>(wp) * C;
+    for (int n = n0; n < n1; ++n) {
+      for (int ip = 0; ip < hp; ++ip, dst += rowb) {
+        const int ih = ip - PT;
+        if (ih < 0 || ih >= H) {
+          std::memset(dst, zp, rowb);
+          continue;
+        }
+        std::memset(dst, zp, static_cast<size_t>(PL) * C);
+        std::memcpy(dst + static_cast<size_t>(PL) * C,
+                    x + (static_cast<size_t>(n) * H + ih) * W * C, static_cast<size_t>(W) * C);
+        std::memset(dst + static_cast<size_t>(PL + W) * C, zp,
+                    static_cast<size_t>(wp - PL - W) * C);
+      }
+    }
+  }
+  int padded_h() const { return PT + std::max(H, (OH - 1) * SH - PT + (KH - 1) * DH + 1); }
+  int padded_w() const { return PL + std::max(W, (OW - 1) * SW - PL + (KW - 1) * DW + 1); }
+
+  // im2col from the padded copy (G == 1, DW == 1): KH copies of KW * C bytes per row, no tests.
+  void im2col_padded(const int8_t* pad, int hp, int wp, int m0, int m1, int8_t* col) const {
+    const int plane = OH * OW;
+    const int run = KW * C;
+    const size_t kstep = static_cast<size_t>(DH) * wp * C;
+    int n = m0 / plane, oh = (m0 % plane) / OW, ow = (m0 % plane) % OW;
+    for (int m = m0; m < m1; ++m) {
+      int8_t* dst = col + static_cast<size_t>(m - m0) * K;
+      const int8_t* src = pad + ((static_cast<size_t>(n) * hp + oh * SH) * wp + ow * SW) * C;
+      for (int kh = 0; kh < KH; ++kh, dst += run, src += kstep) copy_bytes(dst, src, run);
+      if (++ow == OW) {
+        ow = 0;
+        if (++oh == OH) {
+          oh = 0;
+          ++n;
+        }
+      }
+    }
+  }
+
   void run_gemm(const int8_t* x, int8_t* y, int threads) {
     const int M = N * OH * OW;
     if (pointwise && G == 1) {
       weights.groups[0].run(M, x, C, st.params(0), y, O, threads);
       return;
     }
+    // A padded copy of the whole input (made once, read by every task) when the windows' rows
+    // are contiguous runs: KH copies per im2col row instead of per-tap bounds tests.
+    const bool use_pad = !pointwise && G == 1 && DW == 1;
+    const int hp = use_pad ? padded_h() : 0, wp = use_pad ? padded_w() : 0;
+    thread_local std::vector<int8_t> padded;
+    if (use_pad) {
+      const size_t need = static_cast<size_t>(N) * hp * wp * C;
+      if (padded.size() < need) padded.resize(need);
+      pad_images(x, 0, N, hp, wp, padded.data());
+    }
+    const int8_t* pad = padded.data();
     const int tiles = (M + tile_rows - 1) / tile_rows;
     const int tasks = tiles * G;
     const bool by_tile = threads > 1 && tasks >= 2 * threads;
@@ -1008,7 +1062,11 @@ class Conv2DS8 : public Op {
       thread_local std::vector<int8_t> col;
       if (col.size() < static_cast<size_t>(tile_rows) * K)
         col.resize(static_cast<size_t>(tile_rows) * K);
-      im2col(x, g, m0, m1, col.data());
+      if (use_pad) {
+        im2col_padded(pad, hp, wp, m0, m1, col.data());
+      } else {
+        im2col(x, g, m0, m1, col.data());
+      }
       weights.groups[g].run(m1 - m0, col.data(), K, p, out, O, inner);
     };
     if (by_tile) {
@@ -1154,28 +1212,12 @@ class Conv2DS8 : public Op {
   // pixel's taps sit at fixed offsets from its corner; pixels go 4 at a time.
   void dw32_rows(const int8_t* x, int8_t* y, int r0, int r1) const {
 #ifdef EO_RUNTIME_AVX2
-    const int hp = PT + std::max(H, (OH - 1) * SH - PT + (KH - 1) * DH + 1);
-    const int wp = PL + std::max(W, (OW - 1) * SW - PL + (KW - 1) * DW + 1);
+    const int hp = padded_h(), wp = padded_w();
     const int n0 = r0 / OH, n1 = (r1 - 1) / OH + 1;
     const size_t img = static_cast<size_t>(hp) * wp * C;
     thread_local std::vector<int8_t> padded;
     if (padded.size() < img * (n1 - n0)) padded.resize(img * (n1 - n0));
-    const int8_t zp = static_cast<int8_t>(st.in_zp);
-    for (int n = n0; n < n1; ++n) {
-      int8_t* dst = padded.data() + (n - n0) * img;
-      for (int ip = 0; ip < hp; ++ip, dst += static_cast<size_t>(wp) * C) {
-        const int ih = ip - PT;
-        if (ih < 0 || ih >= H) {
-          std::memset(dst, zp, static_cast<size_t>(wp) * C);
-          continue;
-        }
-        std::memset(dst, zp, static_cast<size_t>(PL) * C);
-        std::memcpy(dst + static_cast<size_t>(PL) * C,
-                    x + (static_cast<size_t>(n) * H + ih) * W * C, static_cast<size_t>(W) * C);
-        std::memset(dst + static_cast<size_t>(PL + W) * C, zp,
-                    static_cast<size_t>(wp - PL - W) * C);
-      }
-    }
+    pad_images(x, n0, n1, hp, wp, padded.data());
     ptrdiff_t off[kMaxDwTaps + 1];
     const int T = KH * KW;
     for (int kh = 0; kh < KH; ++kh)
