@@ -39,12 +39,13 @@ def _shared_block_sparse(n: int, k: int, seed: int, sparsity: float = 0.4) -> np
 def _model(seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(seed)
     model = nn.Sequential(
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 4 * 4, 10)
+        nn.Conv2d(12, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 4 * 4, 10)
     ).eval()
-    ohwi = _shared_block_sparse(32, 3 * 3 * 16, seed)  # the exporter's K order: kh, kw, c
+    # K = 108: 27 block columns, a 54-bit block mask (2 unused bits in its last byte).
+    ohwi = _shared_block_sparse(32, 3 * 3 * 12, seed)  # the exporter's K order: kh, kw, c
     with torch.no_grad():
-        model[0].weight.copy_(torch.from_numpy(ohwi.reshape(32, 3, 3, 16)).permute(0, 3, 1, 2))
-    return model, torch.randn(4, 16, 4, 4)
+        model[0].weight.copy_(torch.from_numpy(ohwi.reshape(32, 3, 3, 12)).permute(0, 3, 1, 2))
+    return model, torch.randn(4, 12, 4, 4)
 
 
 def _quantized(seed: int = 0):
@@ -102,7 +103,7 @@ def test_compact_layout_rules(packed):
     assert big and all(b.Offset() % 64 == 0 for b in big)
     assert any(b.Offset() % 64 for b in small), "small buffers pack on 16-byte boundaries"
     decoded = [m.Tensors(i) for i in range(m.TensorsLength()) if m.Tensors(i).Decoded()]
-    assert len(decoded) == 1 and decoded[0].Buffer() == -1
+    assert len(decoded) == 3 and all(t.Buffer() == -1 for t in decoded), "values, row_ptr, col_idx"
     for i in range(m.TensorsLength()):
         t = m.Tensors(i)
         if t.Buffer() >= 0 or t.Decoded():
@@ -152,6 +153,14 @@ def _export_mutated(tmp_path, monkeypatch, mutate) -> bytes:
     return (tmp_path / "bad.eom").read_bytes()
 
 
+def _mask_byte(w, weight, index, value):
+    """Sets byte ``index`` of the block mask."""
+    buf = w.tensors[weight["block_mask"]]["buffer"]
+    raw = bytearray(w._chunks[buf])
+    raw[index] = value(raw[index])
+    w._chunks[buf] = bytes(raw)
+
+
 def _second_linear_shares_values(w, weight):
     other = next(op for op in w.operators if op["weight"] and "table" not in op["weight"])
     other["weight"] = dict(weight)
@@ -167,10 +176,17 @@ def _second_linear_shares_values(w, weight):
         (lambda w, wt: wt.update(bits=0, table=-1), "marked decoded but no packed BSR weight"),
         (lambda w, wt: w.tensors[wt["values"]].update(decoded=False), "per-tensor quantization"),
         (lambda w, wt: w.tensors[wt["values"]].update(buffer=0), "a decoded tensor has no buffer"),
-        (lambda w, wt: w.tensors[wt["values"]].update(dtype=2), "a decoded tensor must be int8"),
+        (lambda w, wt: w.tensors[wt["values"]].update(dtype=2), "must be int8 with"),
+        (lambda w, wt: w.tensors[wt["values"]].update(dtype=0), "a decoded tensor must be int8"),
         (lambda w, wt: w.tensors[wt["values"]].update(shape=(1, 16, 4)), "must be int8 with"),
         (lambda w, wt: wt.update(per_channel_table=False), "weight.table .* elements"),
         (_second_linear_shares_values, "decoded by another weight"),
+        (lambda w, wt: _mask_byte(w, wt, -1, lambda b: b | 0x80), "sets bits past the 54 blocks"),
+        (lambda w, wt: _mask_byte(w, wt, 0, lambda b: b ^ 0x01), "weight.col_idx .* elements"),
+        (lambda w, wt: wt.update(block=[16, 8]), "weight.block_mask .* must have 4 elements"),
+        (lambda w, wt: w.tensors[wt["row_ptr"]].update(decoded=False), "marked `decoded`"),
+        (lambda w, wt: wt.update(col_idx=wt["row_ptr"]), "col_idx .* must be int32 with"),
+        (lambda w, wt: wt.update(block_mask=-1), "weight.row_ptr .* must be a constant"),
     ],
 )
 def test_corrupted_packed_weights_are_refused(tmp_path, monkeypatch, mutate, match):

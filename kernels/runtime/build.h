@@ -72,10 +72,16 @@ std::unique_ptr<Op> build_f32_op(Build& b);
 // TRANSPOSE of int8 values stays with the generic builder), and the int8 builders (ops_s8.cc).
 bool is_s8_op(const Build& b);
 std::unique_ptr<Op> build_s8_op(Build& b);
-// Packed weights (weights_packed.cc, format 1.3): decodes every BSR weight with `bits` > 0 into
-// its `decoded` values tensor (bytes kept in `storage`); refuses a decoded tensor no weight fills.
+// Bytes of the tensors the loader decodes (they live as long as the model).
+struct DecodedStorage {
+  std::vector<std::vector<int8_t>> s8;
+  std::vector<std::vector<int32_t>> s32;
+};
+// Packed weights (weights_packed.cc, format 1.3): fills the `decoded` tensors of every BSR weight
+// with a block mask (row_ptr, col_idx) or `bits` > 0 (values); refuses a decoded tensor no weight
+// fills.
 void decode_packed_weights(const eom::Model& m, std::vector<Tensor>& tensors,
-                           std::vector<std::vector<int8_t>>* storage);
+                           DecodedStorage* storage);
 // GATHER (ops_gather.cc): rows of a constant F32 table by S32 indices; checks ids at run time.
 std::unique_ptr<Op> build_gather_op(Build& b);
 

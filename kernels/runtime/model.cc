@@ -175,7 +175,7 @@ struct Model::Impl {
   std::vector<int> input_aliases;  // tensors sharing a graph input's bytes (reshapes of it)
   std::vector<size_t> offsets;     // per root activation: arena offset
   std::vector<uint8_t> arena_mem;
-  std::vector<std::vector<int8_t>> decoded;  // bytes of the decoded (packed) weight values
+  DecodedStorage decoded;  // bytes of the decoded (packed) weight tensors
   uint8_t* arena = nullptr;
   size_t arena_size = 0, activation_size = 0, weight_size = 0;
   std::string producer;
@@ -303,7 +303,8 @@ void Model::Impl::load_tensors(const eom::Model& m, const uint8_t* data, uint64_
     if (t->decoded()) {
       if (buf != -1)
         fail(where + ": a decoded tensor has no buffer (got " + std::to_string(buf) + ")");
-      if (r.dtype != DType::kS8) fail(where + ": a decoded tensor must be int8");
+      if (r.dtype != DType::kS8 && r.dtype != DType::kS32)
+        fail(where + ": a decoded tensor must be int8 (values) or int32 (row_ptr, col_idx)");
     }
     if (buf >= 0) {
       if (static_cast<size_t>(buf) >= nbuf) {

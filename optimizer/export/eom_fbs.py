@@ -317,7 +317,8 @@ class Tensor(object):
         return -1
 
     # Format 1.3: a constant without a buffer whose bytes the loader decodes from the packed
-    # weight that names it as `values` (Weight.table, below); no operator may write it.
+    # weight that names it as `values` (S8; Weight.table, below) or as `row_ptr` / `col_idx`
+    # (S32; Weight.block_mask); no operator may write it.
     # Tensor
     def Decoded(self):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
@@ -464,7 +465,18 @@ class Weight(object):
             return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
         return -1
 
-def WeightStart(builder): builder.StartObject(11)
+    # Format 1.3, packed BSR: which blocks are stored, one bit per block of the
+    # ceil(n/R) x ceil(k/C) grid in row-major order (U8, low bits first, unused high bits of the
+    # last byte 0); `row_ptr` and `col_idx` are then S32 tensors marked `decoded` that the loader
+    # fills from it.
+    # Weight
+    def BlockMask(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return -1
+
+def WeightStart(builder): builder.StartObject(12)
 def WeightAddFormat(builder, format): builder.PrependInt8Slot(0, format, 0)
 def WeightAddN(builder, n): builder.PrependInt32Slot(1, n, 0)
 def WeightAddK(builder, k): builder.PrependInt32Slot(2, k, 0)
@@ -477,6 +489,7 @@ def WeightAddIndices(builder, indices): builder.PrependInt32Slot(7, indices, -1)
 def WeightAddBits(builder, bits): builder.PrependInt32Slot(8, bits, 0)
 def WeightAddPerChannelTable(builder, perChannelTable): builder.PrependBoolSlot(9, perChannelTable, 0)
 def WeightAddTable(builder, table): builder.PrependInt32Slot(10, table, -1)
+def WeightAddBlockMask(builder, blockMask): builder.PrependInt32Slot(11, blockMask, -1)
 def WeightEnd(builder): return builder.EndObject()
 
 

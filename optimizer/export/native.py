@@ -170,6 +170,7 @@ class EomWriter:
         self.tensors: list[dict[str, Any]] = []
         self.operators: list[dict[str, Any]] = []
         self._chunks: list[bytes] = []  # constant bytes, laid out by finish()
+        self._shared: dict[tuple, int] = {}  # finish(): objects already in the FlatBuffer
 
     def add_tensor(
         self,
@@ -207,10 +208,10 @@ class EomWriter:
         self.tensors[t]["buffer"] = len(self._chunks) - 1
         return t
 
-    def add_decoded(self, name: str, shape: tuple[int, ...]) -> int:
-        """An int8 constant without a buffer that the loader decodes from the packed weight
-        naming it as ``values`` (format 1.3); returns its index."""
-        t = self.add_tensor(name, shape, np.int8)
+    def add_decoded(self, name: str, shape: tuple[int, ...], dtype: Any = np.int8) -> int:
+        """A constant without a buffer that the loader decodes from the packed weight naming it
+        (format 1.3: int8 ``values``, int32 ``row_ptr`` / ``col_idx``); returns its index."""
+        t = self.add_tensor(name, shape, dtype)
         self.tensors[t]["decoded"] = True
         return t
 
@@ -245,9 +246,20 @@ class EomWriter:
 
     # -- serialization ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _vector(b: flatbuffers.Builder, values: Any, dtype: Any = np.int32) -> int:
-        return b.CreateNumpyVector(np.asarray(values, dtype=dtype).reshape(-1))
+    def _vector(self, b: flatbuffers.Builder, values: Any, dtype: Any = np.int32) -> int:
+        """A vector, shared with every earlier one of the same dtype and contents (FlatBuffers
+        offsets may point at one object from several tables)."""
+        arr = np.asarray(values, dtype=dtype).reshape(-1)
+        key = ("v", arr.dtype.str, arr.tobytes())
+        if key not in self._shared:
+            self._shared[key] = b.CreateNumpyVector(arr)
+        return self._shared[key]
+
+    def _string(self, b: flatbuffers.Builder, text: str) -> int:
+        key = ("s", text)
+        if key not in self._shared:
+            self._shared[key] = b.CreateString(text)
+        return self._shared[key]
 
     def _table(self, b: flatbuffers.Builder, kind: str, fields: dict[str, Any]) -> int:
         """A table of the schema from a dict: lists become int32 (float32 for scales) vectors."""
@@ -261,10 +273,13 @@ class EomWriter:
                 prepared[key] = self._vector(b, arr, dt)
             else:
                 prepared[key] = value
-        getattr(fb, f"{kind}Start")(b)
-        for key, value in prepared.items():
-            getattr(fb, f"{kind}Add{_camel(key)}")(b, value)
-        return getattr(fb, f"{kind}End")(b)
+        shared_key = ("t", kind, tuple(prepared.items()))  # equal option tables are shared
+        if shared_key not in self._shared:
+            getattr(fb, f"{kind}Start")(b)
+            for key, value in prepared.items():
+                getattr(fb, f"{kind}Add{_camel(key)}")(b, value)
+            self._shared[shared_key] = getattr(fb, f"{kind}End")(b)
+        return self._shared[shared_key]
 
     def _quantization(self, b: flatbuffers.Builder, q: dict[str, Any], compact: bool) -> int:
         zero_points = np.atleast_1d(q["zero_point"])
@@ -272,11 +287,15 @@ class EomWriter:
             zero_points = zero_points[:1]  # 1.3: one zero point stands for every channel
         scale = self._vector(b, np.atleast_1d(q["scale"]), np.float32)
         zp = self._vector(b, zero_points, np.int32)
-        fb.QuantizationStart(b)
-        fb.QuantizationAddScale(b, scale)
-        fb.QuantizationAddZeroPoint(b, zp)
-        fb.QuantizationAddAxis(b, int(q.get("axis", -1)))
-        return fb.QuantizationEnd(b)
+        axis = int(q.get("axis", -1))
+        key = ("q", scale, zp, axis)  # equal tables (an activation and its reshape) are shared
+        if key not in self._shared:
+            fb.QuantizationStart(b)
+            fb.QuantizationAddScale(b, scale)
+            fb.QuantizationAddZeroPoint(b, zp)
+            fb.QuantizationAddAxis(b, axis)
+            self._shared[key] = fb.QuantizationEnd(b)
+        return self._shared[key]
 
     def _offsets_vector(self, b: flatbuffers.Builder, start: Any, offsets: list[int]) -> int:
         start(b, len(offsets))
@@ -294,6 +313,7 @@ class EomWriter:
     ) -> bytes:
         """The whole file (header, FlatBuffer, data section) as bytes."""
         b = flatbuffers.Builder(1 << 16)
+        self._shared = {}
         # Format 1.3 files take its rules: buffers under 64 bytes 16-byte aligned, and an
         compact = tuple(version) >= FORMAT_VERSION_PACKED
         # all-zero per-channel zero-point vector written as one entry; the small buffers go after
@@ -312,7 +332,7 @@ class EomWriter:
             constant = t["buffer"] >= 0 or t.get("decoded", False)
             name = None
             if self.constant_names or not constant:
-                name = b.CreateString(t["name"])
+                name = self._string(b, t["name"])
             shape = self._vector(b, t["shape"])
             quant = None
             if t["quantization"]:
@@ -330,7 +350,7 @@ class EomWriter:
             tensor_offsets.append(fb.TensorEnd(b))
         op_offsets = []
         for op in self.operators:
-            name = b.CreateString(op["name"])
+            name = self._string(b, op["name"])
             ins = self._vector(b, op["inputs"])
             outs = self._vector(b, op["outputs"])
             weight = self._table(b, "Weight", op["weight"]) if op["weight"] else None
@@ -1986,11 +2006,14 @@ class _QLowering(_Lowering):
                     self._name(f"{path}.weight.blocks"), arrays["values"].shape
                 ),
                 "block": list(info["block"]),
-                "row_ptr": self.w.add_constant(
-                    self._name(f"{path}.weight.row_ptr"), arrays["row_ptr"]
+                "row_ptr": self.w.add_decoded(
+                    self._name(f"{path}.weight.row_ptr"), arrays["row_ptr"].shape, np.int32
                 ),
-                "col_idx": self.w.add_constant(
-                    self._name(f"{path}.weight.col_idx"), arrays["col_idx"]
+                "col_idx": self.w.add_decoded(
+                    self._name(f"{path}.weight.col_idx"), arrays["col_idx"].shape, np.int32
+                ),
+                "block_mask": self.w.add_constant(
+                    self._name(f"{path}.weight.block_mask"), arrays["mask"]
                 ),
                 "indices": self.w.add_constant(
                     self._name(f"{path}.weight.indices"), arrays["packed"]
@@ -2101,7 +2124,10 @@ class _QLowering(_Lowering):
             if not np.array_equal(np.where(inside, decoded, 0), values):
                 continue  # never expected: the table holds every value of its rows
             packed = _pack_flat(bidx, bits)
-            nbytes = packed.nbytes + table.nbytes + row_ptr.nbytes + col_idx.nbytes
+            keep = np.zeros((nbr, nbc), np.uint8)
+            keep[block_row, col_idx] = 1
+            mask = _pack_flat(keep, 1)
+            nbytes = packed.nbytes + table.nbytes + mask.nbytes
             cand = (
                 nbytes,
                 {
@@ -2112,7 +2138,7 @@ class _QLowering(_Lowering):
                     "per_channel": per_channel,
                     "stored_bytes": nbytes,
                 },
-                {**barr, "table": table, "packed": packed},
+                {**barr, "table": table, "packed": packed, "mask": mask},
             )
             if best is None or nbytes < best[0]:
                 best = cand

@@ -574,7 +574,8 @@ struct Tensor FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     return GetField<int32_t>(VT_BUFFER, -1);
   }
   /// Format 1.3: a constant without a buffer whose bytes the loader decodes from the packed
-  /// weight that names it as `values` (Weight.table, below); no operator may write it.
+  /// weight that names it as `values` (S8; Weight.table, below) or as `row_ptr` / `col_idx`
+  /// (S32; Weight.block_mask); no operator may write it.
   bool decoded() const {
     return GetField<uint8_t>(VT_DECODED, 0) != 0;
   }
@@ -680,7 +681,8 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_INDICES = 18,
     VT_BITS = 20,
     VT_PER_CHANNEL_TABLE = 22,
-    VT_TABLE = 24
+    VT_TABLE = 24,
+    VT_BLOCK_MASK = 26
   };
   edgeopt::eom::WeightFormat format() const {
     return static_cast<edgeopt::eom::WeightFormat>(GetField<int8_t>(VT_FORMAT, 0));
@@ -721,6 +723,13 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   int32_t table() const {
     return GetField<int32_t>(VT_TABLE, -1);
   }
+  /// Format 1.3, packed BSR: which blocks are stored, one bit per block of the
+  /// ceil(n/R) x ceil(k/C) grid in row-major order (U8, low bits first, unused high bits of the
+  /// last byte 0); `row_ptr` and `col_idx` are then S32 tensors marked `decoded` that the loader
+  /// fills from it.
+  int32_t block_mask() const {
+    return GetField<int32_t>(VT_BLOCK_MASK, -1);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyField<int8_t>(verifier, VT_FORMAT, 1) &&
@@ -735,6 +744,7 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyField<int32_t>(verifier, VT_BITS, 4) &&
            VerifyField<uint8_t>(verifier, VT_PER_CHANNEL_TABLE, 1) &&
            VerifyField<int32_t>(verifier, VT_TABLE, 4) &&
+           VerifyField<int32_t>(verifier, VT_BLOCK_MASK, 4) &&
            verifier.EndTable();
   }
 };
@@ -776,6 +786,9 @@ struct WeightBuilder {
   void add_table(int32_t table) {
     fbb_.AddElement<int32_t>(Weight::VT_TABLE, table, -1);
   }
+  void add_block_mask(int32_t block_mask) {
+    fbb_.AddElement<int32_t>(Weight::VT_BLOCK_MASK, block_mask, -1);
+  }
   explicit WeightBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -799,8 +812,10 @@ inline flatbuffers::Offset<Weight> CreateWeight(
     int32_t indices = -1,
     int32_t bits = 0,
     bool per_channel_table = false,
-    int32_t table = -1) {
+    int32_t table = -1,
+    int32_t block_mask = -1) {
   WeightBuilder builder_(_fbb);
+  builder_.add_block_mask(block_mask);
   builder_.add_table(table);
   builder_.add_bits(bits);
   builder_.add_indices(indices);
@@ -827,7 +842,8 @@ inline flatbuffers::Offset<Weight> CreateWeightDirect(
     int32_t indices = -1,
     int32_t bits = 0,
     bool per_channel_table = false,
-    int32_t table = -1) {
+    int32_t table = -1,
+    int32_t block_mask = -1) {
   auto block__ = block ? _fbb.CreateVector<int32_t>(*block) : 0;
   return edgeopt::eom::CreateWeight(
       _fbb,
@@ -841,7 +857,8 @@ inline flatbuffers::Offset<Weight> CreateWeightDirect(
       indices,
       bits,
       per_channel_table,
-      table);
+      table,
+      block_mask);
 }
 
 /// Convolution geometry; `pad` is [top, left, bottom, right] (zeros, or the zero point for S8).
