@@ -737,15 +737,15 @@ EO_AVX512 void dw_pixels32_avx512(const int8_t* const* base, const ptrdiff_t* of
 // output stage laid out as DwPacked32 (the scalar twin: im2col + the int8 GEMM, or the generic
 // depthwise loop with channel multiplier O).
 template <int NP>
-EO_AVX512 void conv1ch_pixels_avx512(const int8_t* const* xs, int stride, const DwPacked32& pk,
-                                     int32_t in_zp, int32_t out_zp, int32_t qmin, int32_t qmax,
-                                     int8_t* const* outs) {
+EO_AVX512 void conv1ch_pixels_avx512(const int8_t* const* base, const ptrdiff_t* off,
+                                     const DwPacked32& pk, int32_t in_zp, int32_t out_zp,
+                                     int32_t qmin, int32_t qmax, int8_t* const* outs) {
   __m512i xp[NP][kMaxDwTaps / 2 + 1];
   for (int q = 0; q < NP; ++q) {
-    const int8_t* const* xq = xs + q * stride;
+    const int8_t* xq = base[q];
     for (int p = 0; p < pk.pairs; ++p) {
-      const uint32_t v0 = static_cast<uint16_t>(static_cast<int16_t>(xq[2 * p][0] - in_zp));
-      const uint32_t v1 = static_cast<uint16_t>(static_cast<int16_t>(xq[2 * p + 1][0] - in_zp));
+      const uint32_t v0 = static_cast<uint16_t>(static_cast<int16_t>(xq[off[2 * p]] - in_zp));
+      const uint32_t v1 = static_cast<uint16_t>(static_cast<int16_t>(xq[off[2 * p + 1]] - in_zp));
       xp[q][p] = _mm512_set1_epi32(static_cast<int32_t>(v0 | (v1 << 16)));
     }
   }
@@ -1090,8 +1090,7 @@ class Conv2DS8 : public Op {
  public:
   bool avx2 = false;  // the vector twin of the scalar taps and output stage (x86 AVX2)
   const char* dw_kernel = "s8_dwconv_direct__generic";
-  bool conv1ch = false;         // one input channel, O = 32k outputs: conv1ch_pixel_avx512 (x86)
-  std::vector<int8_t> zp_row1;  // 16 bytes of the input zero point (taps outside the image)
+  bool conv1ch = false;  // one input channel, O = 32k outputs: conv1ch_pixel_avx512 (x86)
 #ifdef EO_RUNTIME_AVX2
   DwPacked16 dw16;  // 16-bit pair-of-taps weights (AVX2, channel multiplier 1, C >= 16)
   DwPacked32 dw32;  // the same in blocks of 32 channels (AVX-512 VNNI, C >= 32)
@@ -1206,7 +1205,8 @@ class Conv2DS8 : public Op {
  private:
   // Output rows [r0, r1) (r = n * OH + oh); every parameter is a local so the channel loops
   // vectorize (no aliasing with the operator's members).
-  // Output rows [r0, r1) through the AVX-512 depthwise kernel: the images they need are copied
+  // Output rows [r0, r1) through the AVX-512 depthwise (or one-channel conv) kernel: the images
+  // they need are copied
   // once into a buffer padded with the input zero point (a zero-point tap adds in_zp * w, which
   // bias_x cancels exactly, like the reference's skipped tap), so every window is whole and a
   // pixel's taps sit at fixed offsets from its corner; pixels go 4 at a time.
@@ -1234,13 +1234,23 @@ class Conv2DS8 : public Op {
         base[np] = row + static_cast<size_t>(ow) * SW * C;
         outs[np] = y + (static_cast<size_t>(r) * OW + ow) * O;
         if (++np == 4) {
-          dw_pixels32_avx512<4>(base, off, dw32, st.out_zp, st.qmin, st.qmax, outs);
+          if (conv1ch) {
+            conv1ch_pixels_avx512<4>(base, off, dw32, st.in_zp, st.out_zp, st.qmin, st.qmax, outs);
+          } else {
+            dw_pixels32_avx512<4>(base, off, dw32, st.out_zp, st.qmin, st.qmax, outs);
+          }
           np = 0;
         }
       }
     }
-    for (int q = 0; q < np; ++q)
-      dw_pixels32_avx512<1>(base + q, off, dw32, st.out_zp, st.qmin, st.qmax, outs + q);
+    for (int q = 0; q < np; ++q) {
+      if (conv1ch) {
+        conv1ch_pixels_avx512<1>(base + q, off, dw32, st.in_zp, st.out_zp, st.qmin, st.qmax,
+                                 outs + q);
+      } else {
+        dw_pixels32_avx512<1>(base + q, off, dw32, st.out_zp, st.qmin, st.qmax, outs + q);
+      }
+    }
 #else
     (void)x, (void)y, (void)r0, (void)r1;
 #endif
@@ -1253,32 +1263,21 @@ class Conv2DS8 : public Op {
     const int32_t* bias = st.bias.data();
     const int8_t* wts = dw.data();
 #ifdef EO_RUNTIME_AVX2
-    if (!conv1ch && avx2 && mult == 1 && dw32.blocks > 0) {
+    if (conv1ch || (avx2 && mult == 1 && dw32.blocks > 0)) {
       dw32_rows(x, y, r0, r1);
       return;
     }
-    if (conv1ch || (avx2 && mult == 1 && dw16.blocks > 0)) {
+    if (avx2 && mult == 1 && dw16.blocks > 0) {
       // Every tap of the window (plus one to pair an odd count); taps outside the image read a
-      // row of zero points, which adds exactly 0. Pixels go 4 at a time through the AVX-512
-      // kernels (independent accumulator chains).
+      // row of zero points, which adds exactly 0 (AVX2 CPUs, 16 or more channels).
       constexpr int kS = kMaxDwTaps + 1;
       const int T = kh_n * kw_n;
       const int8_t* full[4 * kS];
       int8_t* outs[4];
       const int8_t* ws[kS];
       for (int t = 0; t < T; ++t) ws[t] = wts + static_cast<size_t>(t) * o;
-      const int8_t* zrow = conv1ch ? zp_row1.data() : dw16.zp_row.data();
+      const int8_t* zrow = dw16.zp_row.data();
       auto flush = [&](int np) {
-        if (conv1ch) {
-          if (np == 4) {
-            conv1ch_pixels_avx512<4>(full, kS, dw32, zp, st.out_zp, st.qmin, st.qmax, outs);
-          } else {
-            for (int q = 0; q < np; ++q)
-              conv1ch_pixels_avx512<1>(full + q * kS, kS, dw32, zp, st.out_zp, st.qmin, st.qmax,
-                                       outs + q);
-          }
-          return;
-        }
         for (int q = 0; q < np; ++q) {
           dw_pixel16_avx2(full + q * kS, dw16, zp, st.out_zp, st.qmin, st.qmax, outs[q]);
           if (dw16.blocks * 16 < o) {
@@ -1460,7 +1459,6 @@ std::unique_ptr<Op> build_conv(Build& b) {
     op->avx512 = true;
     op->pack32(op->O / 32);
     op->pack_fast();
-    op->zp_row1.assign(16, static_cast<int8_t>(op->st.in_zp));
     op->dw_kernel = "s8_conv1ch_direct__avx512vnni";
   }
 #endif
