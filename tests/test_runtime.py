@@ -305,15 +305,20 @@ def test_int8_pools_and_lut_match_the_reference():
 
 def test_int8_quantize_and_dequantize_match_the_reference():
     w = native.EomWriter()
-    x = w.add_tensor("x", (4, 50))
-    q = w.add_tensor("q", (4, 50), np.int8, _q(0.037, -7))
-    y = w.add_tensor("y", (4, 50))
+    x = w.add_tensor("x", (4, 51))  # 204 values: vectors of 8 and a tail
+    q = w.add_tensor("q", (4, 51), np.int8, _q(0.037, -7))
+    y = w.add_tensor("y", (4, 51))
     w.add_operator(fb.OpType.QUANTIZE, "quant", [x], [q])
     w.add_operator(fb.OpType.DEQUANTIZE, "dequant", [q], [y])
     rt = runtime.loads(w.finish([x], [y], version=native.FORMAT_VERSION_INT8))
-    v = np.random.default_rng(0).normal(0, 3, (4, 50)).astype(np.float32)
+    v = np.random.default_rng(0).normal(0, 3, (4, 51)).astype(np.float32)
     v[0, :4] = [0.0185, -0.0185, 0.0555, 100.0]  # ties at half a step, saturation
+    v[1, 3:9] = [np.inf, -np.inf, 1e30, -1e30, -0.0, 0.0]
+    v[3, -3:] = [0.0185, -0.0555, 4.7545]  # in the tail
     want = ar.dequantize(ar.quantize(v, np.float32(0.037), -7), np.float32(0.037), -7)
+    np.testing.assert_array_equal(rt.run(v), want)
+    v[2, 5] = np.nan  # the runtime quantizes NaN to the zero point (dequantized: 0.0)
+    want[2, 5] = 0.0
     np.testing.assert_array_equal(rt.run(v), want)
 
 
