@@ -25,7 +25,8 @@ between DeQuantStub and QuantStub as float operators). Int8 weights are stored d
 whole blocks are zero (the block-pruning record's block, or the target's ``bsr_block``) or as a
 codebook when a layer's int8 weights take at most 16 values (per layer or per row: weight
 sharing), or both at once (format 1.3: BSR whose stored block values are codebook indices, decoded
-at load), whichever is smallest. Files name no constant tensor and keep ``edgeopt.passes``
+at load), whichever is smallest. Files name only the graph's inputs and outputs among the
+tensors (operators keep their module paths) and keep ``edgeopt.passes``
 compact (settings, no training traces); 1.3 files also 16-byte align constants under 64 bytes and
 write all-zero per-channel zero points once.
 
@@ -163,10 +164,10 @@ class EomWriter:
         blob = w.finish([x], [y])
     """
 
-    def __init__(self, constant_names: bool = True) -> None:
-        #: False: constant tensors are written without a name (the runtime calls them ``t<i>``;
-        #: errors about a weight also name its operator's module path).
-        self.constant_names = constant_names
+    def __init__(self, tensor_names: bool = True) -> None:
+        #: False: only graph inputs and outputs are named; the runtime calls the other tensors
+        #: ``t<i>`` (its errors also name the operator, whose name is the module path).
+        self.tensor_names = tensor_names
         self.tensors: list[dict[str, Any]] = []
         self.operators: list[dict[str, Any]] = []
         self._chunks: list[bytes] = []  # constant bytes, laid out by finish()
@@ -328,10 +329,10 @@ class EomWriter:
             data.extend(raw)
             buffers[i] = (offset, len(raw))
         tensor_offsets = []
-        for t in self.tensors:
-            constant = t["buffer"] >= 0 or t.get("decoded", False)
+        graph_io = set(inputs) | set(outputs)
+        for i, t in enumerate(self.tensors):
             name = None
-            if self.constant_names or not constant:
+            if self.tensor_names or i in graph_io:
                 name = self._string(b, t["name"])
             shape = self._vector(b, t["shape"])
             quant = None
@@ -592,7 +593,7 @@ class _Lowering:
         self.model = model
         self.example_inputs = example_inputs
         self.target = target
-        self.w = EomWriter(constant_names=False)
+        self.w = EomWriter(tensor_names=False)
         self.vals: dict[fx.Node, Any] = {}
         self.op_node: dict[int, fx.Node] = {}  # tensor id -> the node whose operator wrote it
         self.writer_op: dict[int, int] = {}  # tensor id -> operator index
