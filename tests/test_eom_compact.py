@@ -233,3 +233,25 @@ def test_cpp_fuzz_of_the_packed_file(packed):
         timeout=600,
     )
     assert out.returncode == 0 and " 0 failed" in out.stdout, out.stdout + out.stderr
+
+
+def test_one_column_blocks_pack_a_linear_whose_pruned_columns_are_scattered(tmp_path):
+    """Whole pruned (16, 1) column pieces that never fill a (16, 4) block (the columns of a
+    Linear after an NHWC flatten) still pack, with a block mask of one bit per column piece."""
+    from optimizer.quantize.ptq import Int8Config, quantize_
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(64, 32)).eval()
+    rng = np.random.default_rng(1)
+    w = _shared_block_sparse(32, 64, 1, sparsity=0.0)
+    for rows in (slice(0, 16), slice(16, 32)):
+        w[rows, np.arange(rng.integers(0, 4), 64, 4)] = 0.0  # every 4th column: no (16, 4) block
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(w))
+    x = torch.randn(3, 64)
+    q = quantize_(model, Int8Config(), calibration=[x])
+    report = export_native(q, (x,), tmp_path / "m.eom", target=TARGET)
+    row = report.layers[0]
+    assert row["format"] == "bsr_codebook" and row["block"] == [16, 1], report.summary()
+    with torch.no_grad():
+        np.testing.assert_array_equal(runtime.load(tmp_path / "m.eom").run(x.numpy()), q(x).numpy())

@@ -1963,10 +1963,16 @@ class _QLowering(_Lowering):
         cb = self._qcodebook_candidate(mat)
         if cb is not None:
             options.append(cb)
-        # Packed blocks pay off at any block sparsity: decoded at load, they only save bytes.
-        packed = self._qpacked_candidate(mat, self._qbsr_candidate(path, mat, min_sparsity=0.0))
-        if packed is not None:
-            options.append(packed)
+        # Packed blocks pay off at any block sparsity: decoded at load, they only save bytes. A
+        # block mask costs one bit per block, so one-column blocks (R, 1) are tried too: they
+        # find the pruned blocks of a Linear whose columns the exporter permuted (after an NHWC
+        # flatten), where the pruning's (R, C) blocks no longer lie side by side.
+        blocks = self._qblocks(path)
+        for block in dict.fromkeys(blocks + [(r, 1) for r, _ in blocks]):
+            bsr_any = self._qbsr_candidate(path, mat, min_sparsity=0.0, blocks=[block])
+            packed = self._qpacked_candidate(mat, bsr_any)
+            if packed is not None:
+                options.append(packed)
         options = [o for o in options if o[0] < mat.size]
         if options:
             _, info, arrays = min(options, key=lambda o: o[0])
@@ -2051,10 +2057,8 @@ class _QLowering(_Lowering):
             return {"scale": scales, "zero_point": np.zeros(n, np.int32), "axis": 0}
         return None
 
-    def _qbsr_candidate(
-        self, path: str, mat: np.ndarray, min_sparsity: float = _MIN_BSR_SPARSITY_S8
-    ):
-        n, k = mat.shape
+    def _qblocks(self, path: str) -> list[tuple[int, int]]:
+        """The BSR blocks tried for an int8 layer: its block-pruning block, then the target's."""
         blocks = []
         if path in self.blocks:
             blocks.append(tuple(self.blocks[path]))
@@ -2064,6 +2068,17 @@ class _QLowering(_Lowering):
 
             target = _targets.host()
         blocks.append(tuple(int(v) for v in target.bsr_block))
+        return blocks
+
+    def _qbsr_candidate(
+        self,
+        path: str,
+        mat: np.ndarray,
+        min_sparsity: float = _MIN_BSR_SPARSITY_S8,
+        blocks: list[tuple[int, int]] | None = None,
+    ):
+        n, k = mat.shape
+        blocks = blocks if blocks is not None else self._qblocks(path)
         best = None
         for r, c in dict.fromkeys(blocks):
             if r > n or c > k:
