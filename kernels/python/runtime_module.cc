@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -211,6 +212,23 @@ PYBIND11_MODULE(_runtime, m) {
                mm.run(ins, outs);
              }
              return std::move(y);
+           })
+      .def("run_timed",
+           [](Model& mm, const py::sequence& inputs, int runs) {
+             // Plain runs timed here, like edgeopt-bench (no Python call overhead in the times).
+             if (runs < 1) throw py::value_error("run_timed: runs must be >= 1");
+             Call c = prepare(mm, inputs);
+             std::vector<double> secs(static_cast<size_t>(runs));
+             {
+               py::gil_scoped_release nogil;
+               using clock = std::chrono::steady_clock;
+               for (double& t : secs) {
+                 const auto t0 = clock::now();
+                 mm.run(c.in, c.out);
+                 t = std::chrono::duration<double>(clock::now() - t0).count();
+               }
+             }
+             return secs;
            })
       .def("run_profiled",
            [](Model& mm, const py::sequence& inputs) {
