@@ -36,7 +36,15 @@ void decode_block_mask(Build& b, std::vector<Tensor>& tensors, int64_t brs, int6
       b.constant(w.block_mask(), DType::kU8, (cells + 7) / 8, "weight.block_mask");
   b.require(cells % 8 == 0 || (mask[cells / 8] >> (cells % 8)) == 0,
             "weight.block_mask sets bits past the ", cells, " blocks of the matrix");
+  // Both targets are checked before anything is allocated: their declared sizes (at most
+  // 2^31 - 1 elements each) must match the mask.
+  Tensor& rp = decoded_target(b, tensors, w.row_ptr(), DType::kS32, brs + 1, "weight.row_ptr");
+  int64_t nnz = 0;
+  for (int64_t bit = 0; bit < cells; ++bit) nnz += (mask[bit >> 3] >> (bit & 7)) & 1;
+  Tensor& ci = decoded_target(b, tensors, w.col_idx(), DType::kS32, nnz, "weight.col_idx");
+  b.require(&rp != &ci, "weight.row_ptr and weight.col_idx are the same tensor");
   std::vector<int32_t> row_ptr(static_cast<size_t>(brs) + 1, 0), col;
+  col.reserve(static_cast<size_t>(nnz));
   for (int64_t br = 0; br < brs; ++br) {
     for (int64_t bc = 0; bc < bcs; ++bc) {
       const int64_t bit = br * bcs + bc;
@@ -44,10 +52,6 @@ void decode_block_mask(Build& b, std::vector<Tensor>& tensors, int64_t brs, int6
     }
     row_ptr[static_cast<size_t>(br) + 1] = static_cast<int32_t>(col.size());
   }
-  Tensor& rp = decoded_target(b, tensors, w.row_ptr(), DType::kS32, brs + 1, "weight.row_ptr");
-  Tensor& ci = decoded_target(b, tensors, w.col_idx(), DType::kS32,
-                              static_cast<int64_t>(col.size()), "weight.col_idx");
-  b.require(&rp != &ci, "weight.row_ptr and weight.col_idx are the same tensor");
   storage->s32.push_back(std::move(row_ptr));
   rp.constant = reinterpret_cast<const uint8_t*>(storage->s32.back().data());
   storage->s32.push_back(std::move(col));
