@@ -1203,13 +1203,11 @@ class Conv2DS8 : public Op {
 #endif
 
  private:
-  // Output rows [r0, r1) (r = n * OH + oh); every parameter is a local so the channel loops
-  // vectorize (no aliasing with the operator's members).
   // Output rows [r0, r1) through the AVX-512 depthwise (or one-channel conv) kernel: the images
-  // they need are copied
-  // once into a buffer padded with the input zero point (a zero-point tap adds in_zp * w, which
-  // bias_x cancels exactly, like the reference's skipped tap), so every window is whole and a
-  // pixel's taps sit at fixed offsets from its corner; pixels go 4 at a time.
+  // they need are copied once into a buffer padded with the input zero point (a zero-point tap
+  // adds in_zp * w, which bias_x cancels exactly, like the reference's skipped tap), so every
+  // window is whole and a pixel's taps sit at fixed offsets from its corner; pixels go 4 at a
+  // time.
   void dw32_rows(const int8_t* x, int8_t* y, int r0, int r1) const {
 #ifdef EO_RUNTIME_AVX2
     const int hp = padded_h(), wp = padded_w();
@@ -1256,6 +1254,8 @@ class Conv2DS8 : public Op {
 #endif
   }
 
+  // Output rows [r0, r1) (r = n * OH + oh); every parameter is a local so the channel loops
+  // vectorize (no aliasing with the operator's members).
   void depthwise_rows(const int8_t* x, int8_t* y, int r0, int r1, int32_t* acc) const {
     const int o = O, c_in = C, mult = O / C, h = H, w = W, oh_n = OH, ow_n = OW;
     const int kh_n = KH, kw_n = KW, sh = SH, sw = SW, pt = PT, pl = PL, dh = DH, dwd = DW;
