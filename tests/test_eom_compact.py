@@ -25,12 +25,14 @@ TARGET = "x86_64-avx512vnni"  # BSR block (16, 4)
 HOST_BUILD = Path(__file__).resolve().parents[1] / "build" / "host"
 
 
-def _shared_block_sparse(n: int, k: int, seed: int, sparsity: float = 0.4) -> np.ndarray:
+def _shared_block_sparse(
+    n: int, k: int, seed: int, sparsity: float = 0.4, values: int = 15
+) -> np.ndarray:
     """An [n, k] float matrix with whole (16, 4) blocks zero and its own 15 values (plus 0) in
     each row (so that the int8 codebook needs a table per row)."""
     rng = np.random.default_rng(seed)
-    books = rng.normal(0.0, 0.05, size=(n, 15)).astype(np.float32)
-    mat = np.take_along_axis(books, rng.integers(0, 15, size=(n, k)), axis=1)
+    books = rng.normal(0.0, 0.05, size=(n, values)).astype(np.float32)
+    mat = np.take_along_axis(books, rng.integers(0, values, size=(n, k)), axis=1)
     keep = rng.random((-(-n // 16), -(-k // 4))) >= sparsity
     mask = np.kron(keep, np.ones((16, 4)))[:n, :k]
     return (mat * mask).astype(np.float32)
@@ -133,6 +135,8 @@ def test_pack_flat_packs_low_bits_first_without_row_padding():
     got = native._pack_flat(np.array([[1, 2, 3], [4, 5, 6]], np.uint8), 4)
     assert got.tolist() == [0x21, 0x43, 0x65]
     assert native._pack_flat(np.array([1, 0, 1, 1, 0, 0, 0, 0, 1]), 1).tolist() == [0x0D, 0x01]
+    # 3 bits: a little-endian bit stream, the third index spans bytes 0 and 1.
+    assert native._pack_flat(np.array([1, 2, 7]), 3).tolist() == [0xD1, 0x01]
 
 
 def _export_mutated(tmp_path, monkeypatch, mutate) -> bytes:
@@ -169,7 +173,7 @@ def _second_linear_shares_values(w, weight):
 @pytest.mark.parametrize(
     "mutate, match",
     [
-        (lambda w, wt: wt.update(bits=3), "bits must be 1, 2, 4 or 8"),
+        (lambda w, wt: wt.update(bits=9), "bits must be 1 to 8"),
         (lambda w, wt: wt.update(table=wt["row_ptr"]), "weight.table .* must be int8"),
         (lambda w, wt: wt.update(indices=wt["col_idx"]), "weight.indices .* must be uint8"),
         (lambda w, wt: wt.update(format=fb.WeightFormat.CODEBOOK), "only used by a BSR weight"),
@@ -253,5 +257,23 @@ def test_one_column_blocks_pack_a_linear_whose_pruned_columns_are_scattered(tmp_
     report = export_native(q, (x,), tmp_path / "m.eom", target=TARGET)
     row = report.layers[0]
     assert row["format"] == "bsr_codebook" and row["block"] == [16, 1], report.summary()
+    with torch.no_grad():
+        np.testing.assert_array_equal(runtime.load(tmp_path / "m.eom").run(x.numpy()), q(x).numpy())
+
+
+def test_rows_of_eight_values_pack_at_three_bits(tmp_path):
+    """Packed weights take any index width (the loader decodes them): 7 values and 0 per row
+    are 3-bit indices, which span byte boundaries."""
+    from optimizer.quantize.ptq import Int8Config, quantize_
+
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(100, 40)).eval()  # 40 rows: a partial second block row
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(_shared_block_sparse(40, 100, 2, values=7)))
+    x = torch.randn(3, 100)
+    q = quantize_(model, Int8Config(), calibration=[x])
+    report = export_native(q, (x,), tmp_path / "m.eom", target=TARGET)
+    row = report.layers[0]
+    assert row["format"] == "bsr_codebook" and row["bits"] == 3, report.summary()
     with torch.no_grad():
         np.testing.assert_array_equal(runtime.load(tmp_path / "m.eom").run(x.numpy()), q(x).numpy())

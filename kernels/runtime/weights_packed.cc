@@ -73,8 +73,7 @@ void decode_packed_bsr(Build& b, std::vector<Tensor>& tensors, DecodedStorage* s
   const int64_t bcs = (static_cast<int64_t>(k) + c - 1) / c;
   if (w.block_mask() >= 0) decode_block_mask(b, tensors, brs, bcs, storage);
   if (bits == 0 && w.table() < 0) return;  // int8 blocks stored as they are
-  b.require(bits == 1 || bits == 2 || bits == 4 || bits == 8,
-            "packed weight.bits must be 1, 2, 4 or 8, got ", bits);
+  b.require(bits >= 1 && bits <= 8, "packed weight.bits must be 1 to 8, got ", bits);
   const auto* row_ptr = reinterpret_cast<const int32_t*>(
       b.constant(w.row_ptr(), DType::kS32, brs + 1, "weight.row_ptr"));
   b.require(row_ptr[0] == 0, "weight.row_ptr[0] must be 0, got ", row_ptr[0]);
@@ -87,8 +86,9 @@ void decode_packed_bsr(Build& b, std::vector<Tensor>& tensors, DecodedStorage* s
       reinterpret_cast<const int32_t*>(b.constant(w.col_idx(), DType::kS32, nnz, "weight.col_idx"));
   const int64_t count = nnz * r * c;
   Tensor& v = decoded_target(b, tensors, w.values(), DType::kS8, count, "weight.values");
+  const int64_t idx_bytes = (count * bits + 7) / 8;
   const uint8_t* idx =
-      b.constant(w.indices(), DType::kU8, (count * bits + 7) / 8, "weight.indices (packed BSR)");
+      b.constant(w.indices(), DType::kU8, idx_bytes, "weight.indices (packed BSR)");
   const int entries = 1 << bits;
   const bool per_channel = w.per_channel_table();
   const auto* table = reinterpret_cast<const int8_t*>(b.constant(
@@ -106,8 +106,11 @@ void decode_packed_bsr(Build& b, std::vector<Tensor>& tensors, DecodedStorage* s
           // Columns past the edge stay 0 (a col_idx out of range is refused by the builder).
           if (static_cast<int64_t>(col[j]) * c + cc >= k) break;
           const int64_t e = (j * r + rr) * c + cc;
-          const int64_t bit = e * bits;
-          const unsigned q = (idx[bit >> 3] >> (bit & 7)) & mask;
+          // A little-endian bit stream: an index may span two bytes (bits 3, 5, 6, 7).
+          const int64_t bit = e * bits, byte = bit >> 3;
+          unsigned word = idx[byte];
+          if (byte + 1 < idx_bytes) word |= static_cast<unsigned>(idx[byte + 1]) << 8;
+          const unsigned q = (word >> (bit & 7)) & mask;
           (*out)[static_cast<size_t>(e)] = t[q];
         }
       }

@@ -1797,18 +1797,13 @@ def _compact_passes(passes: list[Any]) -> str:
 
 
 def _pack_flat(idx: np.ndarray, bits: int) -> np.ndarray:
-    """Indices < 2^bits, any shape -> ceil(size * bits / 8) bytes, packed from the low bits of
-    each byte in order, without row padding. Example: ``_pack_flat(np.array([1, 2, 3]), 4)``
+    """Indices < 2^bits (bits 1..8), any shape -> ceil(size * bits / 8) bytes: a little-endian
+    bit stream (index i in bits [i * bits, (i + 1) * bits), low bits first; an index may span
+    two bytes), without row padding. Example: ``_pack_flat(np.array([1, 2, 3]), 4)``
     -> ``[0x21, 0x03]``."""
-    per_byte = 8 // bits
     flat = np.asarray(idx, np.uint8).reshape(-1)
-    padded = np.zeros(-(-flat.size // per_byte) * per_byte, np.uint8)
-    padded[: flat.size] = flat
-    lanes = padded.reshape(-1, per_byte)
-    packed = np.zeros(lanes.shape[0], np.uint8)
-    for j in range(per_byte):
-        packed |= (lanes[:, j] << (j * bits)).astype(np.uint8)
-    return packed
+    stream = (flat[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
+    return np.packbits(stream.reshape(-1), bitorder="little")
 
 
 def _codebook_tables(mat: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, bool] | None:
@@ -2122,7 +2117,7 @@ class _QLowering(_Lowering):
         nbr, nbc = -(-n // r), -(-k // c)
         block_row = np.repeat(np.arange(nbr), np.diff(row_ptr))
         best = None
-        for bits in (1, 2, 4):
+        for bits in range(1, 8):  # decoded at load: any width, not only the kernels' 1/2/4
             tables = _codebook_tables(mat, bits)
             if tables is None:
                 continue

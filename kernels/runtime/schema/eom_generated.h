@@ -714,9 +714,10 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   bool per_channel_table() const {
     return GetField<uint8_t>(VT_PER_CHANNEL_TABLE, 0) != 0;
   }
-  /// Format 1.3, BSR with `bits` > 0 (block sparsity + weight sharing): `indices` (U8,
+  /// Format 1.3, BSR with `bits` in 1..8 (block sparsity + weight sharing): `indices` (U8,
   /// ceil(nnz * R * C * bits / 8) bytes) holds one `bits`-bit index per stored block value,
-  /// packed from the low bits of each byte over all blocks in order (no per-row padding), into
+  /// a little-endian bit stream over all blocks in order (value i in bits [i * bits,
+  /// (i + 1) * bits), low bits first; no per-row padding; an index may span two bytes), into
   /// `table` (S8 [1, 2^bits], or [n, 2^bits] with `per_channel_table`: the row of the value's
   /// output channel); `values` is an S8 [nnz, R, C] tensor marked `decoded` that the loader fills
   /// (entries past the matrix edge 0), so operators see an ordinary int8 BSR weight.
