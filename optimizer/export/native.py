@@ -417,8 +417,9 @@ class NativeExportReport:
         path: the file.
         size_bytes: its size.
         ops: runtime operator name -> count.
-        layers: per conv / linear: ``{"name", "op", "format" ("dense" | "bsr" | "codebook"),
-            "shape" [n, k], "stored_bytes", "dense_bytes"}`` (plus ``"block"`` or ``"bits"``);
+        layers: per conv / linear: ``{"name", "op", "format" ("dense" | "bsr" | "codebook" |
+            "bsr_codebook": int8 packed BSR, format 1.3), "shape" [n, k], "stored_bytes",
+            "dense_bytes"}`` (plus ``"block"`` and / or ``"bits"``);
             bytes of float32 or int8 values as the model is.
         fused: module paths whose activation was fused into the operator before them.
         inputs, outputs: ``{"name", "shape", "dtype"}`` as the runtime takes and returns them.
