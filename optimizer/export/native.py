@@ -338,17 +338,23 @@ class EomWriter:
             quant = None
             if t["quantization"]:
                 quant = self._quantization(b, t["quantization"], compact)
-            fb.TensorStart(b)
-            if name is not None:
-                fb.TensorAddName(b, name)
-            fb.TensorAddShape(b, shape)
-            fb.TensorAddDtype(b, t["dtype"])
-            if quant is not None:
-                fb.TensorAddQuantization(b, quant)
-            fb.TensorAddBuffer(b, t["buffer"])
-            if t.get("decoded"):
-                fb.TensorAddDecoded(b, True)
-            tensor_offsets.append(fb.TensorEnd(b))
+            decoded = bool(t.get("decoded"))
+            # Unnamed tensors with equal fields (decoded row pointers of equal height, activations
+            # of one shape and scale) share one table.
+            key = ("T", name, shape, t["dtype"], quant, t["buffer"], decoded)
+            if key not in self._shared:
+                fb.TensorStart(b)
+                if name is not None:
+                    fb.TensorAddName(b, name)
+                fb.TensorAddShape(b, shape)
+                fb.TensorAddDtype(b, t["dtype"])
+                if quant is not None:
+                    fb.TensorAddQuantization(b, quant)
+                fb.TensorAddBuffer(b, t["buffer"])
+                if decoded:
+                    fb.TensorAddDecoded(b, True)
+                self._shared[key] = fb.TensorEnd(b)
+            tensor_offsets.append(self._shared[key])
         op_offsets = []
         for op in self.operators:
             name = self._string(b, op["name"])
