@@ -317,14 +317,31 @@ class EomWriter:
         self._shared = {}
         # Format 1.3 files take its rules: buffers under 64 bytes 16-byte aligned, and an
         compact = tuple(version) >= FORMAT_VERSION_PACKED
-        # all-zero per-channel zero-point vector written as one entry; the small buffers go after
-        # the others, so that they do not push a 64-byte boundary.
+        # all-zero per-channel zero-point vector written as one entry; the small buffers go into
+        # the padding before a 64-byte boundary, or after the others.
         data = bytearray()
         buffers: list[tuple[int, int]] = [(0, 0)] * len(self._chunks)
         small = [compact and len(raw) < ALIGN for raw in self._chunks]
+        holes: list[tuple[int, int]] = []  # [start, end) of the padding after a large buffer
         for i in sorted(range(len(self._chunks)), key=lambda i: small[i]):
             raw = self._chunks[i]
-            offset = _align(len(data), 16 if small[i] else ALIGN)
+            if small[i]:  # the first padding hole it fits (16-byte aligned), else the end
+                for h, (start, end) in enumerate(holes):
+                    at = _align(start, 16)
+                    if at + len(raw) <= end:
+                        data[at : at + len(raw)] = raw
+                        buffers[i] = (at, len(raw))
+                        holes[h] = (at + len(raw), end)
+                        break
+                else:
+                    offset = _align(len(data), 16)
+                    data.extend(b"\0" * (offset - len(data)))
+                    data.extend(raw)
+                    buffers[i] = (offset, len(raw))
+                continue
+            offset = _align(len(data), ALIGN)
+            if compact and offset > len(data):
+                holes.append((len(data), offset))
             data.extend(b"\0" * (offset - len(data)))
             data.extend(raw)
             buffers[i] = (offset, len(raw))
