@@ -104,6 +104,10 @@ def test_compact_layout_rules(packed):
     assert small and all(b.Offset() % 16 == 0 for b in small)
     assert big and all(b.Offset() % 64 == 0 for b in big)
     assert any(b.Offset() % 64 for b in small), "small buffers pack on 16-byte boundaries"
+    spans = sorted((b.Offset(), b.Offset() + b.Size()) for b in small + big)
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:])), "buffers overlap"
+    last_big = max(b.Offset() for b in big)
+    assert any(b.Offset() < last_big for b in small), "small buffers fill the padding holes"
     decoded = [m.Tensors(i) for i in range(m.TensorsLength()) if m.Tensors(i).Decoded()]
     assert len(decoded) == 3 and all(t.Buffer() == -1 for t in decoded), "values, row_ptr, col_idx"
     for i in range(m.TensorsLength()):
