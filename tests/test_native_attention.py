@@ -242,6 +242,25 @@ def test_edgeopt_bench_runs_the_transformer(tmp_path):
     np.testing.assert_array_equal(y, runtime.load(tmp_path / "t.eom").run(ids))
 
 
+def test_edgeopt_bench_without_input_feeds_valid_ids_and_refuses_bad_ones(tmp_path):
+    """Without --input, token ids are zeros (always in range); an --input with an id outside the
+    table is a clear error with exit code 1, not an abort."""
+    if not BENCH.exists():
+        pytest.fail(f"{BENCH} is missing: `make native` builds it (make test does this first)")
+    model, inputs = ZOO["transformer"]()
+    export_native(model, inputs, tmp_path / "t.eom")
+    cmd = [str(BENCH), "--model", str(tmp_path / "t.eom"), "--warmup", "1", "--runs", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    bad = np.full(inputs[0].shape, 10**6, np.int32)
+    (tmp_path / "bad.bin").write_bytes(bad.tobytes())
+    out = subprocess.run(
+        [*cmd, "--input", str(tmp_path / "bad.bin")], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "edgeopt-bench:" in out.stderr and "1000000" in out.stderr, out.stderr
+
+
 def test_fuzzed_transformer_files_give_value_error_or_run(tmp_path):
     """Bounded fuzz loop over the transformer file (GATHER, attention): mutated bytes, mostly in
     the header and model table with the checksum made valid again, must be refused with
