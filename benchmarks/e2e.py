@@ -59,6 +59,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,7 @@ EXAMPLE = torch.zeros(1, 1, 8, 8)
 DEFAULT_BENCH = ROOT / "build" / "host" / "edgeopt-bench"
 SPEEDUP_VS_FP32 = 3.0  # issue 7: ours int8 >= 3x PyTorch fp32
 BENCH_AGREEMENT = 0.10  # issue 7: edgeopt-bench median within 10 % of Runtime.profile
+AGREEMENT_ROUNDS = 3  # alternating edgeopt-bench / Runtime.profile rounds per comparison
 # Pause before each contestant's block of calls: thread pools spin after a call (ours ~50 us,
 # libgomp in PyTorch and ORT's pool longer) and, with 2 threads on 2 cores, a pool still spinning
 # would steal a core from the contestant timed next.
@@ -496,36 +498,45 @@ def bench_agreement(v: Variant, threads: int, args: argparse.Namespace, x1: np.n
         return row
     rt = v.runtime
     rt.num_threads = threads
-    time.sleep(SETTLE_S)
-    prof = rt.profile(x1, args.runs, warmup=args.warmup)
-    row["profile_us"] = prof.median_s * 1e6
-    row["layers"] = [
-        {"name": layer.name, "op": layer.op, "kernel": layer.kernel,
-         "median_us": layer.median_s * 1e6, "min_us": layer.min_s * 1e6, "macs": layer.macs}
-        for layer in prof.layers
-    ]  # fmt: skip
     exe = Path(args.bench_bin)
     if not exe.is_file():
         row["error"] = f"{exe} is not built (run `make native`)"
         return row
+    # Alternate the two AGREEMENT_ROUNDS times and compare the medians of their per-round
+    # medians: a shared machine drifts over seconds, and back-to-back single runs can land on
+    # either side of a drift.
+    prof_meds, bench_meds, warnings = [], [], []
     with tempfile.TemporaryDirectory() as d:
         inp, out = Path(d) / "x.bin", Path(d) / "out.json"
         inp.write_bytes(np.ascontiguousarray(x1, dtype=np.float32).tobytes())
         cmd = [str(exe), "--model", str(v.eom), "--threads", str(threads), "--warmup",
                str(args.warmup), "--runs", str(args.runs), "--input", str(inp),
                "--json", str(out)]  # fmt: skip
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                raise RuntimeError(
-                    f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[:200]}"
-                )
-            js = json.loads(out.read_text())
-        except Exception as e:
-            row["error"] = f"edgeopt-bench: {_why(e)}"
-            return row
-    row["bench_us"] = float(js["latency_ms"]["median"]) * 1e3
-    row["bench_warning"] = js.get("warning")
+        for _ in range(AGREEMENT_ROUNDS):
+            time.sleep(SETTLE_S)
+            prof = rt.profile(x1, args.runs, warmup=args.warmup)
+            prof_meds.append(prof.median_s * 1e6)
+            time.sleep(SETTLE_S)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                if proc.returncode != 0:
+                    raise RuntimeError(
+                        f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[:200]}"
+                    )
+                js = json.loads(out.read_text())
+            except Exception as e:
+                row["error"] = f"edgeopt-bench: {_why(e)}"
+                return row
+            bench_meds.append(float(js["latency_ms"]["median"]) * 1e3)
+            warnings.append(js.get("warning"))
+    row["profile_us"] = statistics.median(prof_meds)
+    row["layers"] = [
+        {"name": layer.name, "op": layer.op, "kernel": layer.kernel,
+         "median_us": layer.median_s * 1e6, "min_us": layer.min_s * 1e6, "macs": layer.macs}
+        for layer in prof.layers
+    ]  # fmt: skip
+    row["bench_us"] = statistics.median(bench_meds)
+    row["bench_warning"] = next((w for w in warnings if w), None)
     row["diff"] = row["bench_us"] / row["profile_us"] - 1.0
     return row
 
