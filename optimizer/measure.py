@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["accuracy", "litert_predictor", "time_us"]
+__all__ = ["accuracy", "litert_predictor", "time_interleaved", "time_us"]
 
 
 def time_us(fn: Callable[[], Any], runs: int, warmup: int) -> tuple[float, float]:
@@ -44,6 +44,39 @@ def time_us(fn: Callable[[], Any], runs: int, warmup: int) -> tuple[float, float
     times.sort()
     p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
     return statistics.median(times) * 1e6, p90 * 1e6
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], runs: int, warmup: int, rounds: int = 10
+) -> dict[str, tuple[float, float]]:
+    """Median and 90th-percentile µs of each callable, timed in ``rounds`` alternating blocks of
+    ``runs // rounds`` calls (each block after ``warmup // rounds`` untimed calls), so a machine
+    whose speed drifts over seconds treats every contestant alike.
+
+    Example:
+        >>> t = time_interleaved({"a": lambda: None, "b": lambda: sum(range(9))}, 100, 10)
+        >>> sorted(t)
+        ['a', 'b']
+    """
+    if runs < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(
+            f"time_interleaved: runs >= 1, warmup >= 0, rounds >= 1; got {runs}, {warmup}, {rounds}"
+        )
+    rounds = min(rounds, runs)
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(max(1, warmup // rounds)):
+                fn()
+            for _ in range(runs // rounds):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, ts in samples.items():
+        ts.sort()
+        out[name] = (statistics.median(ts) * 1e6, ts[min(len(ts) - 1, int(0.9 * len(ts)))] * 1e6)
+    return out
 
 
 def accuracy(predict: Callable[[np.ndarray], Any], x: np.ndarray, y: np.ndarray) -> float:

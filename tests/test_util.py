@@ -40,3 +40,21 @@ def test_atomic_write_failure_leaves_old_file_and_no_temporary(tmp_path):
         atomic_write(p, boom)
     assert p.read_bytes() == b"old"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["c.bin"]
+
+
+def test_time_interleaved_alternates_contestants_and_checks_arguments():
+    from optimizer.measure import time_interleaved
+
+    order = []
+    t = time_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+        runs=20,
+        warmup=0,
+        rounds=4,
+    )
+    assert set(t) == {"a", "b"} and all(med > 0 and p90 >= med for med, p90 in t.values())
+    # four rounds of five timed calls (plus one warm-up call each): a, b, a, b, ...
+    blocks = [order[i] for i in range(0, len(order), 6)]
+    assert blocks == ["a", "b"] * 4, order
+    with pytest.raises(ValueError, match="runs >= 1"):
+        time_interleaved({"a": lambda: None}, runs=0, warmup=0)
