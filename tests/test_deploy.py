@@ -63,23 +63,17 @@ def digits_models(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray]]:
     x = x_test[:4].contiguous()
     export_native(model, (x,), d / "vgg.eom")
     models = {"float": (d / "vgg.eom", x.numpy())}
-    try:
-        from optimizer import Int8Config, quantize_
+    from optimizer import Int8Config, quantize_
 
-        calib = [x_train[i : i + 32] for i in range(0, 128, 32)]
-        with torch.no_grad():
-            q = quantize_(model, Int8Config(), calib, (x,))
-        export_native(q, (x,), d / "vgg_int8.eom")
-        models["int8"] = (d / "vgg_int8.eom", x.numpy())
-    except ValueError as exc:  # the int8 operators of format 1.1 are not there yet
-        models["int8_skip_reason"] = str(exc)
+    calib = [x_train[i : i + 32] for i in range(0, 128, 32)]
+    with torch.no_grad():
+        q = quantize_(model, Int8Config(), calib, (x,))
+    export_native(q, (x,), d / "vgg_int8.eom")
+    models["int8"] = (d / "vgg_int8.eom", x.numpy())
     return models
 
 
 def _model(digits_models, kind: str) -> tuple[Path, np.ndarray]:
-    if kind not in digits_models:
-        reason = digits_models[f"{kind}_skip_reason"]
-        pytest.skip(f"int8 export_native refused the quantized VGG: {reason}")
     return digits_models[kind]
 
 
