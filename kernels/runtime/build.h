@@ -66,6 +66,18 @@ class Build {
   std::vector<int> inputs_, outputs_;
 };
 
+// Geometry of a CONV2D (NHWC input, OHWI weight [n, k]), shared by the fp32 and int8 builders.
+struct ConvGeometry {
+  int N = 0, H = 0, W = 0, C = 0, OH = 0, OW = 0, O = 0, KH = 1, KW = 1, SH = 1, SW = 1, DH = 1,
+      DW = 1, PT = 0, PL = 0, G = 1, Cg = 0, Og = 0, K = 0;
+  bool pointwise = false;  // 1x1, stride 1, no padding: the NHWC input is the GEMM's A
+  bool depthwise = false;  // groups == input channels > 1
+};
+// Reads and checks a CONV2D's input (an activation of dtype `dt`, 4-D NHWC), options (kernel,
+// stride, dilation, pad, groups dividing both channel counts) and weight size; computes the
+// output size (the output tensor itself is checked by the caller, with its dtype).
+ConvGeometry read_conv_geometry(Build& b, DType dt);
+
 // Builders of the fp32 operators (ops_f32.cc); each validates everything its kernel relies on.
 std::unique_ptr<Op> build_f32_op(Build& b);
 // Whether an operator runs int8 (QUANTIZE / DEQUANTIZE / LUT, or any S8 input or output; a

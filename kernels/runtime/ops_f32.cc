@@ -312,10 +312,8 @@ void note_kernel(LayerInfo& info, const std::string& prefix, const std::string& 
 
 // ---- Conv2D -----------------------------------------------------------------------------------
 
-class Conv2D : public Op {
+class Conv2D : public Op, public ConvGeometry {
  public:
-  int N, H, W, C, OH, OW, O, KH, KW, SH, SW, DH, DW, PT, PL, G, Cg, Og, K;
-  bool pointwise = false, depthwise = false;
   Activation act;
   WeightSet weights;
   std::vector<float> bias;
@@ -432,46 +430,10 @@ class Conv2D : public Op {
 };
 
 std::unique_ptr<Op> build_conv(Build& b) {
-  b.expect_inputs(1, 1);
-  b.expect_outputs(1, 1);
-  const Tensor& x = b.activation_in(0, DType::kF32);
-  b.require(x.shape.size() == 4, "input must be 4-D NHWC, got ", shape_str(x.shape));
-  const auto* o = b.op().options_as_Conv2DOptions();
-  b.require(o != nullptr, "needs Conv2DOptions");
   auto op = std::make_unique<Conv2D>();
-  op->N = static_cast<int>(x.shape[0]);
-  op->H = static_cast<int>(x.shape[1]);
-  op->W = static_cast<int>(x.shape[2]);
-  op->C = static_cast<int>(x.shape[3]);
-  const auto k = b.ints(o->kernel(), 2, 1, 1 << 12, "kernel");
-  const auto s = b.ints(o->stride(), 2, 1, 1 << 12, "stride");
-  const auto d = b.ints(o->dilation(), 2, 1, 1 << 12, "dilation");
-  const auto pad = b.ints(o->pad(), 4, 0, 1 << 12, "pad");
-  op->KH = k[0], op->KW = k[1], op->SH = s[0], op->SW = s[1], op->DH = d[0], op->DW = d[1];
-  op->PT = pad[0], op->PL = pad[1];
-  op->G = o->groups();
-  b.require(op->G >= 1 && op->C % op->G == 0, "groups = ", op->G, " must divide the ", op->C,
-            " input channels");
-  const eom::Weight* w = b.op().weight();
-  b.require(w != nullptr, "has no weight");
-  op->O = w->n();
-  b.require(op->O >= 1 && op->O % op->G == 0, "groups = ", op->G, " must divide the ", op->O,
-            " output channels");
-  op->Cg = op->C / op->G;
-  op->Og = op->O / op->G;
-  op->K = op->KH * op->KW * op->Cg;
-  const int64_t eh = static_cast<int64_t>(op->DH) * (op->KH - 1) + 1;
-  const int64_t ew = static_cast<int64_t>(op->DW) * (op->KW - 1) + 1;
-  const int64_t ph = op->H + pad[0] + pad[2], pw = op->W + pad[1] + pad[3];
-  b.require(ph >= eh && pw >= ew, "the ", eh, "x", ew, " dilated kernel does not fit the padded ",
-            ph, "x", pw, " input");
-  op->OH = static_cast<int>((ph - eh) / op->SH + 1);
-  op->OW = static_cast<int>((pw - ew) / op->SW + 1);
+  static_cast<ConvGeometry&>(*op) = read_conv_geometry(b, DType::kF32);
   b.check_output(0, DType::kF32, {op->N, op->OH, op->OW, op->O});
   op->act = check_act(b);
-  op->depthwise = op->G == op->C && op->G > 1;
-  op->pointwise = op->KH == 1 && op->KW == 1 && op->SH == 1 && op->SW == 1 && pad[0] == 0 &&
-                  pad[1] == 0 && pad[2] == 0 && pad[3] == 0;
   op->weights = load_weight(b, op->O, op->K, op->depthwise ? 1 : op->G, op->depthwise);
   op->bias = load_bias(b, op->O);
   if (op->depthwise) {

@@ -892,10 +892,8 @@ void requantize_any(bool avx2, const int32_t* acc, const int32_t* mult, const in
   requantize_row(acc, mult, shift, per_channel, out_zp, qmin, qmax, out, n);
 }
 
-class Conv2DS8 : public Op {
+class Conv2DS8 : public Op, public ConvGeometry {
  public:
-  int N, H, W, C, OH, OW, O, KH, KW, SH, SW, DH, DW, PT, PL, G, Cg, Og, K;
-  bool pointwise = false, depthwise = false;
   ChannelStage st;
   S8Weight weights;
   std::vector<int8_t> dw;  // depthwise: [KH * KW, O]
@@ -1383,52 +1381,15 @@ class Conv2DS8 : public Op {
 };
 
 std::unique_ptr<Op> build_conv(Build& b) {
-  b.expect_inputs(1, 1);
-  b.expect_outputs(1, 1);
-  const Tensor& x = b.activation_in(0, DType::kS8);
-  b.require(x.shape.size() == 4, "input must be 4-D NHWC, got ", shape_str(x.shape));
-  const auto* o = b.op().options_as_Conv2DOptions();
-  b.require(o != nullptr, "needs Conv2DOptions");
   auto op = std::make_unique<Conv2DS8>();
-  op->N = static_cast<int>(x.shape[0]);
-  op->H = static_cast<int>(x.shape[1]);
-  op->W = static_cast<int>(x.shape[2]);
-  op->C = static_cast<int>(x.shape[3]);
-  const auto k = b.ints(o->kernel(), 2, 1, 1 << 12, "kernel");
-  const auto s = b.ints(o->stride(), 2, 1, 1 << 12, "stride");
-  const auto d = b.ints(o->dilation(), 2, 1, 1 << 12, "dilation");
-  const auto pad = b.ints(o->pad(), 4, 0, 1 << 12, "pad");
-  op->KH = k[0], op->KW = k[1], op->SH = s[0], op->SW = s[1], op->DH = d[0], op->DW = d[1];
-  op->PT = pad[0], op->PL = pad[1];
-  op->G = o->groups();
-  b.require(op->G >= 1 && op->C % op->G == 0, "groups = ", op->G, " must divide the ", op->C,
-            " input channels");
-  const eom::Weight* w = b.op().weight();
-  b.require(w != nullptr, "has no weight");
-  op->O = w->n();
-  b.require(op->O >= 1 && op->O % op->G == 0, "groups = ", op->G, " must divide the ", op->O,
-            " output channels");
-  op->Cg = op->C / op->G;
-  op->Og = op->O / op->G;
-  const int64_t kk = static_cast<int64_t>(op->KH) * op->KW * op->Cg;
-  b.require(kk <= (1 << 24), "K = ", kk, " is too large");
-  op->K = static_cast<int>(kk);
-  const int64_t eh = static_cast<int64_t>(op->DH) * (op->KH - 1) + 1;
-  const int64_t ew = static_cast<int64_t>(op->DW) * (op->KW - 1) + 1;
-  const int64_t ph = op->H + pad[0] + pad[2], pw = op->W + pad[1] + pad[3];
-  b.require(ph >= eh && pw >= ew, "the ", eh, "x", ew, " dilated kernel does not fit the padded ",
-            ph, "x", pw, " input");
-  op->OH = static_cast<int>((ph - eh) / op->SH + 1);
-  op->OW = static_cast<int>((pw - ew) / op->SW + 1);
+  static_cast<ConvGeometry&>(*op) = read_conv_geometry(b, DType::kS8);
+  const Tensor& x = b.tensor(b.input(0));
   b.check_output(0, DType::kS8, {op->N, op->OH, op->OW, op->O});
   b.require(b.op().activation() == eom::Activation_NONE,
             "an int8 operator's activation is its clamp (int8.qmin / qmax); got activation ",
             static_cast<int>(b.op().activation()));
   op->st = read_channel_stage(b, op->O, x, b.tensor(b.output(0)));
-  op->depthwise = op->G == op->C && op->G > 1;
   op->avx2 = use_avx2();
-  op->pointwise = op->KH == 1 && op->KW == 1 && op->SH == 1 && op->SW == 1 && pad[0] == 0 &&
-                  pad[1] == 0 && pad[2] == 0 && pad[3] == 0;
 #ifdef EO_RUNTIME_AVX2
   op->conv1ch = (available_paths() & kAvx512Vnni) != 0 && op->C == 1 && op->G == 1 &&
                 !op->pointwise && op->O % 32 == 0 && op->KH * op->KW <= kMaxDwTaps &&
