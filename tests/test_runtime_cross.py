@@ -34,6 +34,17 @@ def test_runtime_test_under_qemu(cross):
     _run([*qemu, str(build / "edgeopt_test_runtime"), "--quick"])
 
 
+def _bench_under_qemu(qemu, build, path, x, tmp_path):
+    """One run of the cross-built edgeopt-bench on ``x`` (2 threads); writes tmp_path/y.bin."""
+    (tmp_path / "x.bin").write_bytes(x.tobytes())
+    cmd = [*qemu, str(build / "edgeopt-bench"), "--model", str(path), "--warmup", "0"]
+    cmd += ["--runs", "1", "--threads", "2", "--input", str(tmp_path / "x.bin")]
+    cmd += ["--output", str(tmp_path / "y.bin")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
 @pytest.mark.parametrize("name", ["mobilenetv2", "yolo_c2f"])
 def test_bench_under_qemu_matches_host(cross, name, tmp_path):
     arch, build, qemu = cross
@@ -41,25 +52,7 @@ def test_bench_under_qemu_matches_host(cross, name, tmp_path):
     path = tmp_path / f"{name}.eom"
     export_native(model, inputs, path)
     x = inputs[0].numpy()
-    (tmp_path / "x.bin").write_bytes(x.tobytes())
-    cmd = [
-        *qemu,
-        str(build / "edgeopt-bench"),
-        "--model",
-        str(path),
-        "--warmup",
-        "0",
-        "--runs",
-        "1",
-        "--threads",
-        "2",
-        "--input",
-        str(tmp_path / "x.bin"),
-        "--output",
-        str(tmp_path / "y.bin"),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = _bench_under_qemu(qemu, build, path, x, tmp_path)
     assert "neon" in out.stdout, f"{arch}: the GEMM layers run NEON kernels\n{out.stdout}"
     want = runtime.load(path).run(x)
     got = np.frombuffer((tmp_path / "y.bin").read_bytes(), np.float32).reshape(want.shape)
@@ -76,25 +69,7 @@ def test_int8_bench_under_qemu_is_bit_exact_to_host(cross, tmp_path):
     path = tmp_path / "mobilenetv2_int8.eom"
     export_native(q, inputs, path)
     x = inputs[0].numpy()
-    (tmp_path / "x.bin").write_bytes(x.tobytes())
-    cmd = [
-        *qemu,
-        str(build / "edgeopt-bench"),
-        "--model",
-        str(path),
-        "--warmup",
-        "0",
-        "--runs",
-        "1",
-        "--threads",
-        "2",
-        "--input",
-        str(tmp_path / "x.bin"),
-        "--output",
-        str(tmp_path / "y.bin"),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = _bench_under_qemu(qemu, build, path, x, tmp_path)
     assert "s8_gemm__neon" in out.stdout, f"{arch}: int8 GEMMs run NEON kernels\n{out.stdout}"
     want = runtime.load(path).run(x)
     got = np.frombuffer((tmp_path / "y.bin").read_bytes(), np.float32).reshape(want.shape)
