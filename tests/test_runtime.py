@@ -141,6 +141,19 @@ def test_corrupted_file_fails_the_checksum(files):
         _load_bytes(data)
 
 
+def test_names_that_are_not_utf8_are_escaped(files):
+    """Operator names come from the file: a byte that is not UTF-8 must not break the error
+    message or the layer list (Python would raise UnicodeDecodeError): it is shown as \\xNN."""
+    data = bytearray(files["mlp"].read_bytes())
+    i = data.find(b"body.2")
+    assert i > 0, "the MLP has an operator named body.2"
+    data[i + 4] = 0xFF
+    rt = runtime.loads(bytes(_fix_crc(data)))
+    names = [layer["name"] for layer in rt._m.layers]
+    assert "body\\xff2" in names, names
+    rt.profile(_x(rt), 1)
+
+
 def test_wrong_version_is_refused(files):
     data = bytearray(files["mlp"].read_bytes())
     struct.pack_into("<H", data, 8, native.FORMAT_VERSION[0] + 1)

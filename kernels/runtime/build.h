@@ -13,6 +13,9 @@
 namespace edgeopt {
 namespace runtime {
 
+// A string read from the file, safe to print and to hand to Python: bytes that are not printable
+// ASCII or well-formed UTF-8 become `\xNN`; `fallback` when the field is absent.
+std::string file_string(const flatbuffers::String* s, const std::string& fallback);
 std::string shape_str(const std::vector<int64_t>& shape);
 
 // One operator being built: every accessor checks what it reads and throws ModelError naming

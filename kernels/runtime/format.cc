@@ -64,6 +64,39 @@ void fail(const std::string& msg) {
   throw ModelError("edgeopt model: " + msg);
 }
 
+std::string file_string(const flatbuffers::String* s, const std::string& fallback) {
+  if (s == nullptr) return fallback;
+  const auto* p = reinterpret_cast<const uint8_t*>(s->data());
+  const size_t n = s->size();
+  std::string out;
+  out.reserve(n);
+  static const char kHex[] = "0123456789abcdef";
+  for (size_t i = 0; i < n;) {
+    const uint8_t c = p[i];
+    // Length of a well-formed UTF-8 sequence starting at i (0: not one).
+    size_t len = c >= 0x20 && c < 0x7f ? 1 : 0;
+    if (c >= 0xc2 && c <= 0xf4) {
+      const size_t want = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+      len = want;
+      for (size_t k = 1; k < want; ++k)
+        if (i + k >= n || (p[i + k] & 0xc0) != 0x80) len = 0;
+      // Overlong 3/4-byte forms, surrogates and code points past U+10FFFF.
+      if (len == 3 && ((c == 0xe0 && p[i + 1] < 0xa0) || (c == 0xed && p[i + 1] >= 0xa0))) len = 0;
+      if (len == 4 && ((c == 0xf0 && p[i + 1] < 0x90) || (c == 0xf4 && p[i + 1] >= 0x90))) len = 0;
+    }
+    if (len == 0) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+      ++i;
+    } else {
+      out.append(reinterpret_cast<const char*>(p + i), len);
+      i += len;
+    }
+  }
+  return out;
+}
+
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::ostringstream os;
   os << "[";
@@ -93,7 +126,7 @@ Build::Build(const eom::Operator& op, int index, std::vector<Tensor>& tensors,
 }
 
 void Build::error(const std::string& msg) const {
-  std::string name = op_.name() ? op_.name()->str() : std::string();
+  std::string name = file_string(op_.name(), std::string());
   if (name.size() > 200) name = name.substr(0, 200) + "...";
   fail("operator " + std::to_string(index_) + " (`" + name + "`, " + type_name_ + "): " + msg);
 }

@@ -253,7 +253,7 @@ void Model::Impl::load_tensors(const eom::Model& m, const uint8_t* data, uint64_
   for (size_t i = 0; i < nt; ++i) {
     const eom::Tensor* t = m.tensors()->Get(static_cast<flatbuffers::uoffset_t>(i));
     Tensor& r = tensors[i];
-    r.name = t->name() ? t->name()->str() : "t" + std::to_string(i);
+    r.name = file_string(t->name(), "t" + std::to_string(i));
     const std::string where = "tensor " + std::to_string(i) + " (`" + r.name.substr(0, 200) + "`)";
     if (t->dtype() < eom::DType_MIN || t->dtype() > eom::DType_MAX) {
       fail(where + ": unknown dtype " + std::to_string(static_cast<int>(t->dtype())));
@@ -397,7 +397,7 @@ void Model::Impl::load_operators(const eom::Model& m) {
     op->outputs = b.outputs();
     for (int t : b.outputs()) tensors[t].producer = static_cast<int>(i);
     if (op->aliases_input()) root[op->outputs[0]] = root[op->inputs[0]];
-    op->info.name = fop.name() ? fop.name()->str() : "";
+    op->info.name = file_string(fop.name(), "");
     layers.push_back(op->info);
     ops.push_back(std::move(op));
   }
