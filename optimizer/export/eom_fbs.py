@@ -115,6 +115,11 @@ class OpOptions(object):
     MeanOptions = 11
 
 
+class Requantization(object):
+    GEMMLOWP = 0
+    FP32 = 1
+
+
 # Affine quantization `real = scale * (q - zero_point)`: one scale (per tensor) or one per index
 # of dimension `axis` (per channel). Symmetric int8 weights have zero_point 0.
 class Quantization(object):
@@ -1427,7 +1432,74 @@ class Int8Stage(object):
             return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
         return 0
 
-def Int8StageStart(builder): builder.StartObject(10)
+    # Format 1.4: the arithmetic of this stage. GEMMLOWP (the default, all earlier files) is the
+    # above. FP32 is XNNPACK's (what LiteRT runs on phones): the int32 value times the float32
+    # `scale` (one per output channel, or one), in float32, rounded half to even, plus
+    # output_zero_point, clamped; multiplier / shift are then absent, so a pre-1.4 reader refuses
+    # the operator instead of computing it differently. Other operators' use of `scale` and
+    # `input_scale` (ADD / MUL: one float32 factor per input) is stated in FORMAT.md.
+    # Int8Stage
+    def Requantization(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
+        return 0
+
+    # Int8Stage
+    def Scale(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Int8Stage
+    def ScaleAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Float32Flags, o)
+        return 0
+
+    # Int8Stage
+    def ScaleLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Int8Stage
+    def ScaleIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        return o == 0
+
+    # Int8Stage
+    def InputScale(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Int8Stage
+    def InputScaleAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Float32Flags, o)
+        return 0
+
+    # Int8Stage
+    def InputScaleLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Int8Stage
+    def InputScaleIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        return o == 0
+
+def Int8StageStart(builder): builder.StartObject(13)
 def Int8StageAddMultiplier(builder, multiplier): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(multiplier), 0)
 def Int8StageStartMultiplierVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def Int8StageAddShift(builder, shift): builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(shift), 0)
@@ -1443,6 +1515,11 @@ def Int8StageStartInputMultiplierVector(builder, numElems): return builder.Start
 def Int8StageAddInputShift(builder, inputShift): builder.PrependUOffsetTRelativeSlot(8, flatbuffers.number_types.UOffsetTFlags.py_type(inputShift), 0)
 def Int8StageStartInputShiftVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def Int8StageAddLeftShift(builder, leftShift): builder.PrependInt32Slot(9, leftShift, 0)
+def Int8StageAddRequantization(builder, requantization): builder.PrependInt8Slot(10, requantization, 0)
+def Int8StageAddScale(builder, scale): builder.PrependUOffsetTRelativeSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(scale), 0)
+def Int8StageStartScaleVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def Int8StageAddInputScale(builder, inputScale): builder.PrependUOffsetTRelativeSlot(12, flatbuffers.number_types.UOffsetTFlags.py_type(inputScale), 0)
+def Int8StageStartInputScaleVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def Int8StageEnd(builder): return builder.EndObject()
 
 

@@ -79,6 +79,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FORMAT_VERSION_INT8",
     "FORMAT_VERSION_GATHER",
+    "FORMAT_VERSION_FP32_REQUANT",
     "EomWriter",
     "NativeExportReport",
     "export_native",
@@ -97,6 +98,9 @@ FORMAT_VERSION_GATHER = (1, 2)
 #: Files with a packed weight (BSR whose stored values are codebook indices, decoded at load)
 #: are written as 1.3; the others keep their older version.
 FORMAT_VERSION_PACKED = (1, 3)
+#: Files with an int8 stage in XNNPACK's fp32 requantization (``Int8Stage.requantization`` FP32)
+#: are written as 1.4; their stages carry no multiplier / shift, so older readers refuse them.
+FORMAT_VERSION_FP32_REQUANT = (1, 4)
 MAGIC = b"\x89EOM\r\n\x1a\n"
 ENDIAN_MARKER = 0x0A0B0C0D
 HEADER_SIZE = 64
@@ -636,6 +640,7 @@ class _Lowering:
         self.shared: set[fx.Node] = set()  # nodes with duplicates: nothing fuses into them
         self.uses_gather = False
         self.uses_packed = False
+        self.uses_fp32_requant = False
 
     # -- preparation -----------------------------------------------------------------------------
 
@@ -1949,16 +1954,31 @@ class _QLowering(_Lowering):
         self._emit(node, fb.OpType.DEQUANTIZE, path, [x.tid], [out])
         self.vals[node] = out
 
+    def _requant(self, mod: qm.QModule, stage: dict[str, Any]) -> dict[str, Any]:
+        """``stage`` with the module's fp32 requantization fields (format 1.4) when it uses
+        XNNPACK's arithmetic (``mod.requantization == "fp32"``): ``requant_scale`` (float32, one
+        per output channel or one) and, for ADD / MUL, ``requant_input_scale`` (one per input)
+        replace the multipliers and shifts. Stages in gemmlowp arithmetic are returned as is."""
+        if getattr(mod, "requantization", "gemmlowp") != "fp32":
+            return stage
+        self.uses_fp32_requant = True
+        for key in ("multiplier", "shift", "input_multiplier", "input_shift", "left_shift"):
+            stage.pop(key, None)
+        stage["requantization"] = fb.Requantization.FP32
+        stage["scale"] = mod.requant_scale.numpy().astype(np.float32).reshape(-1)
+        extra = getattr(mod, "requant_input_scale", None)
+        if extra is not None:
+            stage["input_scale"] = extra.numpy().astype(np.float32).reshape(-1)
+        return stage
+
     def _stage(self, mod: qm.QModule, in_zp: int) -> dict[str, Any]:
         lo, hi = (int(v) for v in mod.clamp)
-        return {
-            "multiplier": mod.multiplier.numpy().astype(np.int32),
-            "shift": mod.shift.numpy().astype(np.int32),
-            "input_zero_point": int(in_zp),
-            "output_zero_point": int(mod.output_zero_point),
-            "qmin": lo,
-            "qmax": hi,
-        }
+        stage: dict[str, Any] = {"input_zero_point": int(in_zp)}
+        if getattr(mod, "requantization", "gemmlowp") != "fp32":
+            stage["multiplier"] = mod.multiplier.numpy().astype(np.int32)
+            stage["shift"] = mod.shift.numpy().astype(np.int32)
+        stage.update(output_zero_point=int(mod.output_zero_point), qmin=lo, qmax=hi)
+        return self._requant(mod, stage)
 
     def _qweight(
         self, path: str, op: str, mat: np.ndarray, mod: qm.QConv2d | qm.QLinear
@@ -2298,7 +2318,7 @@ class _QLowering(_Lowering):
             stage.update(multiplier=[int(mod.multiplier)], shift=[int(mod.shift)])
             op_type = fb.OpType.MUL
         out = self._new(path, _meta_shape(node), va.nhwc, q=self._out_q(mod))
-        self._emit(node, op_type, path, [va.tid, vb.tid], [out], int8=stage)
+        self._emit(node, op_type, path, [va.tid, vb.tid], [out], int8=self._requant(mod, stage))
         self.vals[node] = out
 
     def _qlut(self, node: fx.Node, mod: qm.QLookupTable | qm.QClamp) -> None:
@@ -2329,7 +2349,15 @@ class _QLowering(_Lowering):
         ph, pw = _pair(mod.padding)
         if not is_max and (kh, kw) == tuple(x.shape[2:]) and (ph, pw) == (0, 0):
             out = self._new(_node_path(node), _meta_shape(node), nhwc=True, q=x.q)
-            self._emit(node, fb.OpType.GLOBAL_AVG_POOL, _node_path(node), [x.tid], [out])
+            stage = self._requant(mod, {"output_zero_point": int(x.q[1])})
+            self._emit(
+                node,
+                fb.OpType.GLOBAL_AVG_POOL,
+                _node_path(node),
+                [x.tid],
+                [out],
+                int8=stage if "scale" in stage else None,
+            )
             self.vals[node] = out
             return
         self._pool(
@@ -2438,6 +2466,8 @@ def export_native(
         version = FORMAT_VERSION_GATHER
     if low.uses_packed:
         version = FORMAT_VERSION_PACKED
+    if low.uses_fp32_requant:
+        version = FORMAT_VERSION_FP32_REQUANT
     meta = {
         "edgeopt.format": ".".join(map(str, version)),
         "edgeopt.inputs_layout": "NCHW",

@@ -442,6 +442,36 @@ template<> struct OpOptionsTraits<edgeopt::eom::MeanOptions> {
 bool VerifyOpOptions(flatbuffers::Verifier &verifier, const void *obj, OpOptions type);
 bool VerifyOpOptionsVector(flatbuffers::Verifier &verifier, const flatbuffers::Vector<flatbuffers::Offset<void>> *values, const flatbuffers::Vector<uint8_t> *types);
 
+enum Requantization : int8_t {
+  Requantization_GEMMLOWP = 0,
+  Requantization_FP32 = 1,
+  Requantization_MIN = Requantization_GEMMLOWP,
+  Requantization_MAX = Requantization_FP32
+};
+
+inline const Requantization (&EnumValuesRequantization())[2] {
+  static const Requantization values[] = {
+    Requantization_GEMMLOWP,
+    Requantization_FP32
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesRequantization() {
+  static const char * const names[3] = {
+    "GEMMLOWP",
+    "FP32",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameRequantization(Requantization e) {
+  if (flatbuffers::IsOutRange(e, Requantization_GEMMLOWP, Requantization_FP32)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesRequantization()[index];
+}
+
 /// Bytes of a constant tensor: [offset, offset + size) of the data section, offset a multiple of
 /// 64 (relative to the data section, which starts 64-byte aligned in the file).
 FLATBUFFERS_MANUALLY_ALIGNED_STRUCT(8) BufferRef FLATBUFFERS_FINAL_CLASS {
@@ -1564,7 +1594,10 @@ struct Int8Stage FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_INPUT_ZERO_POINTS = 16,
     VT_INPUT_MULTIPLIER = 18,
     VT_INPUT_SHIFT = 20,
-    VT_LEFT_SHIFT = 22
+    VT_LEFT_SHIFT = 22,
+    VT_REQUANTIZATION = 24,
+    VT_SCALE = 26,
+    VT_INPUT_SCALE = 28
   };
   const flatbuffers::Vector<int32_t> *multiplier() const {
     return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_MULTIPLIER);
@@ -1596,6 +1629,21 @@ struct Int8Stage FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   int32_t left_shift() const {
     return GetField<int32_t>(VT_LEFT_SHIFT, 0);
   }
+  /// Format 1.4: the arithmetic of this stage. GEMMLOWP (the default, all earlier files) is the
+  /// above. FP32 is XNNPACK's (what LiteRT runs on phones): the int32 value times the float32
+  /// `scale` (one per output channel, or one), in float32, rounded half to even, plus
+  /// output_zero_point, clamped; multiplier / shift are then absent, so a pre-1.4 reader refuses
+  /// the operator instead of computing it differently. Other operators' use of `scale` and
+  /// `input_scale` (ADD / MUL: one float32 factor per input) is stated in FORMAT.md.
+  edgeopt::eom::Requantization requantization() const {
+    return static_cast<edgeopt::eom::Requantization>(GetField<int8_t>(VT_REQUANTIZATION, 0));
+  }
+  const flatbuffers::Vector<float> *scale() const {
+    return GetPointer<const flatbuffers::Vector<float> *>(VT_SCALE);
+  }
+  const flatbuffers::Vector<float> *input_scale() const {
+    return GetPointer<const flatbuffers::Vector<float> *>(VT_INPUT_SCALE);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyOffset(verifier, VT_MULTIPLIER) &&
@@ -1613,6 +1661,11 @@ struct Int8Stage FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyOffset(verifier, VT_INPUT_SHIFT) &&
            verifier.VerifyVector(input_shift()) &&
            VerifyField<int32_t>(verifier, VT_LEFT_SHIFT, 4) &&
+           VerifyField<int8_t>(verifier, VT_REQUANTIZATION, 1) &&
+           VerifyOffset(verifier, VT_SCALE) &&
+           verifier.VerifyVector(scale()) &&
+           VerifyOffset(verifier, VT_INPUT_SCALE) &&
+           verifier.VerifyVector(input_scale()) &&
            verifier.EndTable();
   }
 };
@@ -1651,6 +1704,15 @@ struct Int8StageBuilder {
   void add_left_shift(int32_t left_shift) {
     fbb_.AddElement<int32_t>(Int8Stage::VT_LEFT_SHIFT, left_shift, 0);
   }
+  void add_requantization(edgeopt::eom::Requantization requantization) {
+    fbb_.AddElement<int8_t>(Int8Stage::VT_REQUANTIZATION, static_cast<int8_t>(requantization), 0);
+  }
+  void add_scale(flatbuffers::Offset<flatbuffers::Vector<float>> scale) {
+    fbb_.AddOffset(Int8Stage::VT_SCALE, scale);
+  }
+  void add_input_scale(flatbuffers::Offset<flatbuffers::Vector<float>> input_scale) {
+    fbb_.AddOffset(Int8Stage::VT_INPUT_SCALE, input_scale);
+  }
   explicit Int8StageBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -1673,8 +1735,13 @@ inline flatbuffers::Offset<Int8Stage> CreateInt8Stage(
     flatbuffers::Offset<flatbuffers::Vector<int32_t>> input_zero_points = 0,
     flatbuffers::Offset<flatbuffers::Vector<int32_t>> input_multiplier = 0,
     flatbuffers::Offset<flatbuffers::Vector<int32_t>> input_shift = 0,
-    int32_t left_shift = 0) {
+    int32_t left_shift = 0,
+    edgeopt::eom::Requantization requantization = edgeopt::eom::Requantization_GEMMLOWP,
+    flatbuffers::Offset<flatbuffers::Vector<float>> scale = 0,
+    flatbuffers::Offset<flatbuffers::Vector<float>> input_scale = 0) {
   Int8StageBuilder builder_(_fbb);
+  builder_.add_input_scale(input_scale);
+  builder_.add_scale(scale);
   builder_.add_left_shift(left_shift);
   builder_.add_input_shift(input_shift);
   builder_.add_input_multiplier(input_multiplier);
@@ -1685,6 +1752,7 @@ inline flatbuffers::Offset<Int8Stage> CreateInt8Stage(
   builder_.add_input_zero_point(input_zero_point);
   builder_.add_shift(shift);
   builder_.add_multiplier(multiplier);
+  builder_.add_requantization(requantization);
   return builder_.Finish();
 }
 
@@ -1699,12 +1767,17 @@ inline flatbuffers::Offset<Int8Stage> CreateInt8StageDirect(
     const std::vector<int32_t> *input_zero_points = nullptr,
     const std::vector<int32_t> *input_multiplier = nullptr,
     const std::vector<int32_t> *input_shift = nullptr,
-    int32_t left_shift = 0) {
+    int32_t left_shift = 0,
+    edgeopt::eom::Requantization requantization = edgeopt::eom::Requantization_GEMMLOWP,
+    const std::vector<float> *scale = nullptr,
+    const std::vector<float> *input_scale = nullptr) {
   auto multiplier__ = multiplier ? _fbb.CreateVector<int32_t>(*multiplier) : 0;
   auto shift__ = shift ? _fbb.CreateVector<int32_t>(*shift) : 0;
   auto input_zero_points__ = input_zero_points ? _fbb.CreateVector<int32_t>(*input_zero_points) : 0;
   auto input_multiplier__ = input_multiplier ? _fbb.CreateVector<int32_t>(*input_multiplier) : 0;
   auto input_shift__ = input_shift ? _fbb.CreateVector<int32_t>(*input_shift) : 0;
+  auto scale__ = scale ? _fbb.CreateVector<float>(*scale) : 0;
+  auto input_scale__ = input_scale ? _fbb.CreateVector<float>(*input_scale) : 0;
   return edgeopt::eom::CreateInt8Stage(
       _fbb,
       multiplier__,
@@ -1716,7 +1789,10 @@ inline flatbuffers::Offset<Int8Stage> CreateInt8StageDirect(
       input_zero_points__,
       input_multiplier__,
       input_shift__,
-      left_shift);
+      left_shift,
+      requantization,
+      scale__,
+      input_scale__);
 }
 
 struct Operator FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
