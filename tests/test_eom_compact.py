@@ -123,12 +123,15 @@ def test_compact_passes_keeps_settings_and_drops_traces():
     passes = [
         {"pass": "distill", "epochs": 3, "lr": 2e-4, "final_loss": 0.08, "steps": 66, "seed": 0},
         {"pass": "share_weights", "clusters": 16, "modules": ["a"], "alpha_schedule": None},
-        {"pass": "quantize_int8", "per_channel": True, "kept_float": []},
+        {"pass": "prune_blocks", "block": [16, 4], "sparsity": 0.5, "importance": "l1"},
+        {"pass": "quantize_int8", "per_channel": True, "kept_float": [], "observer": "minmax"},
+        {"pass": "something_new", "x": 1},
     ]
     text = native._compact_passes(passes)
     assert text == (
-        '[{"pass":"distill","epochs":3,"lr":0.0002},{"pass":"share_weights","clusters":16},'
-        '{"pass":"quantize_int8","per_channel":true}]'
+        '[{"pass":"distill","epochs":3},{"pass":"share_weights","clusters":16},'
+        '{"pass":"prune_blocks","block":[16,4],"sparsity":0.5},'
+        '{"pass":"quantize_int8","per_channel":true},{"pass":"something_new"}]'
     )
     assert passes[0]["final_loss"] == 0.08, "the input is not modified"
 

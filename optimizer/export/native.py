@@ -26,9 +26,9 @@ whole blocks are zero (the block-pruning record's block, or the target's ``bsr_b
 codebook when a layer's int8 weights take at most 16 values (per layer or per row: weight
 sharing), or both at once (format 1.3: BSR whose stored block values are codebook indices, decoded
 at load), whichever is smallest. Files name only the graph's inputs and outputs among the
-tensors (operators keep their module paths) and keep ``edgeopt.passes``
-compact (settings, no training traces); 1.3 files also 16-byte align constants under 64 bytes and
-write all-zero per-channel zero points once.
+tensors (operators keep their module paths) and keep ``edgeopt.passes`` compact (the settings
+that define the weights); 1.3 files also 16-byte align constants under 64 bytes and write
+all-zero per-channel zero points once.
 
 Float operators: Conv2d (groups, depthwise, stride,
 padding incl. ``"same"``, dilation), Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (global or
@@ -1793,15 +1793,25 @@ def is_int8_model(model: nn.Module) -> bool:
     return any(isinstance(m, qm.QModule) for m in model.modules())
 
 
-#: Pass-record keys left out of the file's ``edgeopt.passes`` (training traces, not settings).
-_PASS_TRACE_KEYS = frozenset(
-    {"final_loss", "steps", "seed", "optimizer", "schedule", "modules", "features", "history"}
-)
+#: The settings each pass keeps in the file's ``edgeopt.passes``: what defines the stored
+#: weights (structure, sparsity, sharing, quantization). Training passes (distill, fine_tune,
+#: ...) keep their epochs; losses, steps, seeds, learning rates and module lists stay in the
+#: pipeline's report, not in the file (on a 10 kB model they were a twentieth of it).
+_PASS_KEYS: dict[str, tuple[str, ...]] = {
+    "prune_channels": ("ratio", "macs_reduction", "round_to"),
+    "prune_layers": ("removed",),
+    "prune_blocks": ("block", "sparsity"),
+    "share_weights": ("clusters", "bits", "per_channel"),
+    "factorize": ("method", "rule", "value"),
+    "quantize_int8": ("per_channel", "requantization"),
+    "convert_qat": ("per_channel", "requantization"),
+}
 
 
 def _compact_passes(passes: list[Any]) -> str:
-    """The ``edgeopt.passes`` metadata: each pass's name and settings as compact JSON, without
-    training traces (losses, steps, seeds, module lists) or empty / null settings.
+    """The ``edgeopt.passes`` metadata: each pass's name with the settings that define the
+    stored weights (``_PASS_KEYS``; other passes keep ``epochs``) as compact JSON; null or empty
+    settings are left out.
 
     Example: ``_compact_passes([{"pass": "distill", "epochs": 3, "final_loss": 0.1}])``
     -> ``'[{"pass":"distill","epochs":3}]'``.
@@ -1811,16 +1821,10 @@ def _compact_passes(passes: list[Any]) -> str:
         if not isinstance(p, dict):
             out.append(p)
             continue
+        keys = _PASS_KEYS.get(str(p.get("pass")), ("epochs",))
         out.append(
-            {
-                key: value
-                for key, value in p.items()
-                if key not in _PASS_TRACE_KEYS
-                and "loss" not in key
-                and value is not None
-                and value != []
-                and value != {}
-            }
+            {"pass": p.get("pass")}
+            | {k: p[k] for k in keys if p.get(k) is not None and p[k] != [] and p[k] != {}}
         )
     return json.dumps(out, default=str, separators=(",", ":"))
 
