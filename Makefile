@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 HOST_BUILD := build/host
+FUZZ_BUILD := build/fuzz
 
-.PHONY: all venv build native test lint demo bench clean format
+.PHONY: all venv build native fuzz test lint demo bench clean format
 
 all: build
 
@@ -27,6 +28,14 @@ native: venv
 	$(VENV)/bin/cmake -S . -B $(HOST_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
 	    -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) >/dev/null
 	$(VENV)/bin/cmake --build $(HOST_BUILD) -j $(JOBS)
+
+# libFuzzer + ASan/UBSan build of the .eom loader target (clang; portable kernels only), kept
+# apart from the g++ build. Run by hand: see kernels/README.md (tests/test_fuzz_loader.py runs it).
+fuzz: venv
+	$(VENV)/bin/cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEDGEOPT_FUZZ=ON \
+	    -DCMAKE_CXX_COMPILER=clang++ -DEDGEOPT_BUILD_TESTS=OFF -DEDGEOPT_BUILD_BENCH=OFF \
+	    -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) >/dev/null
+	$(VENV)/bin/cmake --build $(FUZZ_BUILD) -j $(JOBS)
 
 lint: venv
 	$(VENV)/bin/ruff check optimizer tests benchmarks setup.py
