@@ -103,6 +103,78 @@ def requantize(
     return np.clip(v, clamp[0], clamp[1]).astype(np.int8)
 
 
+# --- XNNPACK's fp32 requantization (Int8Config(requantization="fp32")) ----------------------------
+#
+# XNNPACK, LiteRT's default CPU delegate, requantizes its per-channel int8 convolutions and fully
+# connected layers in float32: scale[c] = input_scale * weight_scale[c] / output_scale computed in
+# float32 (left to right: the product rounded to float32, then the quotient), and
+# out = clamp(rint(float32(acc) * scale[c]) + output_zero_point, qmin, qmax) with the float32
+# product and rint rounding half to even. Every float32 operation is one IEEE rounding, so any
+# implementation that performs the same operations (no fused multiply-add, no wider
+# intermediates) gets the same bits.
+
+
+def fp32_requant_scale(
+    input_scale: float, weight_scale: np.ndarray, output_scale: float
+) -> np.ndarray:
+    """XNNPACK's float32 requantization scales ``s_in * s_w[c] / s_out`` (float32 each step).
+
+    Example:
+        >>> fp32_requant_scale(0.02, np.array([0.01], np.float32), 0.05).dtype
+        dtype('float32')
+    """
+    s_in = np.float32(input_scale)
+    s_w = np.atleast_1d(np.asarray(weight_scale, np.float32))
+    s_out = np.float32(output_scale)
+    scale = (s_in * s_w).astype(np.float32) / s_out
+    scale = np.asarray(scale, np.float32)
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        bad = int(np.flatnonzero(~np.isfinite(scale) | (scale <= 0))[0])
+        raise ValueError(
+            f"fp32_requant_scale: scale[{bad}] = {scale[bad]!r} must be finite and > 0 (input "
+            f"scale {input_scale!r}, weight scale {s_w[bad]!r}, output scale {output_scale!r})"
+        )
+    return scale
+
+
+def requantize_fp32(
+    acc: np.ndarray,
+    scale: np.ndarray,
+    output_zero_point: int,
+    clamp: tuple[int, int] = (-128, 127),
+) -> np.ndarray:
+    """int32 accumulators [..., N] -> int8 with XNNPACK's fp32 stage (``scale`` float32 [N]/[1]).
+
+    Example:
+        >>> requantize_fp32(np.array([5, 15]), np.array([0.1], np.float32), 0)
+        array([0, 2], dtype=int8)
+    """
+    a = _wrap_s32(np.asarray(acc)).astype(np.float32)
+    with np.errstate(over="ignore"):  # a huge scale may overflow to inf: clamped below
+        v = a * np.asarray(scale, np.float32)  # float32 * float32: one rounding
+    zp = int(output_zero_point)
+    # rint rounds half to even; clamping the rounded float first keeps a huge (infinite)
+    # product in range, and is the same integer as clamping after adding the zero point.
+    q = np.clip(np.rint(v), clamp[0] - zp, clamp[1] - zp).astype(np.int64) + zp
+    return q.astype(np.int8)
+
+
+def linear_s8_fp32(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    input_zero_point: int,
+    scale: np.ndarray,
+    output_zero_point: int,
+    clamp: tuple[int, int] = (-128, 127),
+) -> np.ndarray:
+    """:func:`linear_s8` with the fp32 output stage :func:`requantize_fp32`."""
+    acc = (x.astype(np.int64) - int(input_zero_point)) @ w.astype(np.int64).T
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    return requantize_fp32(acc, scale, output_zero_point, clamp)
+
+
 def gemm_s8s8s32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """C[M,N] = a[M,K] . b[N,K]^T with int32 wrap-around, exact."""
     acc = a.astype(np.int64) @ b.astype(np.int64).T
@@ -405,6 +477,7 @@ __all__ = [
     "avg_pool2d_s8",
     "conv2d_s8",
     "conv_multiplier",
+    "fp32_requant_scale",
     "im2col_nhwc",
     "lookup_s8",
     "lookup_table",
@@ -414,10 +487,12 @@ __all__ = [
     "dequantize",
     "gemm_s8s8s32",
     "linear_s8",
+    "linear_s8_fp32",
     "multiply_by_quantized_multiplier",
     "quantize",
     "quantize_multiplier",
     "requantize",
+    "requantize_fp32",
     "rounding_divide_by_pot",
     "saturating_rounding_doubling_high_mul",
 ]

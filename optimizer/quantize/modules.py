@@ -17,6 +17,14 @@ values (see :mod:`optimizer.quantize.qops`). Attributes, the contract with the e
   attributes ``per_channel``, ``activation`` (``None``, ``"relu"``, ``"relu6"``), ``clamp``
   (int8 bounds of the output stage), conv geometry ``stride``, ``padding``, ``dilation``,
   ``groups``, ``kernel_size``;
+- every module: ``requantization``, ``"gemmlowp"`` (the TFLite spec's double rounding, the
+  default) or ``"fp32"`` (XNNPACK's arithmetic, what LiteRT runs on phones; set by
+  ``Int8Config(requantization="fp32")``). A :class:`QConv2d` / :class:`QLinear` in ``"fp32"``
+  also has the float32 buffer ``requant_scale`` ([N] per output channel, or [1]):
+  ``float32(float32(input_scale * weight_scale[c]) / output_scale)``, and its output is
+  ``clamp(rint(float32(acc) * requant_scale[c]) + output_zero_point)`` in float32, rounding half
+  to even (:func:`optimizer.quantize.arithmetic.requantize_fp32`); ``multiplier`` / ``shift``
+  are kept but unused;
 - :class:`QAdd`: ``multipliers`` = (m1, shift1, m2, shift2, m_out, shift_out) and
   ``left_shift`` (20), TFLite ADD; :class:`QMul`: ``multiplier``, ``shift``; both ``clamp``;
 - :class:`QLookupTable`: buffer ``table`` (int8 [256], ``table[q + 128]``), ``function``;
@@ -78,6 +86,8 @@ class QModule(nn.Module):
     """Base of the int8 modules: path, op name, output quantization, and a JSON-like summary."""
 
     op = "?"
+    #: The arithmetic of the output stage: ``"gemmlowp"`` or ``"fp32"`` (see the module doc).
+    requantization = "gemmlowp"
 
     def __init__(self, output_scale: float, output_zero_point: int, path: str = "") -> None:
         super().__init__()
@@ -96,6 +106,8 @@ class QModule(nn.Module):
             if hasattr(self, k):
                 v = getattr(self, k)
                 out[k] = list(v) if isinstance(v, tuple) else v
+        if self.requantization != "gemmlowp":
+            out["requantization"] = self.requantization
         return out
 
     def extra_repr(self) -> str:
@@ -184,6 +196,31 @@ class _QWeighted(QModule):
         self.register_buffer("shift", torch.from_numpy(s.astype(np.int32)))
         self.clamp = ar.activation_range(activation, self.output_scale, self.output_zero_point)
 
+    def set_requantization(self, mode: str) -> None:
+        """Selects the output stage's arithmetic: ``"gemmlowp"`` (the TFLite spec's
+        MultiplyByQuantizedMultiplier) or ``"fp32"`` (XNNPACK's: the accumulator times the
+        float32 ``requant_scale``, rounded half to even). Integer weights and bias do not change.
+
+        Example::
+
+            m = QLinear(torch.randn(4, 8), None, 0.02, 0, 0.05, 0)
+            m.set_requantization("fp32")
+            m.requant_scale.dtype  # torch.float32, one per output channel
+        """
+        if mode not in ("gemmlowp", "fp32"):
+            raise ValueError(
+                f"{type(self).__name__} `{self.path}`: requantization must be 'gemmlowp' or "
+                f"'fp32', got {mode!r}"
+            )
+        self.requantization = mode
+        if mode == "fp32":
+            scale = ar.fp32_requant_scale(
+                self.input_scale, self.weight_scale.numpy(), self.output_scale
+            )
+            self.register_buffer("requant_scale", torch.from_numpy(scale))
+        elif "requant_scale" in self._buffers:
+            del self._buffers["requant_scale"]
+
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         out.update(
@@ -250,6 +287,16 @@ class QLinear(_QWeighted):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_int8(self, x)
+        if self.requantization == "fp32":
+            return qops.linear_s8_fp32(
+                x,
+                self.weight_int8,
+                self.bias_int32,
+                self.input_zero_point,
+                self.requant_scale,
+                self.output_zero_point,
+                self.clamp,
+            )
         return qops.linear_s8(
             x,
             self.weight_int8,
@@ -340,6 +387,20 @@ class QConv2d(_QWeighted):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_int8(self, x)
+        if self.requantization == "fp32":
+            return qops.conv2d_s8_fp32(
+                x,
+                self.weight_int8,
+                self.bias_int32,
+                self.input_zero_point,
+                self.requant_scale,
+                self.output_zero_point,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
+                self.clamp,
+            )
         return qops.conv2d_s8(
             x,
             self.weight_int8,

@@ -111,10 +111,19 @@ class Int8Config:
         filter_fn: ``filter_fn(module, path) -> bool``; modules for which it returns False stay
             float (as torchao's ``filter_fn``).
         max_calibration_batches: use at most this many calibration batches.
+        requantization: the arithmetic of the conv / linear output stages. ``"gemmlowp"`` (the
+            default) is the TFLite int8 spec's fixed-point MultiplyByQuantizedMultiplier, which
+            LiteRT's reference kernels compute bit for bit. ``"fp32"`` is XNNPACK's (LiteRT's
+            default CPU delegate, what phones run): the int32 accumulator times a float32 scale
+            ``s_in * s_w[c] / s_out``, rounded half to even; choose it when the deployment runs
+            LiteRT with XNNPACK and its outputs must match the native runtime's. The native
+            model file then needs format 1.4 (see :mod:`optimizer.quantize.arithmetic`).
 
     Example:
         >>> Int8Config(observer="percentile", percentile=99.9).per_channel
         True
+        >>> Int8Config(requantization="fp32").requantization
+        'fp32'
     """
 
     per_channel: bool = True
@@ -126,6 +135,7 @@ class Int8Config:
     auto_keep_float: int = 0
     filter_fn: Callable[[nn.Module, str], bool] | None = None
     max_calibration_batches: int | None = None
+    requantization: str = "gemmlowp"
     _extra_keep: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -160,6 +170,11 @@ class Int8Config:
             )
         if self.filter_fn is not None and not callable(self.filter_fn):
             raise TypeError(f"Int8Config: filter_fn must be callable, got {self.filter_fn!r}")
+        if self.requantization not in ("gemmlowp", "fp32"):
+            raise ValueError(
+                "Int8Config: requantization must be 'gemmlowp' (TFLite's reference arithmetic) "
+                f"or 'fp32' (XNNPACK's); got {self.requantization!r}"
+            )
         if self.max_calibration_batches is not None and self.max_calibration_batches < 1:
             raise ValueError(
                 "Int8Config: max_calibration_batches must be >= 1 or None; got "
@@ -1153,6 +1168,8 @@ class _Builder:
                     qmod = qm.QLinear.from_float(
                         fmod, in_s, in_z, out_s, out_z, an.config.per_channel, act, info.path
                     )
+                if an.config.requantization != "gemmlowp":
+                    qmod.set_requantization(an.config.requantization)
                 ins = [src]
             elif k in ("add", "mul"):
                 ins = [a for a in n.args[:2]]
@@ -1239,6 +1256,7 @@ def build_quantized(
         "observer": cfg.observer,
         "percentile": cfg.percentile,
         "bias_correction": cfg.bias_correction,
+        "requantization": cfg.requantization,
         "inputs": builder.inputs_rec,
         "outputs": builder.outputs_rec,
         "layers": builder.layers,

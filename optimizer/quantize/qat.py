@@ -198,8 +198,8 @@ def prepare_qat_(
 
     Args:
         model: float model (pruned or not).
-        config: :class:`Int8Config` (``per_channel``, ``keep_float``, ``filter_fn``,
-            ``averaging_constant`` apply; ranges are always EMA-observed).
+        config: :class:`Int8Config` (``per_channel``, ``requantization``, ``keep_float``,
+            ``filter_fn``, ``averaging_constant`` apply; ranges are always EMA-observed).
         example_inputs: inputs for tracing (tuple or tensor); default the first calibration batch.
         calibration: optional batches to initialize the ranges.
 

@@ -29,14 +29,17 @@ __all__ = [
     "add_s8",
     "avg_pool2d_s8",
     "conv2d_s8",
+    "conv2d_s8_fp32",
     "dequantize",
     "linear_s8",
+    "linear_s8_fp32",
     "lookup_s8",
     "max_pool2d_s8",
     "mul_s8",
     "multiply_by_quantized_multiplier",
     "quantize",
     "requantize",
+    "requantize_fp32",
     "rounding_divide_by_pot",
     "saturating_rounding_doubling_high_mul",
     "wrap_s32",
@@ -91,6 +94,22 @@ def requantize(
     return torch.clamp(v, clamp[0], clamp[1]).to(torch.int8)
 
 
+def requantize_fp32(
+    acc: torch.Tensor,
+    scale: torch.Tensor,
+    output_zero_point: int,
+    clamp: tuple[int, int] = (-128, 127),
+) -> torch.Tensor:
+    """XNNPACK's fp32 output stage (``arithmetic.requantize_fp32``): the int32 accumulator
+    (int64 tensor) converted to float32, times the float32 ``scale`` (broadcast against ``acc``)
+    in float32, rounded half to even, plus the zero point, clamped. Float32 throughout: one
+    rounding for the conversion, one for the product, then the integer rounding."""
+    v = wrap_s32(acc).to(torch.float32) * scale.to(torch.float32)
+    zp = int(output_zero_point)
+    q = torch.clamp(torch.round(v), clamp[0] - zp, clamp[1] - zp).to(torch.int64) + zp
+    return q.to(torch.int8)
+
+
 def quantize(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """float -> int8 as ``arithmetic.quantize``: float64 division, round half to even, saturate."""
     q = torch.round(x.to(torch.float64) / float(scale)) + int(zero_point)
@@ -128,6 +147,58 @@ def linear_s8(
     return requantize(acc, multiplier, shift, output_zero_point, clamp)
 
 
+def linear_s8_fp32(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    input_zero_point: int,
+    scale: torch.Tensor,
+    output_zero_point: int,
+    clamp: tuple[int, int] = (-128, 127),
+) -> torch.Tensor:
+    """:func:`linear_s8` with XNNPACK's fp32 output stage (``scale`` float32 [N] or [1])."""
+    acc = torch.matmul(x.to(torch.float64) - int(input_zero_point), w.to(torch.float64).t())
+    acc = acc.to(torch.int64)
+    if bias is not None:
+        acc = acc + bias.to(torch.int64)
+    return requantize_fp32(acc, scale, output_zero_point, clamp)
+
+
+def _conv_acc(x, w, bias, input_zero_point, stride, padding, dilation, groups) -> torch.Tensor:
+    acc = F.conv2d(
+        x.to(torch.float64) - int(input_zero_point),
+        w.to(torch.float64),
+        None,
+        stride,
+        padding,
+        dilation,
+        groups,
+    ).to(torch.int64)
+    if bias is not None:
+        acc = acc + _channel_view(bias.to(torch.int64), 4, 1)
+    return acc
+
+
+def conv2d_s8_fp32(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    input_zero_point: int,
+    scale: torch.Tensor,
+    output_zero_point: int,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
+    clamp: tuple[int, int] = (-128, 127),
+) -> torch.Tensor:
+    """:func:`conv2d_s8` with XNNPACK's fp32 output stage (``scale`` float32 [O] or [1])."""
+    acc = _conv_acc(x, w, bias, input_zero_point, stride, padding, dilation, groups)
+    s = scale.to(torch.float32)
+    s = _channel_view(s, 4, 1) if s.numel() > 1 else s.reshape(())
+    return requantize_fp32(acc, s, output_zero_point, clamp)
+
+
 def conv2d_s8(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -147,17 +218,7 @@ def conv2d_s8(
     Zero padding of ``x - zp`` is padding ``x`` with its zero point; the float64 accumulation is
     exact, so the order of the sum (OIHW here, (kh, kw, c) on the device) does not matter.
     """
-    acc = F.conv2d(
-        x.to(torch.float64) - int(input_zero_point),
-        w.to(torch.float64),
-        None,
-        stride,
-        padding,
-        dilation,
-        groups,
-    ).to(torch.int64)
-    if bias is not None:
-        acc = acc + _channel_view(bias.to(torch.int64), 4, 1)
+    acc = _conv_acc(x, w, bias, input_zero_point, stride, padding, dilation, groups)
     return requantize(
         acc, _channel_view(multiplier, 4, 1), _channel_view(shift, 4, 1), output_zero_point, clamp
     )
