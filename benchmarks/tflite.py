@@ -19,7 +19,12 @@ TFLiteConverter needs TensorFlow, which the project does not require: ``pip inst
 requirements-tflite.txt``. Without it each model prints ``peer n/a: <reason>`` and the peer
 columns say ``n/a``; everything else still runs. A benchmark prints; it never fails a build.
 
+``--requantization fp32`` quantizes with XNNPACK's arithmetic (``Int8Config(requantization=
+"fp32")``): LiteRT's default kernels then agree with the module bit for bit where XNNPACK runs the
+layer, and its reference kernels (gemmlowp arithmetic) no longer do.
+
     python benchmarks/tflite.py [--repeats 300] [--models vgg,resnet,mobilenetv2] [--no-peer]
+        [--requantization gemmlowp|fp32]
 """
 
 from __future__ import annotations
@@ -280,6 +285,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--repeats", type=int, default=300)
     ap.add_argument("--models", default=",".join(NAMES), help="comma-separated digits models")
     ap.add_argument("--no-peer", action="store_true", help="skip TFLiteConverter")
+    ap.add_argument(
+        "--requantization",
+        choices=["gemmlowp", "fp32"],
+        default="gemmlowp",
+        help="Int8Config.requantization of our module: TFLite's reference arithmetic or XNNPACK's",
+    )
     args = ap.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
     for n in names:
@@ -290,12 +301,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     x_train, _, x_test, y_test = digits.load_digits_split(seed=0)
     x_test_nhwc = x_test.permute(0, 2, 3, 1).numpy()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, threads: 1")
+    print(f"requantization: {args.requantization}")
+    config = optimizer.Int8Config(requantization=args.requantization)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             model = digits.pretrained(name)
             calib = x_train[:256]
-            q = optimizer.quantize_(model, optimizer.Int8Config(), calibration=[calib])
+            q = optimizer.quantize_(model, config, calibration=[calib])
             r = export_tflite(q, x_test[:1], Path(tmp) / f"{name}.tflite", sample_inputs=x_test)
             ours = Path(r.path).read_bytes()
             if args.no_peer:
