@@ -284,6 +284,29 @@ def test_rows_of_eight_values_pack_at_three_bits(tmp_path):
         np.testing.assert_array_equal(runtime.load(tmp_path / "m.eom").run(x.numpy()), q(x).numpy())
 
 
+def test_pruned_blocks_take_no_codebook_entry(tmp_path):
+    """Eight shared values and the zeros of pruned blocks: the packed table holds only the
+    values of the stored blocks, so the indices are 3-bit (zero would make nine: 4-bit)."""
+    from optimizer.quantize.ptq import Int8Config, quantize_
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(64, 32)).eval()
+    rng = np.random.default_rng(3)
+    book = np.array([-0.8, -0.5, -0.3, -0.1, 0.1, 0.2, 0.4, 1.0], np.float32)
+    keep = rng.random((2, 16)) >= 0.5  # (16, 4) blocks
+    w = book[rng.integers(0, 8, size=(32, 64))] * np.kron(keep, np.ones((16, 4)))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(w.astype(np.float32)))
+    x = torch.randn(3, 64)
+    q = quantize_(model, Int8Config(per_channel=False), calibration=[x])
+    assert len(np.unique(q.get_submodule("0").weight_int8.numpy())) == 9, "8 values and 0"
+    report = export_native(q, (x,), tmp_path / "m.eom", target=TARGET)
+    row = report.layers[0]
+    assert row["format"] == "bsr_codebook" and row["bits"] == 3, report.summary()
+    with torch.no_grad():
+        np.testing.assert_array_equal(runtime.load(tmp_path / "m.eom").run(x.numpy()), q(x).numpy())
+
+
 def test_small_constants_fill_the_padding_before_a_64_byte_boundary():
     w = native.EomWriter()
     big = w.add_constant("a", np.arange(100, dtype=np.uint8))  # 28 bytes of padding after it

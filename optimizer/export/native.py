@@ -2164,9 +2164,17 @@ class _QLowering(_Lowering):
         row_ptr, col_idx, values = barr["row_ptr"], barr["col_idx"], barr["values"]
         nbr, nbc = -(-n // r), -(-k // c)
         block_row = np.repeat(np.arange(nbr), np.diff(row_ptr))
+        # The table needs only the values of the stored blocks: the zeros of the pruned blocks
+        # take no entry (8 shared values and the pruned zeros are 3-bit indices, not 4).
+        stored = np.zeros((nbr, nbc), bool)
+        stored[block_row, col_idx] = True
+        in_block = np.kron(stored, np.ones((r, c), bool))[:n, :k]
+        src = mat
+        if in_block.any() and not in_block.all():
+            src = np.where(in_block, mat, mat[in_block][0])
         best = None
         for bits in range(1, 8):  # decoded at load: any width, not only the kernels' 1/2/4
-            tables = _codebook_tables(mat, bits)
+            tables = _codebook_tables(src, bits)
             if tables is None:
                 continue
             table, idx, per_channel = tables
