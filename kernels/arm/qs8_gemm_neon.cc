@@ -27,6 +27,7 @@
 
 #include "arm/qs8_neon_common.h"
 #include "common/requant.h"
+#include "common/requant_fp32.h"
 #include "common/ukernel.h"
 
 namespace edgeopt {
@@ -271,11 +272,15 @@ void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, in
 }
 
 #if defined(__aarch64__)
-constexpr QS8GemmUKernel kTable = {
-    kNeon, "eo_qs8_gemm_minmax_ukernel_2x8c8__neon", kNR, packed_size, pack, gemm_s32, linear_s8};
+constexpr QS8GemmUKernel kTable = {kNeon,     "eo_qs8_gemm_minmax_ukernel_2x8c8__neon",
+                                   kNR,       packed_size,
+                                   pack,      gemm_s32,
+                                   linear_s8, requant_fp32_row_neon};
 #else
-constexpr QS8GemmUKernel kTable = {
-    kNeon, "eo_qs8_gemm_minmax_ukernel_2x4c8__neon", kNR, packed_size, pack, gemm_s32, linear_s8};
+constexpr QS8GemmUKernel kTable = {kNeon,     "eo_qs8_gemm_minmax_ukernel_2x4c8__neon",
+                                   kNR,       packed_size,
+                                   pack,      gemm_s32,
+                                   linear_s8, requant_fp32_row_neon};
 #endif
 
 }  // namespace

@@ -23,6 +23,7 @@
 
 #include "arm/qs8_neon_common.h"
 #include "common/requant.h"
+#include "common/requant_fp32.h"
 #include "common/ukernel.h"
 
 namespace edgeopt {
@@ -241,9 +242,10 @@ void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, in
   }
 }
 
-constexpr QS8GemmUKernel kTable = {
-    kNeonDot, "eo_qs8_gemm_minmax_ukernel_4x16c4__neondot", kNR, packed_size, pack, gemm_s32,
-    linear_s8};
+constexpr QS8GemmUKernel kTable = {kNeonDot,  "eo_qs8_gemm_minmax_ukernel_4x16c4__neondot",
+                                   kNR,       packed_size,
+                                   pack,      gemm_s32,
+                                   linear_s8, requant_fp32_row_neon};
 
 }  // namespace
 

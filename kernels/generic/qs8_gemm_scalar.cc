@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/requant.h"
+#include "common/requant_fp32.h"
 #include "common/ukernel.h"
 
 namespace edgeopt {
@@ -84,8 +85,10 @@ void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, in
   });
 }
 
-constexpr QS8GemmUKernel kTable = {
-    kScalar, "eo_qs8_gemm_minmax_ukernel_1x4__scalar", kNr, packed_size, pack, gemm_s32, linear_s8};
+constexpr QS8GemmUKernel kTable = {kScalar,   "eo_qs8_gemm_minmax_ukernel_1x4__scalar",
+                                   kNr,       packed_size,
+                                   pack,      gemm_s32,
+                                   linear_s8, requant_fp32_row_scalar};
 
 }  // namespace
 

@@ -1,4 +1,6 @@
 // Reference dense GEMM kernels: the oracle every optimized path is compared against.
+#include <cmath>
+
 #include "common/requant.h"
 #include "ref/ref.h"
 
@@ -36,6 +38,27 @@ void linear_s8(int m, int n, int k, const int8_t* a, size_t lda, const int8_t* w
       }
       out[i * ldo + j] = requantize_s8(wrap_s32(acc), p.multiplier[j], p.shift[j],
                                        p.output_zero_point, p.qmin, p.qmax);
+    }
+  }
+}
+
+void linear_s8_fp32(int m, int n, int k, const int8_t* a, size_t lda, const int8_t* w, size_t ldw,
+                    const QS8Fp32Params& p, int8_t* out, size_t ldo) {
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      int64_t acc = p.bias ? p.bias[j] : 0;
+      for (int kk = 0; kk < k; ++kk) {
+        acc += (static_cast<int32_t>(a[i * lda + kk]) - p.input_zero_point) *
+               static_cast<int32_t>(w[j * ldw + kk]);
+      }
+      // Rounded first, then offset and clamped (the optimized paths clamp the float
+      // first; both give the same integer).
+      // (In double: a huge scale may give an infinite product.)
+      const float v = static_cast<float>(wrap_s32(acc)) * p.scale[p.per_channel ? j : 0];
+      double o = static_cast<double>(std::nearbyint(v)) + p.output_zero_point;
+      o = o < p.qmin ? p.qmin : o;
+      o = o > p.qmax ? p.qmax : o;
+      out[i * ldo + j] = static_cast<int8_t>(o);
     }
   }
 }

@@ -124,6 +124,13 @@ void same_zero_point(const Build& b, int32_t stage_zp, const Tensor& t, const ch
             " differs from the zero point ", t.zero_point, " of tensor `", t.name, "`");
 }
 
+// Operators without an FP32 stage (XNNPACK's arithmetic, format 1.4) refuse one.
+void require_gemmlowp(const Build& b, const eom::Int8Stage& s) {
+  b.require(s.requantization() == eom::Requantization_GEMMLOWP, "int8.requantization ",
+            static_cast<int>(s.requantization()),
+            " is not supported here; only CONV2D, LINEAR and ADD take FP32 (1) stages");
+}
+
 void clamp_bounds(const Build& b, const eom::Int8Stage& s, int32_t* qmin, int32_t* qmax) {
   b.require(s.qmin() >= -128 && s.qmin() <= s.qmax() && s.qmax() <= 127, "int8 clamp [", s.qmin(),
             ", ", s.qmax(), "] must satisfy -128 <= qmin <= qmax <= 127");
@@ -149,6 +156,11 @@ struct S8Matrix {
     else
       linear_s8(m, a, lda, *codebook, p, out, ldo, threads);
   }
+  // The fp32 output stage (format 1.4): dense weights only (the loader keeps them dense).
+  void run(int m, const int8_t* a, size_t lda, const QS8Fp32Params& p, int8_t* out, size_t ldo,
+           int threads) const {
+    linear_s8_fp32(m, a, lda, *dense, p, out, ldo, threads);
+  }
   // Packs now for the path the kernels will pick (so the first run does not pay for it).
   void prepack() const {
     if (bsr) {
@@ -171,7 +183,8 @@ struct S8Matrix {
 };
 
 // The int8 weight of a conv / linear decoded to dense [n, k] (checking every index), or kept in
-// its sparse / codebook kernel format when `keep` (groups == 1 and no direct kernel).
+// its sparse / codebook kernel format when groups == 1, no direct kernel and `allow_sparse` (the
+// FP32 output stage runs on the dense kernels' int32 GEMM only).
 struct S8Weight {
   std::vector<S8Matrix> groups;
   std::vector<int8_t> dense;  // [n, k] when decoded
@@ -186,7 +199,8 @@ void check_weight_quantization(const Build& b, const Tensor& v, int n) {
             "` has non-zero zero points; int8 weights are symmetric (zero point 0)");
 }
 
-S8Weight load_s8_weight(const Build& b, int n, int k, int groups, bool want_dense) {
+S8Weight load_s8_weight(const Build& b, int n, int k, int groups, bool want_dense,
+                        bool allow_sparse) {
   const eom::Weight* w = b.op().weight();
   b.require(w != nullptr, "has no weight");
   b.require(w->n() == n && w->k() == k, "weight is declared [", w->n(), ", ", w->k(),
@@ -231,7 +245,7 @@ S8Weight load_s8_weight(const Build& b, int n, int k, int groups, bool want_dens
             dense[static_cast<size_t>(br * r + rr) * k + col[j] * c + cc] = blk[rr * c + cc];
       }
     }
-    if (groups == 1 && !want_dense && bsr_path(r, c, true) != kScalar) {
+    if (groups == 1 && !want_dense && allow_sparse && bsr_path(r, c, true) != kScalar) {
       S8Matrix m;
       m.n = n;
       m.k = k;
@@ -260,7 +274,8 @@ S8Weight load_s8_weight(const Build& b, int n, int k, int groups, bool want_dens
         idx[static_cast<size_t>(i) * k + j] =
             static_cast<uint8_t>((row[j / per_byte] >> ((j % per_byte) * bits)) & (entries - 1));
     }
-    if (groups == 1 && !want_dense && codebook_path(bits, per_channel, true) != kScalar) {
+    if (groups == 1 && !want_dense && allow_sparse &&
+        codebook_path(bits, per_channel, true) != kScalar) {
       S8Matrix m;
       m.n = n;
       m.k = k;
@@ -298,10 +313,24 @@ std::vector<int32_t> load_bias(const Build& b, int n) {
   return std::vector<int32_t>(v, v + n);
 }
 
-// The per-channel output stage of a conv / linear: multiplier, shift, zero points, clamp.
+// The per-channel output stage of a conv / linear: multiplier, shift, zero points, clamp; or, for
+// an FP32 stage (XNNPACK's arithmetic), the float32 scales instead of multiplier / shift.
 struct ChannelStage {
   std::vector<int32_t> multiplier, shift, bias;
   int32_t in_zp = 0, out_zp = 0, qmin = -128, qmax = 127;
+  bool fp32 = false;
+  std::vector<float> scale;  // FP32: n entries (a single file scale is repeated)
+  QS8Fp32Params fparams(int offset) const {
+    QS8Fp32Params p;
+    p.bias = bias.data() + offset;
+    p.scale = scale.data() + offset;
+    p.per_channel = true;
+    p.input_zero_point = in_zp;
+    p.output_zero_point = out_zp;
+    p.qmin = qmin;
+    p.qmax = qmax;
+    return p;
+  }
   QS8Params params(int offset) const {
     QS8Params p;
     p.bias = bias.data() + offset;
@@ -318,8 +347,33 @@ struct ChannelStage {
 ChannelStage read_channel_stage(const Build& b, int n, const Tensor& x, const Tensor& y) {
   const eom::Int8Stage& s = stage_of(b);
   ChannelStage st;
-  st.multiplier = multipliers(b, s.multiplier(), n, "multiplier");
-  st.shift = int_vector(b, s.shift(), n, -31, 30, "shift");
+  const int rq = static_cast<int>(s.requantization());
+  b.require(rq == eom::Requantization_GEMMLOWP || rq == eom::Requantization_FP32,
+            "int8.requantization = ", rq, " is unknown; expected GEMMLOWP (0) or FP32 (1)");
+  st.fp32 = rq == eom::Requantization_FP32;
+  if (st.fp32) {
+    b.require(s.multiplier() == nullptr && s.shift() == nullptr,
+              "an FP32 int8 stage takes int8.scale, not multiplier / shift");
+    const auto* v = s.scale();
+    b.require(v != nullptr, "int8.scale is missing (an FP32 stage needs its float32 scales)");
+    b.require(v->size() == static_cast<size_t>(n) || v->size() == 1, "int8.scale must have ", n,
+              " entries (per output channel) or 1, got ", v->size());
+    for (size_t i = 0; i < v->size(); ++i) {
+      const float f = v->Get(static_cast<flatbuffers::uoffset_t>(i));
+      b.require(std::isfinite(f) && f > 0.0f, "int8.scale[", i, "] = ", f,
+                " must be finite and > 0");
+      if (v->size() == 1) {
+        st.scale.assign(n, f);
+      } else {
+        st.scale.push_back(f);
+      }
+    }
+  } else {
+    b.require(s.scale() == nullptr && s.input_scale() == nullptr,
+              "int8.scale / input_scale belong to FP32 stages; this stage is GEMMLOWP");
+    st.multiplier = multipliers(b, s.multiplier(), n, "multiplier");
+    st.shift = int_vector(b, s.shift(), n, -31, 30, "shift");
+  }
   st.in_zp = s.input_zero_point();
   st.out_zp = s.output_zero_point();
   same_zero_point(b, st.in_zp, x, "input_zero_point");
@@ -1026,10 +1080,19 @@ class Conv2DS8 : public Op, public ConvGeometry {
     }
   }
 
+  // Group g's matrix on m rows of a (lda apart) into out (rows O apart), in the stage's arithmetic.
+  void run_matrix(int g, int m, const int8_t* a, size_t lda, int8_t* out, int threads) const {
+    if (st.fp32) {
+      weights.groups[g].run(m, a, lda, st.fparams(g * Og), out, O, threads);
+    } else {
+      weights.groups[g].run(m, a, lda, st.params(g * Og), out, O, threads);
+    }
+  }
+
   void run_gemm(const int8_t* x, int8_t* y, int threads) {
     const int M = N * OH * OW;
     if (pointwise && G == 1) {
-      weights.groups[0].run(M, x, C, st.params(0), y, O, threads);
+      run_matrix(0, M, x, C, y, threads);
       return;
     }
     // A padded copy of the whole input (made once, read by every task) when the windows' rows
@@ -1050,11 +1113,9 @@ class Conv2DS8 : public Op, public ConvGeometry {
     auto task = [&](int t) {
       const int tile = t / G, g = t % G;
       const int m0 = tile * tile_rows, m1 = std::min(M, m0 + tile_rows);
-      const QS8Params p = st.params(g * Og);
       int8_t* out = y + static_cast<size_t>(m0) * O + g * Og;
       if (pointwise) {
-        weights.groups[g].run(m1 - m0, x + static_cast<size_t>(m0) * C + g * Cg, C, p, out, O,
-                              inner);
+        run_matrix(g, m1 - m0, x + static_cast<size_t>(m0) * C + g * Cg, C, out, inner);
         return;
       }
       thread_local std::vector<int8_t> col;
@@ -1065,7 +1126,7 @@ class Conv2DS8 : public Op, public ConvGeometry {
       } else {
         im2col(x, g, m0, m1, col.data());
       }
-      weights.groups[g].run(m1 - m0, col.data(), K, p, out, O, inner);
+      run_matrix(g, m1 - m0, col.data(), K, out, inner);
     };
     if (by_tile) {
       parallel(tasks, threads, task);
@@ -1166,7 +1227,7 @@ class Conv2DS8 : public Op, public ConvGeometry {
 
   void pack_dw16() {
     const int T = KH * KW;
-    if (!avx2 || O != C || C < 16 || T > kMaxDwTaps) return;
+    if (!avx2 || st.fp32 || O != C || C < 16 || T > kMaxDwTaps) return;
     DwPacked16& pk = dw16;
     pk.blocks = C / 16;
     pk.pairs = (T + 1) / 2;
@@ -1261,11 +1322,13 @@ class Conv2DS8 : public Op, public ConvGeometry {
     const int32_t* bias = st.bias.data();
     const int8_t* wts = dw.data();
 #ifdef EO_RUNTIME_AVX2
+    // The fused AVX2 / AVX-512 pixel kernels below compute the gemmlowp stage only; FP32 stages
+    // take the tap loop at the end (vector taps, then the kernels' fp32 output pass).
     if (conv1ch || (avx2 && mult == 1 && dw32.blocks > 0)) {
       dw32_rows(x, y, r0, r1);
       return;
     }
-    if (avx2 && mult == 1 && dw16.blocks > 0) {
+    if (avx2 && mult == 1 && dw16.blocks > 0 && !st.fp32) {
       // Every tap of the window (plus one to pair an odd count); taps outside the image read a
       // row of zero points, which adds exactly 0 (AVX2 CPUs, 16 or more channels).
       constexpr int kS = kMaxDwTaps + 1;
@@ -1323,7 +1386,7 @@ class Conv2DS8 : public Op, public ConvGeometry {
       if (np) flush(np);
       return;
     }
-    if (avx2 && mult == 1 && kh_n * kw_n <= 64) {
+    if (avx2 && mult == 1 && kh_n * kw_n <= 64 && !st.fp32) {
       const int8_t* xs[64];
       const int8_t* ws[64];
       for (int r = r0; r < r1; ++r) {
@@ -1373,8 +1436,13 @@ class Conv2DS8 : public Op, public ConvGeometry {
             }
           }
         }
-        requantize_any(avx2, acc, st.multiplier.data(), st.shift.data(), true, st.out_zp, st.qmin,
-                       st.qmax, y + (static_cast<size_t>(r) * ow_n + ow) * o, o);
+        int8_t* out = y + (static_cast<size_t>(r) * ow_n + ow) * o;
+        if (st.fp32) {
+          requantize_fp32_s8(o, acc, st.fparams(0), out);
+        } else {
+          requantize_any(avx2, acc, st.multiplier.data(), st.shift.data(), true, st.out_zp, st.qmin,
+                         st.qmax, out, o);
+        }
       }
     }
   }
@@ -1391,12 +1459,12 @@ std::unique_ptr<Op> build_conv(Build& b) {
   op->st = read_channel_stage(b, op->O, x, b.tensor(b.output(0)));
   op->avx2 = use_avx2();
 #ifdef EO_RUNTIME_AVX2
-  op->conv1ch = (available_paths() & kAvx512Vnni) != 0 && op->C == 1 && op->G == 1 &&
-                !op->pointwise && op->O % 32 == 0 && op->KH * op->KW <= kMaxDwTaps &&
+  op->conv1ch = !op->st.fp32 && (available_paths() & kAvx512Vnni) != 0 && op->C == 1 &&
+                op->G == 1 && !op->pointwise && op->O % 32 == 0 && op->KH * op->KW <= kMaxDwTaps &&
                 b.op().weight()->format() == eom::WeightFormat_DENSE;
 #endif
   const bool direct = op->depthwise || op->conv1ch;
-  op->weights = load_s8_weight(b, op->O, op->K, direct ? 1 : op->G, direct);
+  op->weights = load_s8_weight(b, op->O, op->K, direct ? 1 : op->G, direct, !op->st.fp32);
   if (direct) {
     const int taps = op->KH * op->KW;
     op->dw.resize(static_cast<size_t>(taps) * op->O);
@@ -1415,7 +1483,9 @@ std::unique_ptr<Op> build_conv(Build& b) {
     op->pack_dw32();
   }
   if (op->depthwise && op->avx2)
-    op->dw_kernel = op->dw32.blocks > 0 ? "s8_dwconv_direct__avx512vnni" : "s8_dwconv_direct__avx2";
+    op->dw_kernel = op->st.fp32           ? "s8_dwconv_direct_fp32__avx2"
+                    : op->dw32.blocks > 0 ? "s8_dwconv_direct__avx512vnni"
+                                          : "s8_dwconv_direct__avx2";
   if (op->conv1ch) {
     op->avx512 = true;
     op->pack32(op->O / 32);
@@ -1438,8 +1508,14 @@ class LinearS8 : public Op {
   S8Weight weights;
   KernelNote kernel_note;
   void run(RunContext& ctx) override {
-    weights.groups[0].run(M, ctx.get<int8_t>(inputs[0]), K, st.params(0),
-                          ctx.get<int8_t>(outputs[0]), N, op_threads(ctx.threads, info.macs));
+    const int threads = op_threads(ctx.threads, info.macs);
+    if (st.fp32) {
+      weights.groups[0].run(M, ctx.get<int8_t>(inputs[0]), K, st.fparams(0),
+                            ctx.get<int8_t>(outputs[0]), N, threads);
+    } else {
+      weights.groups[0].run(M, ctx.get<int8_t>(inputs[0]), K, st.params(0),
+                            ctx.get<int8_t>(outputs[0]), N, threads);
+    }
     kernel_note.note(info, "", [this] { return weights.groups[0].family(); });
   }
 };
@@ -1462,7 +1538,7 @@ std::unique_ptr<Op> build_linear(Build& b) {
             "an int8 operator's activation is its clamp (int8.qmin / qmax); got activation ",
             static_cast<int>(b.op().activation()));
   op->st = read_channel_stage(b, op->N, x, b.tensor(b.output(0)));
-  op->weights = load_s8_weight(b, op->N, op->K, 1, false);
+  op->weights = load_s8_weight(b, op->N, op->K, 1, false, !op->st.fp32);
   op->weights.groups[0].prepack();
   op->info.op = "linear";
   op->info.macs = static_cast<int64_t>(op->M) * op->N * op->K;
@@ -1549,7 +1625,10 @@ class Pool2DS8 : public Op {
 void pool_clamp(const Build& b, const Tensor& x, const Tensor& y, int32_t* qmin, int32_t* qmax) {
   b.require(y.zero_point == x.zero_point && y.scale == x.scale, "output quantization (", y.scale,
             ", ", y.zero_point, ") must equal the input's (", x.scale, ", ", x.zero_point, ")");
-  if (const eom::Int8Stage* s = b.op().int8()) clamp_bounds(b, *s, qmin, qmax);
+  if (const eom::Int8Stage* s = b.op().int8()) {
+    require_gemmlowp(b, *s);
+    clamp_bounds(b, *s, qmin, qmax);
+  }
 }
 
 std::unique_ptr<Op> build_pool(Build& b, bool is_max) {
@@ -1646,6 +1725,10 @@ class BinaryS8 : public Op {
   int32_t ta[256], tb[256];
   int32_t za = 0, zb = 0;  // MUL: input zero points
   int32_t multiplier = 0, shift = 0, out_zp = 0, qmin = -128, qmax = 127;
+  // FP32 ADD (XNNPACK's): ta / tb hold (q - z) * multiplier (ta also 2^(fp32_shift - 1)); the
+  // output is (ta[a] + tb[b]) >> fp32_shift (arithmetic: rounds half up) + out_zp, clamped.
+  bool fp32 = false;
+  int fp32_shift = 0;
 
   bool avx2 = false;
 
@@ -1665,6 +1748,13 @@ class BinaryS8 : public Op {
   template <typename Fn>
   void run_line(const int8_t* a, int64_t ia, const int8_t* b, int64_t ib, int8_t* y, int64_t len,
                 Fn fn) const {
+    if (fp32) {
+      for (int64_t i = 0; i < len; ++i) {
+        const int32_t v = (fn(a[i * ia], b[i * ib]) >> fp32_shift) + out_zp;
+        y[i] = static_cast<int8_t>(std::min(std::max(v, qmin), qmax));
+      }
+      return;
+    }
 #ifdef EO_RUNTIME_AVX2
     if (avx2 && ia == 1 && ib == 1 && len <= std::numeric_limits<int>::max()) {
       if (avx512) {
@@ -1718,14 +1808,62 @@ class BinaryS8 : public Op {
     } else {
       compute(a, b, y, [this](int8_t u, int8_t v) { return mul_acc(u, v); });
     }
-    info.kernel = is_add ? (avx512 ? "s8_add__avx512vnni"
-                            : avx2 ? "s8_add__avx2"
-                                   : "s8_add__generic")
-                         : (avx512 ? "s8_mul__avx512vnni"
-                            : avx2 ? "s8_mul__avx2"
-                                   : "s8_mul__generic");
+    info.kernel = fp32     ? "s8_add_fp32__generic"
+                  : is_add ? (avx512 ? "s8_add__avx512vnni"
+                              : avx2 ? "s8_add__avx2"
+                                     : "s8_add__generic")
+                           : (avx512 ? "s8_mul__avx512vnni"
+                              : avx2 ? "s8_mul__avx2"
+                                     : "s8_mul__generic");
   }
 };
+
+// XNNPACK's int8 ADD from the float32 input-to-output scale ratios (input_scale[2]), as its
+// parameter setup derives it: shift = 20 - exponent(max ratio), each multiplier the ratio times
+// 2^shift rounded half to even (exact scaling in double, then nearbyint).
+std::unique_ptr<Op> build_add_fp32(Build& b, const eom::Int8Stage& s, std::unique_ptr<BinaryS8> op,
+                                   const Tensor& a, const Tensor& c, const Tensor& y,
+                                   const std::vector<int64_t>& out) {
+  b.require(s.multiplier() == nullptr && s.shift() == nullptr && s.input_multiplier() == nullptr &&
+                s.input_shift() == nullptr,
+            "an FP32 ADD stage takes int8.input_scale, not multipliers / shifts");
+  b.require(s.scale() == nullptr || (s.scale()->size() == 1 && s.scale()->Get(0) == 1.0f),
+            "int8.scale of an FP32 ADD must be absent or [1.0]");
+  const auto* r = s.input_scale();
+  b.require(r != nullptr && r->size() == 2,
+            "int8.input_scale of an FP32 ADD must hold 2 float32 ratios (input / output scale)");
+  float ratio[2];
+  for (int i = 0; i < 2; ++i) {
+    ratio[i] = r->Get(i);
+    b.require(std::isfinite(ratio[i]) && ratio[i] >= 0x1.0p-10f && ratio[i] < 0x1.0p+8f,
+              "int8.input_scale[", i, "] = ", ratio[i], " out of XNNPACK's range [2^-10, 2^8)");
+  }
+  const auto zps = int_vector(b, s.input_zero_points(), 2, -128, 127, "input_zero_points");
+  same_zero_point(b, zps[0], a, "input_zero_points[0]");
+  same_zero_point(b, zps[1], c, "input_zero_points[1]");
+  op->out_zp = s.output_zero_point();
+  same_zero_point(b, op->out_zp, y, "output_zero_point");
+  clamp_bounds(b, s, &op->qmin, &op->qmax);
+  int exponent = 0;
+  std::frexp(std::max(ratio[0], ratio[1]), &exponent);  // max = m * 2^exponent, m in [0.5, 1)
+  const int shift = 20 - (exponent - 1);                // in [12, 30]
+  int32_t m[2];
+  for (int i = 0; i < 2; ++i)
+    m[i] = static_cast<int32_t>(std::nearbyint(std::ldexp(static_cast<double>(ratio[i]), shift)));
+  for (int q = -128; q < 128; ++q) {
+    op->ta[q + 128] = (q - zps[0]) * m[0] + (int32_t{1} << (shift - 1));
+    op->tb[q + 128] = (q - zps[1]) * m[1];
+  }
+  op->fp32 = true;
+  op->fp32_shift = shift;
+  op->out_shape = out;
+  op->n = y.elements;
+  op->same = a.shape == out && c.shape == out;
+  broadcast_strides(a.shape, out, op->sa);
+  broadcast_strides(c.shape, out, op->sb);
+  op->info.op = "add";
+  return op;
+}
 
 std::unique_ptr<Op> build_binary(Build& b, bool is_add) {
   b.expect_inputs(2, 2);
@@ -1751,6 +1889,12 @@ std::unique_ptr<Op> build_binary(Build& b, bool is_add) {
   b.check_output(0, DType::kS8, out);
   const Tensor& y = b.tensor(b.output(0));
   const eom::Int8Stage& s = stage_of(b);
+  if (s.requantization() != eom::Requantization_GEMMLOWP) {
+    b.require(is_add && s.requantization() == eom::Requantization_FP32, "int8.requantization ",
+              static_cast<int>(s.requantization()),
+              " is not supported here; only CONV2D, LINEAR and ADD take FP32 (1) stages");
+    return build_add_fp32(b, s, std::move(op), a, c, y, out);
+  }
   const auto zps = int_vector(b, s.input_zero_points(), 2, -128, 127, "input_zero_points");
   same_zero_point(b, zps[0], a, "input_zero_points[0]");
   same_zero_point(b, zps[1], c, "input_zero_points[1]");

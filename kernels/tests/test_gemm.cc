@@ -5,6 +5,7 @@
 //                  the path chosen on emulated CPUs under qemu-user).
 // Prints one line per failure (i, j, M x N x K, path, reference, optimized) and closes with
 // "N passed, N failed[, N skipped]".
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -139,6 +140,91 @@ bool check_linear(Path path, const Case& cs, int threads, int za, int zo, int qm
   return true;
 }
 
+// float32 scales for the fp32 output stage: typical layer scales, powers of two (exact .5 ties,
+// which must round to even), huge (clamping, float overflow to inf) and tiny (everything 0).
+float random_fp32_scale() {
+  switch (rnd(0, 9)) {
+    case 0: return std::ldexp(1.0f, rnd(-8, 0));
+    case 1: return std::ldexp(1.0f, rnd(20, 127)) * (1.0f + rnd(0, 1000) / 1000.0f);
+    case 2: return std::ldexp(1.0f, -rnd(40, 149));  // down to the smallest denormal
+    default: return std::ldexp(1.0f + rnd(0, 1 << 20) / float(1 << 20), -rnd(4, 24));
+  }
+}
+
+bool check_linear_fp32(Path path, const Case& cs, int threads, int za, int zo, int qmin, int qmax,
+                       bool strided) {
+  const int m = cs.m, n = cs.n, k = cs.k;
+  const size_t lda = strided ? k + rnd(1, 13) : k;
+  const size_t ldo = strided ? n + rnd(1, 7) : n;
+  auto a = random_s8(m * lda);
+  auto w = random_s8(static_cast<size_t>(n) * k, -127, 127);
+  std::vector<int32_t> bias(n);
+  for (auto& b : bias) b = rnd(-(1 << 20), 1 << 20);
+  std::vector<float> scale(n);
+  for (auto& s : scale) s = random_fp32_scale();
+  QS8Fp32Params p;
+  p.bias = rnd(0, 8) ? bias.data() : nullptr;
+  p.scale = scale.data();
+  p.per_channel = rnd(0, 4) != 0;
+  p.input_zero_point = za;
+  p.output_zero_point = zo;
+  p.qmin = qmin;
+  p.qmax = qmax;
+  std::vector<int8_t> want(m * ldo, 0), got(m * ldo, 0);
+  ref::linear_s8_fp32(m, n, k, a.data(), lda, w.data(), k, p, want.data(), ldo);
+  PackedS8 packed(w.data(), n, k);
+  linear_s8_fp32(m, a.data(), lda, packed, p, got.data(), ldo, threads);
+  if (last_path() != path) {
+    std::printf("FAIL linear_s8_fp32 %dx%dx%d: ran path %s, forced %s\n", m, n, k,
+                path_name(last_path()), path_name(path));
+    return false;
+  }
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      if (want[i * ldo + j] != got[i * ldo + j]) {
+        std::printf(
+            "FAIL linear_s8_fp32 i=%d j=%d M x N x K = %d x %d x %d path=%s threads=%d za=%d "
+            "zo=%d clamp=[%d,%d] scale=%a: reference %d, optimized %d\n",
+            i, j, m, n, k, path_name(path), threads, za, zo, qmin, qmax,
+            scale[p.per_channel ? j : 0], want[i * ldo + j], got[i * ldo + j]);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// The fp32 output stage alone on ties: acc * 2^-s lands on every .5 (half to even), both signs.
+bool check_requant_fp32_ties(Path path) {
+  const int n = 77;
+  std::vector<int32_t> acc(n);
+  std::vector<float> scale(n);
+  for (int c = 0; c < n; ++c) {
+    acc[c] = (c - n / 2) * 3;
+    scale[c] = std::ldexp(1.0f, -rnd(1, 3));
+  }
+  acc[0] = std::numeric_limits<int32_t>::min();
+  acc[1] = std::numeric_limits<int32_t>::max();
+  QS8Fp32Params p;
+  p.scale = scale.data();
+  p.output_zero_point = rnd(-20, 20);
+  std::vector<int8_t> got(n);
+  requantize_fp32_s8(n, acc.data(), p, got.data());
+  for (int c = 0; c < n; ++c) {
+    const double exact = static_cast<double>(acc[c]) * scale[c];
+    double r = std::floor(exact);
+    const double frac = exact - r;
+    if (frac > 0.5 || (frac == 0.5 && std::fmod(r, 2.0) != 0.0)) r += 1.0;
+    const double o = std::min(127.0, std::max(-128.0, r + p.output_zero_point));
+    if (got[c] != static_cast<int8_t>(o)) {
+      std::printf("FAIL requantize_fp32_s8 c=%d acc=%d scale=%a path=%s: expected %d, got %d\n", c,
+                  acc[c], scale[c], path_name(path), static_cast<int>(o), got[c]);
+      return false;
+    }
+  }
+  return true;
+}
+
 // Calls the path's table directly on a column sub-range, as the thread split does.
 bool check_subrange(Path path, const Case& cs) {
   const QS8GemmUKernel* uk = qs8_gemm_ukernel(path);
@@ -234,6 +320,7 @@ void test_path(Path path) {
           hi = rnd(lo, 127);
         }
         record(check_linear(path, {m, n, k}, 1, za, zo, lo, hi, rnd(0, 3) == 0));
+        record(check_linear_fp32(path, {m, n, k}, 1, za, zo, lo, hi, rnd(0, 3) == 0));
         if (g_failed - before > 10) return;
       }
   // 2. Tile multiples and one off, strides, threads.
@@ -248,6 +335,8 @@ void test_path(Path path) {
     record(check_gemm(path, cs, threads, false));
     record(check_linear(path, cs, threads, rnd(-128, 127), rnd(-128, 127), -128, 127, rnd(0, 1)));
     record(check_subrange(path, cs));
+    record(
+        check_linear_fp32(path, cs, threads, rnd(-128, 127), rnd(-128, 127), -128, 127, rnd(0, 1)));
     if (g_failed - before > 10) return;
   }
   // 3. K large enough to test the int32 range: all -128 (the largest products), K = 8192.
@@ -255,6 +344,9 @@ void test_path(Path path) {
   record(check_gemm(path, {17, 20, 8191}, 2, true));
   record(check_linear(path, {5, 37, 8192}, 1, 127, -128, -128, 127, false));
   record(check_linear(path, {2, 19, 8192}, 2, -128, 127, -128, 127, false));
+  record(check_linear_fp32(path, {5, 37, 8192}, 1, 127, -128, -128, 127, false));
+  record(check_linear_fp32(path, {2, 19, 8192}, 2, -128, 127, -128, 127, false));
+  record(check_requant_fp32_ties(path));
   // 4. Random larger shapes.
   for (int t = 0; t < (g_quick ? 2 : 12); ++t) {
     Case cs{rnd(1, 200), rnd(1, 300), rnd(1, 2000)};

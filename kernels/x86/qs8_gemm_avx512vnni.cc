@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "common/requant.h"
+#include "common/requant_fp32.h"
 #include "common/ukernel.h"
 
 namespace edgeopt {
@@ -2129,8 +2130,10 @@ void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, in
 }
 
 constexpr QS8GemmUKernel kTable = {
-    kAvx512Vnni, "eo_qs8_gemm_minmax_ukernel_6x64c4__avx512vnni", kNR, packed_size, pack, gemm_s32,
-    linear_s8,
+    kAvx512Vnni, "eo_qs8_gemm_minmax_ukernel_6x64c4__avx512vnni",
+    kNR,         packed_size,
+    pack,        gemm_s32,
+    linear_s8,   requant_fp32_row_avx2,
 };
 
 }  // namespace

@@ -28,6 +28,20 @@ struct QS8Params {
   int32_t qmax = 127;
 };
 
+// XNNPACK's fp32 output stage (format 1.4 FP32 stages, Int8Config(requantization="fp32")):
+//   acc = sum_k (a[m,k] - input_zero_point) * w[n,k] + bias[n]      (int32, wrapping)
+//   out = clamp(rint(float(acc) * scale[n]) + output_zero_point, qmin, qmax)
+// with float32 conversion and product (one IEEE rounding each) and rint half to even.
+struct QS8Fp32Params {
+  const int32_t* bias = nullptr;  // [N] or nullptr (zero)
+  const float* scale = nullptr;   // [N], or [1] when !per_channel; finite and > 0
+  bool per_channel = true;
+  int32_t input_zero_point = 0;   // [-128, 127]
+  int32_t output_zero_point = 0;  // [-128, 127]
+  int32_t qmin = -128;
+  int32_t qmax = 127;
+};
+
 struct F32Params {
   const float* bias = nullptr;  // [N] or nullptr
   float min = -__builtin_inff();
@@ -115,6 +129,14 @@ void gemm_s8s8s32(int m, const int8_t* a, size_t lda, const PackedS8& b, int32_t
 // int8 fused linear. out rows ldo apart (bytes).
 void linear_s8(int m, const int8_t* a, size_t lda, const PackedS8& w, const QS8Params& p,
                int8_t* out, size_t ldo, int threads = 1);
+// int8 linear with the fp32 output stage: the path's exact gemm_s32, then its vector output pass.
+void linear_s8_fp32(int m, const int8_t* a, size_t lda, const PackedS8& w, const QS8Fp32Params& p,
+                    int8_t* out, size_t ldo, int threads = 1);
+// The fp32 output stage alone on n accumulators that already hold the bias and zero-point terms
+// (direct depthwise convolutions), on the best available path: out[c] from acc[c], scale[c] (or
+// scale[0] when !per_channel), p.output_zero_point, p.qmin, p.qmax (bias / input_zero_point
+// unused).
+void requantize_fp32_s8(int n, const int32_t* acc, const QS8Fp32Params& p, int8_t* out);
 // fp32 linear with bias and clamp.
 void linear_f32(int m, const float* a, size_t lda, const PackedF32& w, const F32Params& p,
                 float* out, size_t ldo, int threads = 1);
