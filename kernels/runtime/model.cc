@@ -23,7 +23,13 @@ namespace runtime {
 namespace {
 
 // Activation memory above this is refused (a corrupted batch size would otherwise ask for it).
+// The fuzz build (kernels/fuzz) lowers it below libFuzzer's memory limit, so that a valid but
+// huge model is refused there instead of reported as out-of-memory.
+#ifdef EDGEOPT_MAX_ARENA_BYTES
+constexpr uint64_t kMaxArena = EDGEOPT_MAX_ARENA_BYTES;
+#else
 constexpr uint64_t kMaxArena = sizeof(void*) == 8 ? (uint64_t{16} << 30) : (uint64_t{1} << 30);
+#endif
 constexpr int kMaxRank = 6;
 
 uint16_t rd16(const uint8_t* p) {
