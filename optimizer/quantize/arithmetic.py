@@ -175,6 +175,67 @@ def linear_s8_fp32(
     return requantize_fp32(acc, scale, output_zero_point, clamp)
 
 
+#: XNNPACK's int8 ADD takes input-to-output scale ratios in [2^-10, 2^8) only; its delegate leaves
+#: other ADDs to TFLite's reference kernel (the gemmlowp arithmetic).
+ADD_FP32_RATIO_RANGE = (2.0**-10, 2.0**8)
+
+
+def add_fp32_ratios(
+    input1_scale: float, input2_scale: float, output_scale: float
+) -> np.ndarray | None:
+    """The float32 ratios ``[s1 / s_out, s2 / s_out]`` of XNNPACK's int8 ADD, or None when one is
+    outside :data:`ADD_FP32_RATIO_RANGE` (XNNPACK does not run that ADD).
+
+    Example:
+        >>> add_fp32_ratios(0.1, 0.05, 0.2)
+        array([0.5 , 0.25], dtype=float32)
+    """
+    so = np.float32(output_scale)
+    r = np.array([np.float32(input1_scale) / so, np.float32(input2_scale) / so], np.float32)
+    lo, hi = ADD_FP32_RATIO_RANGE
+    if not np.all(np.isfinite(r)) or np.any(r < lo) or np.any(r >= hi):
+        return None
+    return r
+
+
+def add_fp32_multipliers(ratios: np.ndarray) -> tuple[int, int, int]:
+    """XNNPACK's (a_multiplier, b_multiplier, shift) from the float32 ratios of
+    :func:`add_fp32_ratios`: ``shift = 20 - exponent(max ratio)`` and each multiplier is the ratio
+    times ``2^shift`` rounded half to even (the largest in [2^20, 2^21)).
+
+    Example:
+        >>> add_fp32_multipliers(np.array([0.5, 0.25], np.float32))
+        (1048576, 524288, 21)
+    """
+    r = np.asarray(ratios, np.float32).reshape(2)
+    lo, hi = ADD_FP32_RATIO_RANGE
+    if not np.all(np.isfinite(r)) or np.any(r < lo) or np.any(r >= hi):
+        raise ValueError(f"add_fp32_multipliers: ratios must be in [2^-10, 2^8); got {r.tolist()}")
+    _, exp = np.frexp(np.float32(r.max()))  # r = m * 2^exp, m in [0.5, 1)
+    shift = 20 - (int(exp) - 1)
+    mult = np.rint(r.astype(np.float64) * 2.0**shift).astype(np.int64)  # exact scaling, then rint
+    return int(mult[0]), int(mult[1]), shift
+
+
+def add_s8_fp32(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    input1_zero_point: int,
+    input2_zero_point: int,
+    output_zero_point: int,
+    ratios: np.ndarray,
+    clamp: tuple[int, int] = (-128, 127),
+) -> np.ndarray:
+    """XNNPACK's int8 ADD (broadcasting): ``((x1 - z1) * m1 + (x2 - z2) * m2 + 2^(shift-1)) >>
+    shift`` (arithmetic shift: rounds half up) plus the output zero point, clamped; ``m1, m2,
+    shift`` from :func:`add_fp32_multipliers`."""
+    m1, m2, shift = add_fp32_multipliers(ratios)
+    a = (np.asarray(x1, np.int64) - int(input1_zero_point)) * m1
+    b = (np.asarray(x2, np.int64) - int(input2_zero_point)) * m2
+    v = ((a + b + (1 << (shift - 1))) >> shift) + int(output_zero_point)
+    return np.clip(v, clamp[0], clamp[1]).astype(np.int8)
+
+
 def gemm_s8s8s32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """C[M,N] = a[M,K] . b[N,K]^T with int32 wrap-around, exact."""
     acc = a.astype(np.int64) @ b.astype(np.int64).T
@@ -472,8 +533,12 @@ def activation_range(activation: str | None, scale: float, zero_point: int) -> t
 
 __all__ = [
     "activation_range",
+    "ADD_FP32_RATIO_RANGE",
+    "add_fp32_multipliers",
+    "add_fp32_ratios",
     "add_multipliers",
     "add_s8",
+    "add_s8_fp32",
     "avg_pool2d_s8",
     "conv2d_s8",
     "conv_multiplier",

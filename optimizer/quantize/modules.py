@@ -24,7 +24,10 @@ values (see :mod:`optimizer.quantize.qops`). Attributes, the contract with the e
   ``float32(float32(input_scale * weight_scale[c]) / output_scale)``, and its output is
   ``clamp(rint(float32(acc) * requant_scale[c]) + output_zero_point)`` in float32, rounding half
   to even (:func:`optimizer.quantize.arithmetic.requantize_fp32`); ``multiplier`` / ``shift``
-  are kept but unused;
+  are kept but unused; a :class:`QAdd` in ``"fp32"`` has ``requant_input_scale`` (float32 [2],
+  ``s_in[i] / s_out``), ``requant_scale`` = [1.0], and computes XNNPACK's ADD
+  (:func:`optimizer.quantize.arithmetic.add_s8_fp32`); other modules have no output stage in
+  XNNPACK's arithmetic and keep ``"gemmlowp"``;
 - :class:`QAdd`: ``multipliers`` = (m1, shift1, m2, shift2, m_out, shift_out) and
   ``left_shift`` (20), TFLite ADD; :class:`QMul`: ``multiplier``, ``shift``; both ``clamp``;
 - :class:`QLookupTable`: buffer ``table`` (int8 [256], ``table[q + 128]``), ``function``;
@@ -444,8 +447,47 @@ class QAdd(QModule):
         out.update(activation=self.activation, clamp=list(self.clamp), left_shift=self.left_shift)
         return out
 
+    def set_requantization(self, mode: str) -> bool:
+        """Selects ``"gemmlowp"`` (TFLite's ADD) or ``"fp32"`` (XNNPACK's: inputs scaled by
+        integer multipliers derived from the float32 ratios ``s_in[i] / s_out``, one rounding
+        shift). XNNPACK only runs ADDs whose ratios lie in [2^-10, 2^8), leaving the others to
+        TFLite's reference kernel: for those the module stays ``"gemmlowp"``. Returns whether
+        ``mode`` was applied.
+
+        Example::
+
+            m = QAdd((0.1, 0.05), (0, 3), 0.2, -1)
+            m.set_requantization("fp32")  # True
+        """
+        if mode not in ("gemmlowp", "fp32"):
+            raise ValueError(
+                f"QAdd `{self.path}`: requantization must be 'gemmlowp' or 'fp32', got {mode!r}"
+            )
+        for name in ("requant_scale", "requant_input_scale"):
+            self._buffers.pop(name, None)
+        self.requantization = "gemmlowp"
+        if mode == "gemmlowp":
+            return True
+        ratios = ar.add_fp32_ratios(*self.input_scales, self.output_scale)
+        if ratios is None:
+            return False
+        self.requantization = "fp32"
+        self.register_buffer("requant_input_scale", torch.from_numpy(ratios))
+        self.register_buffer("requant_scale", torch.ones(1, dtype=torch.float32))
+        self.fp32_multipliers = ar.add_fp32_multipliers(ratios)
+        return True
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         _check_int8(self, a, b)
+        if self.requantization == "fp32":
+            return qops.add_s8_fp32(
+                a,
+                b,
+                *self.input_zero_points,
+                self.output_zero_point,
+                self.fp32_multipliers,
+                self.clamp,
+            )
         return qops.add_s8(
             a,
             b,

@@ -27,6 +27,7 @@ MAX_EXACT_K = (2**53) // (255 * 128)
 __all__ = [
     "MAX_EXACT_K",
     "add_s8",
+    "add_s8_fp32",
     "avg_pool2d_s8",
     "conv2d_s8",
     "conv2d_s8_fp32",
@@ -241,6 +242,24 @@ def add_s8(
     a = multiply_by_quantized_multiplier(a, m1, s1)
     b = multiply_by_quantized_multiplier(b, m2, s2)
     return requantize(a + b, mo, so, output_zero_point, clamp)
+
+
+def add_s8_fp32(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    input1_zero_point: int,
+    input2_zero_point: int,
+    output_zero_point: int,
+    multipliers: tuple[int, int, int],
+    clamp: tuple[int, int] = (-128, 127),
+) -> torch.Tensor:
+    """XNNPACK's int8 ADD (broadcasting); equals ``arithmetic.add_s8_fp32``. ``multipliers`` =
+    (m1, m2, shift) from ``arithmetic.add_fp32_multipliers``."""
+    m1, m2, shift = multipliers
+    a = (x1.to(torch.int64) - int(input1_zero_point)) * m1
+    b = (x2.to(torch.int64) - int(input2_zero_point)) * m2
+    v = torch.bitwise_right_shift(a + b + (1 << (shift - 1)), shift) + int(output_zero_point)
+    return torch.clamp(v, clamp[0], clamp[1]).to(torch.int8)
 
 
 def mul_s8(
