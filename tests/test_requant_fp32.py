@@ -33,8 +33,26 @@ ROOT = Path(__file__).resolve().parents[1]
 FP32 = optimizer.Int8Config(requantization="fp32")
 
 
+def _one_channel() -> tuple[torch.nn.Module, tuple]:
+    """A grayscale stem (one input channel: the direct one-channel kernel), depthwise layers of
+    64 and 40 channels (whole and partial 32-channel blocks), a classifier."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Conv2d(1, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1, groups=64),
+        nn.ReLU6(),
+        nn.Conv2d(64, 40, 1),
+        nn.Conv2d(40, 40, 3, stride=2, padding=1, groups=40),
+        nn.Flatten(),
+        nn.Linear(40 * 5 * 5, 10),
+    )
+    return model.eval(), (torch.randn(3, 1, 9, 9, generator=torch.Generator().manual_seed(1)),)
+
+
 def _quantized(name: str, config: optimizer.Int8Config = FP32) -> tuple[torch.nn.Module, tuple]:
-    model, ex = ZOO[name]()
+    model, ex = _one_channel() if name == "one_channel" else ZOO[name]()
     return optimizer.quantize_(model.eval(), config, calibration=[ex[0]]), ex
 
 
@@ -191,7 +209,7 @@ def test_huge_scales_saturate_instead_of_overflowing():
 
 # -- native runtime: bit for bit on every host path ---------------------------------------------
 
-ZOO_NAMES = ["vgg", "resnet_basic", "mobilenetv2", "efficientnet", "densenet"]
+ZOO_NAMES = ["vgg", "resnet_basic", "mobilenetv2", "efficientnet", "densenet", "one_channel"]
 
 _RUN = """
 import sys, numpy as np
@@ -232,7 +250,8 @@ def test_native_runtime_equals_the_modules_bit_for_bit_on_each_path(fp32_files, 
     if reason is not None:
         pytest.skip(reason + " (ARM paths: test_fp32_int8_under_qemu_is_bit_exact)")
     d, want = fp32_files
-    env = dict(os.environ, EDGEOPT_PATHS=path)
+    # The runtime's direct AVX-512 kernels also need AVX2 enabled (as on every such CPU).
+    env = dict(os.environ, EDGEOPT_PATHS="avx2,avx512vnni" if path == "avx512vnni" else path)
     out = subprocess.run(
         [sys.executable, "-c", _RUN, ",".join(ZOO_NAMES), str(d), path],
         capture_output=True,
@@ -243,6 +262,9 @@ def test_native_runtime_equals_the_modules_bit_for_bit_on_each_path(fp32_files, 
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"__{path}" in out.stdout or path == "scalar", out.stdout
+    if path == "avx512vnni":  # the direct kernels' own FP32 stage ran
+        assert "s8_dwconv_direct_fp32__avx512vnni" in out.stdout, out.stdout
+        assert "s8_conv1ch_direct_fp32__avx512vnni" in out.stdout, out.stdout
     for name in ZOO_NAMES:
         got = np.load(d / f"{name}.{path}.npy")
         np.testing.assert_array_equal(got, want[name], err_msg=f"{name} on {path}")

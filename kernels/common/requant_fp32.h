@@ -33,17 +33,23 @@ inline int8_t requant_fp32_one(int32_t acc, float scale, int32_t output_zero_poi
   return static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(v)) + output_zero_point);
 }
 
-// n accumulators -> int8; scale[c] per channel, or scale[0] for all (`per_channel` false).
-inline void requant_fp32_row_scalar(int n, const int32_t* acc, const float* scale, bool per_channel,
-                                    int32_t zp, int32_t qmin, int32_t qmax, int8_t* out) {
-  for (int c = 0; c < n; ++c)
-    out[c] = requant_fp32_one(acc[c], scale[per_channel ? c : 0], zp, qmin, qmax);
+// acc[c] + offset[c] (int32, wrapping; offset may be null) -> int8 for n values; scale[c] per
+// channel, or scale[0] for all (`per_channel` false).
+inline void requant_fp32_row_scalar(int n, const int32_t* acc, const int32_t* offset,
+                                    const float* scale, bool per_channel, int32_t zp, int32_t qmin,
+                                    int32_t qmax, int8_t* out) {
+  for (int c = 0; c < n; ++c) {
+    const uint32_t v =
+        static_cast<uint32_t>(acc[c]) + (offset ? static_cast<uint32_t>(offset[c]) : 0u);
+    out[c] = requant_fp32_one(static_cast<int32_t>(v), scale[per_channel ? c : 0], zp, qmin, qmax);
+  }
 }
 
 #if defined(__AVX2__)
 // cvtdq2ps / mulps / cvtps2dq under the default MXCSR rounding (nearest even), 8 per step.
-inline void requant_fp32_row_avx2(int n, const int32_t* acc, const float* scale, bool per_channel,
-                                  int32_t zp, int32_t qmin, int32_t qmax, int8_t* out) {
+inline void requant_fp32_row_avx2(int n, const int32_t* acc, const int32_t* offset,
+                                  const float* scale, bool per_channel, int32_t zp, int32_t qmin,
+                                  int32_t qmax, int8_t* out) {
   const __m256 vlo = _mm256_set1_ps(static_cast<float>(qmin - zp));
   const __m256 vhi = _mm256_set1_ps(static_cast<float>(qmax - zp));
   const __m256i vzp = _mm256_set1_epi32(zp);
@@ -51,15 +57,17 @@ inline void requant_fp32_row_avx2(int n, const int32_t* acc, const float* scale,
   int c = 0;
   for (; c + 8 <= n; c += 8) {
     const __m256 s = per_channel ? _mm256_loadu_ps(scale + c) : vs0;
-    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c));
+    __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c));
+    if (offset)
+      a = _mm256_add_epi32(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offset + c)));
     __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(a), s);
     v = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
     const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(v), vzp);
     const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out + c), _mm_packs_epi16(w16, w16));
   }
-  requant_fp32_row_scalar(n - c, acc + c, per_channel ? scale + c : scale, per_channel, zp, qmin,
-                          qmax, out + c);
+  requant_fp32_row_scalar(n - c, acc + c, offset ? offset + c : nullptr,
+                          per_channel ? scale + c : scale, per_channel, zp, qmin, qmax, out + c);
 }
 #endif
 
@@ -77,8 +85,9 @@ inline int32x4_t round_fp32_neon(float32x4_t v) {
 #endif
 }
 
-inline void requant_fp32_row_neon(int n, const int32_t* acc, const float* scale, bool per_channel,
-                                  int32_t zp, int32_t qmin, int32_t qmax, int8_t* out) {
+inline void requant_fp32_row_neon(int n, const int32_t* acc, const int32_t* offset,
+                                  const float* scale, bool per_channel, int32_t zp, int32_t qmin,
+                                  int32_t qmax, int8_t* out) {
   const float32x4_t vlo = vdupq_n_f32(static_cast<float>(qmin - zp));
   const float32x4_t vhi = vdupq_n_f32(static_cast<float>(qmax - zp));
   const int32x4_t vzp = vdupq_n_s32(zp);
@@ -87,8 +96,13 @@ inline void requant_fp32_row_neon(int n, const int32_t* acc, const float* scale,
   for (; c + 8 <= n; c += 8) {
     const float32x4_t s0 = per_channel ? vld1q_f32(scale + c) : vs0;
     const float32x4_t s1 = per_channel ? vld1q_f32(scale + c + 4) : vs0;
-    float32x4_t v0 = vmulq_f32(vcvtq_f32_s32(vld1q_s32(acc + c)), s0);
-    float32x4_t v1 = vmulq_f32(vcvtq_f32_s32(vld1q_s32(acc + c + 4)), s1);
+    int32x4_t a0 = vld1q_s32(acc + c), a1 = vld1q_s32(acc + c + 4);
+    if (offset) {
+      a0 = vaddq_s32(a0, vld1q_s32(offset + c));
+      a1 = vaddq_s32(a1, vld1q_s32(offset + c + 4));
+    }
+    float32x4_t v0 = vmulq_f32(vcvtq_f32_s32(a0), s0);
+    float32x4_t v1 = vmulq_f32(vcvtq_f32_s32(a1), s1);
     v0 = vminq_f32(vmaxq_f32(v0, vlo), vhi);
     v1 = vminq_f32(vmaxq_f32(v1, vlo), vhi);
     const int32x4_t q0 = vaddq_s32(round_fp32_neon(v0), vzp);
@@ -96,8 +110,8 @@ inline void requant_fp32_row_neon(int n, const int32_t* acc, const float* scale,
     const int16x8_t w16 = vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1));
     vst1_s8(out + c, vqmovn_s16(w16));
   }
-  requant_fp32_row_scalar(n - c, acc + c, per_channel ? scale + c : scale, per_channel, zp, qmin,
-                          qmax, out + c);
+  requant_fp32_row_scalar(n - c, acc + c, offset ? offset + c : nullptr,
+                          per_channel ? scale + c : scale, per_channel, zp, qmin, qmax, out + c);
 }
 #endif
 

@@ -113,22 +113,23 @@ void linear_s8_fp32(int m, const int8_t* a, size_t lda, const PackedS8& w, const
   // Rows in blocks: the int32 block stays in cache between the GEMM and the output pass.
   constexpr int kRows = 32;
   run_split(m, n, uk->nr, threads, true, [&](int m0, int m1, int n0, int n1) {
-    thread_local std::vector<int32_t> acc;
+    thread_local std::vector<int32_t> acc, offset;
     if (acc.size() < static_cast<size_t>(kRows) * n) acc.resize(static_cast<size_t>(kRows) * n);
+    if (offset.size() < static_cast<size_t>(n)) offset.resize(n);
+    // sum (a - za) w + bias = sum a w + (bias - za * sum w), wrapping as the int32 reference.
+    int32_t* off = offset.data();
+    const uint32_t za = static_cast<uint32_t>(p.input_zero_point);
+    for (int j = n0; j < n1; ++j) {
+      const uint32_t b = p.bias ? static_cast<uint32_t>(p.bias[j]) : 0u;
+      off[j] = static_cast<int32_t>(b - za * static_cast<uint32_t>(sums[j]));
+    }
     for (int r0 = m0; r0 < m1; r0 += kRows) {
       const int rows = std::min(kRows, m1 - r0);
       uk->gemm_s32(rows, w.k(), a + r0 * lda, lda, packed, n, n0, n1, acc.data(), n);
       for (int i = 0; i < rows; ++i) {
-        int32_t* row = acc.data() + static_cast<size_t>(i) * n;
-        // sum (a - za) w + bias = sum a w - za * sum w + bias, wrapping as the int32 reference.
-        for (int j = n0; j < n1; ++j) {
-          const uint32_t zw =
-              static_cast<uint32_t>(p.input_zero_point) * static_cast<uint32_t>(sums[j]);
-          const uint32_t b = p.bias ? static_cast<uint32_t>(p.bias[j]) : 0u;
-          row[j] = static_cast<int32_t>(static_cast<uint32_t>(row[j]) - zw + b);
-        }
-        uk->requant_fp32(n1 - n0, row + n0, p.per_channel ? p.scale + n0 : p.scale, p.per_channel,
-                         p.output_zero_point, p.qmin, p.qmax, out + (r0 + i) * ldo + n0);
+        uk->requant_fp32(n1 - n0, acc.data() + static_cast<size_t>(i) * n + n0, off + n0,
+                         p.per_channel ? p.scale + n0 : p.scale, p.per_channel, p.output_zero_point,
+                         p.qmin, p.qmax, out + (r0 + i) * ldo + n0);
       }
     }
   });
@@ -138,7 +139,8 @@ void requantize_fp32_s8(int n, const int32_t* acc, const QS8Fp32Params& p, int8_
   if (n <= 0) return;
   const Path path = select_qs8(1, n, 1);
   const QS8GemmUKernel* uk = qs8_gemm_ukernel(path);
-  uk->requant_fp32(n, acc, p.scale, p.per_channel, p.output_zero_point, p.qmin, p.qmax, out);
+  uk->requant_fp32(n, acc, nullptr, p.scale, p.per_channel, p.output_zero_point, p.qmin, p.qmax,
+                   out);
 }
 
 void linear_f32(int m, const float* a, size_t lda, const PackedF32& w, const F32Params& p,

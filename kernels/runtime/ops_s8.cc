@@ -557,6 +557,7 @@ struct DwPacked16 {
   std::vector<int16_t> w;                  // [blocks][pairs][32]
   std::vector<int32_t> bias, mult, shift;  // [blocks * 16], permuted
   std::vector<int8_t> zp_row;              // C + 16 bytes of the input zero point
+  std::vector<float> fscale;               // FP32 stage (format 1.4): [blocks * 16], permuted
 };
 
 inline int dw_perm(int j) {  // position j of the permuted block -> channel offset
@@ -590,15 +591,26 @@ EO_AVX2 void dw_pixel16_avx2(const int8_t* const* xs, const DwPacked16& pk, int3
     }
     __m256i r[2];
     const __m256i accs[2] = {acc_lo, acc_hi};
-    for (int h = 0; h < 2; ++h) {
-      const __m256i m =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.mult.data() + c + 8 * h));
-      const __m256i s =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.shift.data() + c + 8 * h));
-      const __m256i left = _mm256_max_epi32(s, zero);
-      const __m256i right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
-      r[h] = _mm256_add_epi32(
-          _mm256_min_epi32(_mm256_max_epi32(mbqm8(accs[h], m, left, right), lo), hi), zp);
+    if (!pk.fscale.empty()) {  // FP32 stage: common/requant_fp32.h in 8 lanes
+      const __m256 flo = _mm256_set1_ps(static_cast<float>(qmin - out_zp));
+      const __m256 fhi = _mm256_set1_ps(static_cast<float>(qmax - out_zp));
+      for (int h = 0; h < 2; ++h) {
+        const __m256 sc = _mm256_loadu_ps(pk.fscale.data() + c + 8 * h);
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(accs[h]), sc);
+        v = _mm256_min_ps(_mm256_max_ps(v, flo), fhi);
+        r[h] = _mm256_add_epi32(_mm256_cvtps_epi32(v), zp);
+      }
+    } else {
+      for (int h = 0; h < 2; ++h) {
+        const __m256i m =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.mult.data() + c + 8 * h));
+        const __m256i s =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pk.shift.data() + c + 8 * h));
+        const __m256i left = _mm256_max_epi32(s, zero);
+        const __m256i right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
+        r[h] = _mm256_add_epi32(
+            _mm256_min_epi32(_mm256_max_epi32(mbqm8(accs[h], m, left, right), lo), hi), zp);
+      }
     }
     // packs work within 128-bit lanes: lo/hi lanes interleave back to channels 0..15.
     const __m256i p16 = _mm256_packs_epi32(r[0], r[1]);
@@ -623,6 +635,9 @@ struct DwPacked32 {
   std::vector<int32_t> bias_x;
   std::vector<int64_t> fk;  // [blocks][6][8 lanes][2 halves]: see dw_fast_consts
   std::vector<uint8_t> fast;
+  // An FP32 stage (format 1.4): float32 scales [blocks * 32], permuted (padding lanes 1.0).
+  bool fp32 = false;
+  std::vector<float> fscale;
 };
 
 inline int dw_perm32(int j) {
@@ -699,6 +714,20 @@ template <int NP>
 EO_AVX512 inline void dw_stage(__m512i (*acc)[2], const DwPacked32& pk, int b, int32_t out_zp,
                                int32_t qmin, int32_t qmax) {
   const int c = b * 32;
+  if (pk.fp32) {  // common/requant_fp32.h in 16 lanes: MXCSR's default rounding is half to even
+    const __m512 lo = _mm512_set1_ps(static_cast<float>(qmin - out_zp));
+    const __m512 hi = _mm512_set1_ps(static_cast<float>(qmax - out_zp));
+    const __m512i zp = _mm512_set1_epi32(out_zp);
+    for (int h = 0; h < 2; ++h) {
+      const __m512 sc = _mm512_loadu_ps(pk.fscale.data() + c + 16 * h);
+      for (int q = 0; q < NP; ++q) {
+        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[q][h]), sc);
+        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+        acc[q][h] = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
+      }
+    }
+    return;
+  }
   if (pk.fast[b]) {
     const __m512i c31 = _mm512_set1_epi64(int64_t{1} << 31);
     const __m512i ql = _mm512_set1_epi32(qmin), qh = _mm512_set1_epi32(qmax);
@@ -1181,6 +1210,7 @@ class Conv2DS8 : public Op, public ConvGeometry {
     DwPacked32& pk = dw32;
     pk.fk.assign(static_cast<size_t>(pk.blocks) * 2 * 48, 0);
     pk.fast.assign(pk.blocks, 0);
+    if (st.fp32) return;  // dw_stage's FP32 branch
     for (int b = 0; b < pk.blocks; ++b) {
       bool fast = true;
       for (int h = 0; h < 2; ++h)
@@ -1201,13 +1231,16 @@ class Conv2DS8 : public Op, public ConvGeometry {
     pk.bias.resize(pk.blocks * 32);
     pk.mult.resize(pk.blocks * 32);
     pk.shift.resize(pk.blocks * 32);
+    pk.fp32 = st.fp32;
+    if (st.fp32) pk.fscale.assign(pk.blocks * 32, 1.0f);
     for (int b = 0; b < pk.blocks; ++b) {
       for (int j = 0; j < 32; ++j) {
         const int c = b * 32 + dw_perm32(j);
         const bool in = c < O;  // a partial last block: zero weights, multiplier 0, shift -1
         pk.bias[b * 32 + j] = in ? st.bias[c] : 0;
-        pk.mult[b * 32 + j] = in ? st.multiplier[c] : 0;
-        pk.shift[b * 32 + j] = in ? st.shift[c] : -1;
+        pk.mult[b * 32 + j] = in && !st.fp32 ? st.multiplier[c] : 0;
+        pk.shift[b * 32 + j] = in && !st.fp32 ? st.shift[c] : -1;
+        if (st.fp32) pk.fscale[b * 32 + j] = in ? st.scale[c] : 1.0f;
       }
       for (int p = 0; p < pk.pairs; ++p) {
         int16_t* wp = pk.w.data() + (static_cast<size_t>(b) * pk.pairs + p) * 64;
@@ -1227,7 +1260,7 @@ class Conv2DS8 : public Op, public ConvGeometry {
 
   void pack_dw16() {
     const int T = KH * KW;
-    if (!avx2 || st.fp32 || O != C || C < 16 || T > kMaxDwTaps) return;
+    if (!avx2 || O != C || C < 16 || T > kMaxDwTaps) return;
     DwPacked16& pk = dw16;
     pk.blocks = C / 16;
     pk.pairs = (T + 1) / 2;
@@ -1236,12 +1269,14 @@ class Conv2DS8 : public Op, public ConvGeometry {
     pk.mult.resize(pk.blocks * 16);
     pk.shift.resize(pk.blocks * 16);
     pk.zp_row.assign(C + 16, static_cast<int8_t>(st.in_zp));
+    pk.fscale.assign(st.fp32 ? pk.blocks * 16 : 0, 0.0f);
     for (int b = 0; b < pk.blocks; ++b) {
       for (int j = 0; j < 16; ++j) {
         const int c = b * 16 + dw_perm(j);
         pk.bias[b * 16 + j] = st.bias[c];
-        pk.mult[b * 16 + j] = st.multiplier[c];
-        pk.shift[b * 16 + j] = st.shift[c];
+        pk.mult[b * 16 + j] = st.fp32 ? 0 : st.multiplier[c];  // FP32: fscale instead
+        pk.shift[b * 16 + j] = st.fp32 ? -1 : st.shift[c];
+        if (st.fp32) pk.fscale[b * 16 + j] = st.scale[c];
       }
       for (int p = 0; p < pk.pairs; ++p) {
         int16_t* wp = pk.w.data() + (static_cast<size_t>(b) * pk.pairs + p) * 32;
@@ -1322,13 +1357,15 @@ class Conv2DS8 : public Op, public ConvGeometry {
     const int32_t* bias = st.bias.data();
     const int8_t* wts = dw.data();
 #ifdef EO_RUNTIME_AVX2
-    // The fused AVX2 / AVX-512 pixel kernels below compute the gemmlowp stage only; FP32 stages
-    // take the tap loop at the end (vector taps, then the kernels' fp32 output pass).
+    // The AVX-512 kernels (dw32, conv1ch) and dw_pixel16_avx2 compute either stage; dw_pixel_avx2
+    // only the gemmlowp one: other FP32 stages take the tap loop at the end.
     if (conv1ch || (avx2 && mult == 1 && dw32.blocks > 0)) {
       dw32_rows(x, y, r0, r1);
       return;
     }
-    if (avx2 && mult == 1 && dw16.blocks > 0 && !st.fp32) {
+    // (FP32: only when the 16-channel blocks cover every channel; dw_pixel_avx2, which does the
+    // rest, has the gemmlowp stage only.)
+    if (avx2 && mult == 1 && dw16.blocks > 0 && (!st.fp32 || dw16.blocks * 16 == o)) {
       // Every tap of the window (plus one to pair an odd count); taps outside the image read a
       // row of zero points, which adds exactly 0 (AVX2 CPUs, 16 or more channels).
       constexpr int kS = kMaxDwTaps + 1;
@@ -1459,8 +1496,8 @@ std::unique_ptr<Op> build_conv(Build& b) {
   op->st = read_channel_stage(b, op->O, x, b.tensor(b.output(0)));
   op->avx2 = use_avx2();
 #ifdef EO_RUNTIME_AVX2
-  op->conv1ch = !op->st.fp32 && (available_paths() & kAvx512Vnni) != 0 && op->C == 1 &&
-                op->G == 1 && !op->pointwise && op->O % 32 == 0 && op->KH * op->KW <= kMaxDwTaps &&
+  op->conv1ch = (available_paths() & kAvx512Vnni) != 0 && op->C == 1 && op->G == 1 &&
+                !op->pointwise && op->O % 32 == 0 && op->KH * op->KW <= kMaxDwTaps &&
                 b.op().weight()->format() == eom::WeightFormat_DENSE;
 #endif
   const bool direct = op->depthwise || op->conv1ch;
@@ -1483,14 +1520,16 @@ std::unique_ptr<Op> build_conv(Build& b) {
     op->pack_dw32();
   }
   if (op->depthwise && op->avx2)
-    op->dw_kernel = op->st.fp32           ? "s8_dwconv_direct_fp32__avx2"
-                    : op->dw32.blocks > 0 ? "s8_dwconv_direct__avx512vnni"
-                                          : "s8_dwconv_direct__avx2";
+    op->dw_kernel = op->dw32.blocks > 0 ? (op->st.fp32 ? "s8_dwconv_direct_fp32__avx512vnni"
+                                                       : "s8_dwconv_direct__avx512vnni")
+                    : op->st.fp32       ? "s8_dwconv_direct_fp32__avx2"
+                                        : "s8_dwconv_direct__avx2";
   if (op->conv1ch) {
     op->avx512 = true;
     op->pack32(op->O / 32);
     op->pack_fast();
-    op->dw_kernel = "s8_conv1ch_direct__avx512vnni";
+    op->dw_kernel =
+        op->st.fp32 ? "s8_conv1ch_direct_fp32__avx512vnni" : "s8_conv1ch_direct__avx512vnni";
   }
 #endif
   op->tile_rows = std::max(16, std::min(512, (32768 / std::max(1, op->K)) / 16 * 16));
