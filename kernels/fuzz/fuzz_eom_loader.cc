@@ -45,7 +45,9 @@ void planted_bug(const Model& m, size_t size) {
 }
 #endif
 
-void run_zero_inputs(Model& m) {
+// Runs on `threads` threads (the kernels split work across the thread pool only above a few
+// thousand MACs per thread).
+void run_zero_inputs(Model& m, int threads) {
   size_t bytes = m.activation_bytes();
   for (const auto& t : m.inputs()) bytes += t.bytes();
   for (const auto& t : m.outputs()) bytes += t.bytes();
@@ -59,6 +61,7 @@ void run_zero_inputs(Model& m) {
   for (const auto& t : m.outputs()) out.emplace_back(t.bytes(), 0);
   for (auto& v : in) in_ptrs.push_back(v.data());
   for (auto& v : out) out_ptrs.push_back(v.data());
+  m.set_num_threads(threads);
   m.run(in_ptrs, out_ptrs);
 }
 
@@ -72,7 +75,8 @@ void load_and_run(const uint8_t* data, size_t size) {
 #ifdef EDGEOPT_FUZZ_PLANTED_BUG
   planted_bug(*m, size);
 #endif
-  run_zero_inputs(*m);
+  // The last byte picks 1 or 2 threads, so the fuzzer explores the split work as well.
+  run_zero_inputs(*m, size > 0 && (data[size - 1] & 1) ? 2 : 1);
 }
 
 }  // namespace
