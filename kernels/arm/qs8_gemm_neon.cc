@@ -272,15 +272,13 @@ void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, in
 }
 
 #if defined(__aarch64__)
-constexpr QS8GemmUKernel kTable = {kNeon,     "eo_qs8_gemm_minmax_ukernel_2x8c8__neon",
-                                   kNR,       packed_size,
-                                   pack,      gemm_s32,
-                                   linear_s8, requant_fp32_row_neon};
+constexpr QS8GemmUKernel kTable = {
+    kNeon,     "eo_qs8_gemm_minmax_ukernel_2x8c8__neon", kNR, packed_size, pack, gemm_s32,
+    linear_s8, requant_fp32_rows<requant_fp32_row_neon>};
 #else
-constexpr QS8GemmUKernel kTable = {kNeon,     "eo_qs8_gemm_minmax_ukernel_2x4c8__neon",
-                                   kNR,       packed_size,
-                                   pack,      gemm_s32,
-                                   linear_s8, requant_fp32_row_neon};
+constexpr QS8GemmUKernel kTable = {
+    kNeon,     "eo_qs8_gemm_minmax_ukernel_2x4c8__neon", kNR, packed_size, pack, gemm_s32,
+    linear_s8, requant_fp32_rows<requant_fp32_row_neon>};
 #endif
 
 }  // namespace

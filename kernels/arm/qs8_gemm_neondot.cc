@@ -242,10 +242,9 @@ void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, in
   }
 }
 
-constexpr QS8GemmUKernel kTable = {kNeonDot,  "eo_qs8_gemm_minmax_ukernel_4x16c4__neondot",
-                                   kNR,       packed_size,
-                                   pack,      gemm_s32,
-                                   linear_s8, requant_fp32_row_neon};
+constexpr QS8GemmUKernel kTable = {
+    kNeonDot,  "eo_qs8_gemm_minmax_ukernel_4x16c4__neondot", kNR, packed_size, pack, gemm_s32,
+    linear_s8, requant_fp32_rows<requant_fp32_row_neon>};
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -114,6 +115,17 @@ inline void requant_fp32_row_neon(int n, const int32_t* acc, const int32_t* offs
                           per_channel ? scale + c : scale, per_channel, zp, qmin, qmax, out + c);
 }
 #endif
+
+// `rows` rows of n (accumulators ldacc apart, outputs ldo apart) through one row function: the
+// entry of the kernel tables (one indirect call per block, the row loop inlined).
+template <void (*Row)(int, const int32_t*, const int32_t*, const float*, bool, int32_t, int32_t,
+                      int32_t, int8_t*)>
+void requant_fp32_rows(int rows, int n, const int32_t* acc, size_t ldacc, const int32_t* offset,
+                       const float* scale, bool per_channel, int32_t zp, int32_t qmin, int32_t qmax,
+                       int8_t* out, size_t ldo) {
+  for (int i = 0; i < rows; ++i)
+    Row(n, acc + i * ldacc, offset, scale, per_channel, zp, qmin, qmax, out + i * ldo);
+}
 
 }  // namespace
 }  // namespace edgeopt

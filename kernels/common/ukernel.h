@@ -29,11 +29,13 @@ struct QS8GemmUKernel {
   // Fused int8 linear on the same ranges; `out` points at element (0,0).
   void (*linear_s8)(int m, int k, const int8_t* a, size_t lda, const void* packed, int n, int n0,
                     int n1, const QS8Params& p, int8_t* out, size_t ldo);
-  // XNNPACK's fp32 output stage on n accumulators acc[c] + offset[c] (offset may be null;
-  // common/requant_fp32.h): scale[c] per channel, or scale[0] for all when !per_channel.
-  // linear_s8_fp32 runs gemm_s32 then this, the bias and zero-point terms as the offset.
-  void (*requant_fp32)(int n, const int32_t* acc, const int32_t* offset, const float* scale,
-                       bool per_channel, int32_t zp, int32_t qmin, int32_t qmax, int8_t* out);
+  // XNNPACK's fp32 output stage on rows x n accumulators acc[i, c] + offset[c] (rows ldacc
+  // apart; offset may be null; common/requant_fp32.h): scale[c] per channel, or scale[0] for all
+  // when !per_channel; outputs ldo apart. linear_s8_fp32 runs gemm_s32 then this, the bias and
+  // zero-point terms as the offset.
+  void (*requant_fp32)(int rows, int n, const int32_t* acc, size_t ldacc, const int32_t* offset,
+                       const float* scale, bool per_channel, int32_t zp, int32_t qmin, int32_t qmax,
+                       int8_t* out, size_t ldo);
 };
 
 struct F32GemmUKernel {

@@ -126,11 +126,9 @@ void linear_s8_fp32(int m, const int8_t* a, size_t lda, const PackedS8& w, const
     for (int r0 = m0; r0 < m1; r0 += kRows) {
       const int rows = std::min(kRows, m1 - r0);
       uk->gemm_s32(rows, w.k(), a + r0 * lda, lda, packed, n, n0, n1, acc.data(), n);
-      for (int i = 0; i < rows; ++i) {
-        uk->requant_fp32(n1 - n0, acc.data() + static_cast<size_t>(i) * n + n0, off + n0,
-                         p.per_channel ? p.scale + n0 : p.scale, p.per_channel, p.output_zero_point,
-                         p.qmin, p.qmax, out + (r0 + i) * ldo + n0);
-      }
+      uk->requant_fp32(rows, n1 - n0, acc.data() + n0, n, off + n0,
+                       p.per_channel ? p.scale + n0 : p.scale, p.per_channel, p.output_zero_point,
+                       p.qmin, p.qmax, out + r0 * ldo + n0, ldo);
     }
   });
 }
@@ -139,8 +137,8 @@ void requantize_fp32_s8(int n, const int32_t* acc, const QS8Fp32Params& p, int8_
   if (n <= 0) return;
   const Path path = select_qs8(1, n, 1);
   const QS8GemmUKernel* uk = qs8_gemm_ukernel(path);
-  uk->requant_fp32(n, acc, nullptr, p.scale, p.per_channel, p.output_zero_point, p.qmin, p.qmax,
-                   out);
+  uk->requant_fp32(1, n, acc, n, nullptr, p.scale, p.per_channel, p.output_zero_point, p.qmin,
+                   p.qmax, out, n);
 }
 
 void linear_f32(int m, const float* a, size_t lda, const PackedF32& w, const F32Params& p,

@@ -85,10 +85,9 @@ void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, in
   });
 }
 
-constexpr QS8GemmUKernel kTable = {kScalar,   "eo_qs8_gemm_minmax_ukernel_1x4__scalar",
-                                   kNr,       packed_size,
-                                   pack,      gemm_s32,
-                                   linear_s8, requant_fp32_row_scalar};
+constexpr QS8GemmUKernel kTable = {
+    kScalar,   "eo_qs8_gemm_minmax_ukernel_1x4__scalar",  kNr, packed_size, pack, gemm_s32,
+    linear_s8, requant_fp32_rows<requant_fp32_row_scalar>};
 
 }  // namespace
 

@@ -940,6 +940,40 @@ EO_AVX512 void eltwise_avx512(bool is_add, const int8_t* a, const int8_t* b, int
   if (i < n) eltwise_avx2(is_add, a + i, b + i, y + i, n - i, p);
 }
 
+// XNNPACK's int8 ADD (FP32 stage), 16 pairs per step: (bias + a * ma + b * mb) >> shift + zp,
+// clamped; bias = 2^(shift-1) - ma * za - mb * zb. |a * ma| < 2^28, so the int32 sum is exact.
+// Narrowing saturates (monotone), so clamping after it gives the clamp of the exact value.
+EO_AVX2 void add_fp32_avx2(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, int32_t ma,
+                           int32_t mb, int32_t bias, int shift, int32_t zp, int32_t qmin,
+                           int32_t qmax) {
+  const __m256i vma = _mm256_set1_epi32(ma), vmb = _mm256_set1_epi32(mb);
+  const __m256i vbias = _mm256_set1_epi32(bias), vzp = _mm256_set1_epi32(zp);
+  const __m128i vsh = _mm_cvtsi32_si128(shift);
+  const __m128i lo8 = _mm_set1_epi8(static_cast<int8_t>(qmin));
+  const __m128i hi8 = _mm_set1_epi8(static_cast<int8_t>(qmax));
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i));
+    const __m128i vb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i));
+    __m256i r[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m256i a32 = _mm256_cvtepi8_epi32(h ? _mm_srli_si128(va, 8) : va);
+      const __m256i b32 = _mm256_cvtepi8_epi32(h ? _mm_srli_si128(vb, 8) : vb);
+      const __m256i acc = _mm256_add_epi32(
+          vbias, _mm256_add_epi32(_mm256_mullo_epi32(a32, vma), _mm256_mullo_epi32(b32, vmb)));
+      r[h] = _mm256_add_epi32(_mm256_sra_epi32(acc, vsh), vzp);
+    }
+    const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xD8);
+    __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+    p8 = _mm_min_epi8(_mm_max_epi8(p8, lo8), hi8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), p8);
+  }
+  for (; i < n; ++i) {
+    const int32_t v = ((bias + a[i] * ma + b[i] * mb) >> shift) + zp;
+    y[i] = static_cast<int8_t>(std::min(std::max(v, qmin), qmax));
+  }
+}
+
 EO_AVX2 void dw_tap_avx2(int32_t* acc, const int8_t* x, const int8_t* w, int32_t zp, int n) {
   const __m256i z = _mm256_set1_epi32(zp);
   int c = 0;
@@ -1768,6 +1802,7 @@ class BinaryS8 : public Op {
   // output is (ta[a] + tb[b]) >> fp32_shift (arithmetic: rounds half up) + out_zp, clamped.
   bool fp32 = false;
   int fp32_shift = 0;
+  int32_t fp32_ma = 0, fp32_mb = 0, fp32_bias = 0;  // the same as multipliers and a bias
 
   bool avx2 = false;
 
@@ -1788,6 +1823,12 @@ class BinaryS8 : public Op {
   void run_line(const int8_t* a, int64_t ia, const int8_t* b, int64_t ib, int8_t* y, int64_t len,
                 Fn fn) const {
     if (fp32) {
+#ifdef EO_RUNTIME_AVX2
+      if (avx2 && ia == 1 && ib == 1) {
+        add_fp32_avx2(a, b, y, len, fp32_ma, fp32_mb, fp32_bias, fp32_shift, out_zp, qmin, qmax);
+        return;
+      }
+#endif
       for (int64_t i = 0; i < len; ++i) {
         const int32_t v = (fn(a[i * ia], b[i * ib]) >> fp32_shift) + out_zp;
         y[i] = static_cast<int8_t>(std::min(std::max(v, qmin), qmax));
@@ -1847,7 +1888,7 @@ class BinaryS8 : public Op {
     } else {
       compute(a, b, y, [this](int8_t u, int8_t v) { return mul_acc(u, v); });
     }
-    info.kernel = fp32     ? "s8_add_fp32__generic"
+    info.kernel = fp32     ? (avx2 ? "s8_add_fp32__avx2" : "s8_add_fp32__generic")
                   : is_add ? (avx512 ? "s8_add__avx512vnni"
                               : avx2 ? "s8_add__avx2"
                                      : "s8_add__generic")
@@ -1895,6 +1936,10 @@ std::unique_ptr<Op> build_add_fp32(Build& b, const eom::Int8Stage& s, std::uniqu
   }
   op->fp32 = true;
   op->fp32_shift = shift;
+  op->fp32_ma = m[0];
+  op->fp32_mb = m[1];
+  op->fp32_bias = (int32_t{1} << (shift - 1)) - m[0] * zps[0] - m[1] * zps[1];
+  op->avx2 = use_avx2();
   op->out_shape = out;
   op->n = y.elements;
   op->same = a.shape == out && c.shape == out;

@@ -283,10 +283,8 @@ void linear_s8(int m, int k, const int8_t* a, size_t lda, const void* packed, in
 }
 
 constexpr QS8GemmUKernel kTable = {
-    kAmxInt8,  "eo_qs8_gemm_minmax_ukernel_32x32c4__amx",
-    kNR,       packed_size,
-    pack,      gemm_s32,
-    linear_s8, requant_fp32_row_avx2,
+    kAmxInt8,  "eo_qs8_gemm_minmax_ukernel_32x32c4__amx", kNR, packed_size, pack, gemm_s32,
+    linear_s8, requant_fp32_rows<requant_fp32_row_avx2>,
 };
 
 }  // namespace
