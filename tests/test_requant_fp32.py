@@ -65,9 +65,10 @@ def test_unknown_requantization_is_refused_with_the_choices():
 
 
 def test_default_stays_gemmlowp_and_fp32_sets_every_weighted_module():
-    q_default, _ = _quantized("mobilenetv2", optimizer.Int8Config())
-    q, _ = _quantized("mobilenetv2")
-    weighted = [m for m in q.modules() if isinstance(m, (qm.QConv2d, qm.QLinear))]
+    q_default, _ = _quantized("efficientnet", optimizer.Int8Config())
+    q, _ = _quantized("efficientnet")
+    weighted = [m for m in q.modules() if isinstance(m, (qm.QConv2d, qm.QLinear, qm.QAdd, qm.QMul))]
+    assert {type(m) for m in weighted} == {qm.QConv2d, qm.QLinear, qm.QAdd, qm.QMul}
     assert weighted and all(m.requantization == "fp32" for m in weighted)
     for m in q_default.modules():
         if isinstance(m, qm.QModule):
@@ -180,6 +181,20 @@ def test_fp32_add_equals_xnnpacks_integer_recipe(seed):
         ar.add_s8_fp32(a.numpy(), b.numpy(), za, zb, zo, m.requant_input_scale.numpy(), m.clamp),
         want,
     )
+
+
+def test_fp32_mul_equals_a_float32_numpy_reimplementation():
+    rng = np.random.default_rng(5)
+    m = qm.QMul((0.07, 0.011), (-5, 9), 0.02, 4, "relu6")
+    assert m.set_requantization("fp32")
+    s = np.float32(np.float32(np.float32(0.07) * np.float32(0.011)) / np.float32(0.02))
+    assert m.requant_scale.numpy().tolist() == [s]
+    a = rng.integers(-128, 128, (2, 16, 4, 4)).astype(np.int8)
+    b = rng.integers(-128, 128, (2, 16, 1, 1)).astype(np.int8)
+    prod = ((a.astype(np.int32) + 5) * (b.astype(np.int32) - 9)).reshape(-1, 1)
+    want = _np_requant(prod, np.array([s]), 4, m.clamp).reshape(2, 16, 4, 4)
+    np.testing.assert_array_equal(m(torch.from_numpy(a), torch.from_numpy(b)).numpy(), want)
+    assert not qm.QMul((1e-4, 1e-4), (0, 0), 1.0, 0).set_requantization("fp32")  # < 2^-16
 
 
 def test_fp32_add_outside_xnnpacks_ratio_range_keeps_tflites_arithmetic():
@@ -321,7 +336,7 @@ def test_hand_built_fp32_linear_matches_the_reference(scale):
     np.testing.assert_array_equal(rt.run(x), ar.dequantize(yq, np.float32(0.1), -2))
 
 
-def _fp32_add_file(**stage_fields) -> bytes:
+def _fp32_add_file(op: int = fb.OpType.ADD, **stage_fields) -> bytes:
     w = native.EomWriter()
     x = w.add_tensor("x", (2, 6))
     xq = w.add_tensor("xq", (2, 6), np.int8, {"scale": [0.05], "zero_point": [3]})
@@ -338,7 +353,7 @@ def _fp32_add_file(**stage_fields) -> bytes:
     }
     stage.update(stage_fields)
     stage = {k: v for k, v in stage.items() if v is not None}
-    w.add_operator(fb.OpType.ADD, "add", [xq, xq], [yq], int8=stage)
+    w.add_operator(op, "add", [xq, xq], [yq], int8=stage)
     y = w.add_tensor("y", (2, 6))
     w.add_operator(fb.OpType.DEQUANTIZE, "dequant", [yq], [y])
     return w.finish([x], [y], version=native.FORMAT_VERSION_FP32_REQUANT)
@@ -366,6 +381,19 @@ def test_hand_built_fp32_add_matches_the_reference():
 def test_bad_fp32_add_stages_are_refused(fields, match):
     with pytest.raises(ValueError, match=match):
         runtime.loads(_fp32_add_file(**fields))
+
+
+def test_fp32_mul_stage_needs_one_scale():
+    bad = {"input_scale": None, "scale": np.array([0.5, 0.5], np.float32)}
+    with pytest.raises(ValueError, match="int8.scale of an FP32 MUL must hold 1 float32"):
+        runtime.loads(_fp32_add_file(op=fb.OpType.MUL, **bad))
+    rt = runtime.loads(
+        _fp32_add_file(op=fb.OpType.MUL, input_scale=None, scale=np.array([0.4], np.float32))
+    )
+    x = np.linspace(-6, 6, 12, dtype=np.float32).reshape(2, 6)
+    xq = ar.quantize(x, np.float32(0.05), 3)
+    yq = ar.mul_s8_fp32(xq, xq, 3, 3, -9, np.float32(0.4))
+    np.testing.assert_array_equal(rt.run(x), ar.dequantize(yq, np.float32(0.07), -9))
 
 
 @pytest.mark.parametrize(
@@ -404,6 +432,18 @@ def test_fp32_int8_under_qemu_is_bit_exact(tmp_path):
         assert "s8_gemm__neon" in out.stdout, f"{arch}: int8 GEMMs run NEON kernels\n{out.stdout}"
         got = np.frombuffer((tmp_path / "y.bin").read_bytes(), np.float32).reshape(want.shape)
         np.testing.assert_array_equal(got, want, err_msg=arch)
+
+
+@pytest.mark.parametrize("name", ["vgg", "resnet_basic", "mobilenetv2", "efficientnet", "densenet"])
+def test_zoo_fp32_modules_equal_litert_xnnpack_bit_for_bit(name, tmp_path):
+    """Convolutions, depthwise, FC, ADD and MUL in XNNPACK's arithmetic: LiteRT's default
+    interpreter reproduces the module exactly (the gemmlowp default differs by ties)."""
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    q, ex = _quantized(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = optimizer.export_tflite(q, ex[0][:1], tmp_path / "m.tflite", sample_inputs=ex)
+    assert r.max_abs_diff == 0, r
 
 
 # -- the headline: LiteRT + XNNPACK agrees with the native runtime on digits MobileNetV2 --------

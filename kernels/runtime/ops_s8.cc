@@ -128,7 +128,7 @@ void same_zero_point(const Build& b, int32_t stage_zp, const Tensor& t, const ch
 void require_gemmlowp(const Build& b, const eom::Int8Stage& s) {
   b.require(s.requantization() == eom::Requantization_GEMMLOWP, "int8.requantization ",
             static_cast<int>(s.requantization()),
-            " is not supported here; only CONV2D, LINEAR and ADD take FP32 (1) stages");
+            " is not supported here; only CONV2D, LINEAR, ADD and MUL take FP32 (1) stages");
 }
 
 void clamp_bounds(const Build& b, const eom::Int8Stage& s, int32_t* qmin, int32_t* qmax) {
@@ -1803,6 +1803,9 @@ class BinaryS8 : public Op {
   bool fp32 = false;
   int fp32_shift = 0;
   int32_t fp32_ma = 0, fp32_mb = 0, fp32_bias = 0;  // the same as multipliers and a bias
+  // FP32 MUL (XNNPACK's): the product through the fp32 output stage with one scale.
+  bool fp32_mul = false;
+  float fp32_scale = 0.0f;
 
   bool avx2 = false;
 
@@ -1822,6 +1825,21 @@ class BinaryS8 : public Op {
   template <typename Fn>
   void run_line(const int8_t* a, int64_t ia, const int8_t* b, int64_t ib, int8_t* y, int64_t len,
                 Fn fn) const {
+    if (fp32_mul) {
+      QS8Fp32Params fp;
+      fp.scale = &fp32_scale;
+      fp.per_channel = false;
+      fp.output_zero_point = out_zp;
+      fp.qmin = qmin;
+      fp.qmax = qmax;
+      int32_t buf[256];
+      for (int64_t i0 = 0; i0 < len; i0 += 256) {
+        const int cnt = static_cast<int>(std::min<int64_t>(256, len - i0));
+        for (int i = 0; i < cnt; ++i) buf[i] = fn(a[(i0 + i) * ia], b[(i0 + i) * ib]);
+        requantize_fp32_s8(cnt, buf, fp, y + i0);
+      }
+      return;
+    }
     if (fp32) {
 #ifdef EO_RUNTIME_AVX2
       if (avx2 && ia == 1 && ib == 1) {
@@ -1888,7 +1906,8 @@ class BinaryS8 : public Op {
     } else {
       compute(a, b, y, [this](int8_t u, int8_t v) { return mul_acc(u, v); });
     }
-    info.kernel = fp32     ? (avx2 ? "s8_add_fp32__avx2" : "s8_add_fp32__generic")
+    info.kernel = fp32_mul ? "s8_mul_fp32__generic"
+                  : fp32   ? (avx2 ? "s8_add_fp32__avx2" : "s8_add_fp32__generic")
                   : is_add ? (avx512 ? "s8_add__avx512vnni"
                               : avx2 ? "s8_add__avx2"
                                      : "s8_add__generic")
@@ -1949,6 +1968,36 @@ std::unique_ptr<Op> build_add_fp32(Build& b, const eom::Int8Stage& s, std::uniqu
   return op;
 }
 
+// XNNPACK's int8 MUL: the int32 product of the centred inputs through the fp32 output stage with
+// one float32 scale (int8.scale[1]).
+std::unique_ptr<Op> build_mul_fp32(Build& b, const eom::Int8Stage& s, std::unique_ptr<BinaryS8> op,
+                                   const Tensor& a, const Tensor& c, const Tensor& y,
+                                   const std::vector<int64_t>& out) {
+  b.require(s.multiplier() == nullptr && s.shift() == nullptr && s.input_scale() == nullptr,
+            "an FP32 MUL stage takes one int8.scale, not multiplier / shift / input_scale");
+  const auto* v = s.scale();
+  b.require(v != nullptr && v->size() == 1, "int8.scale of an FP32 MUL must hold 1 float32");
+  const float f = v->Get(0);
+  b.require(std::isfinite(f) && f > 0.0f, "int8.scale[0] = ", f, " must be finite and > 0");
+  const auto zps = int_vector(b, s.input_zero_points(), 2, -128, 127, "input_zero_points");
+  same_zero_point(b, zps[0], a, "input_zero_points[0]");
+  same_zero_point(b, zps[1], c, "input_zero_points[1]");
+  op->out_zp = s.output_zero_point();
+  same_zero_point(b, op->out_zp, y, "output_zero_point");
+  clamp_bounds(b, s, &op->qmin, &op->qmax);
+  op->za = zps[0];
+  op->zb = zps[1];
+  op->fp32_mul = true;
+  op->fp32_scale = f;
+  op->out_shape = out;
+  op->n = y.elements;
+  op->same = a.shape == out && c.shape == out;
+  broadcast_strides(a.shape, out, op->sa);
+  broadcast_strides(c.shape, out, op->sb);
+  op->info.op = "mul";
+  return op;
+}
+
 std::unique_ptr<Op> build_binary(Build& b, bool is_add) {
   b.expect_inputs(2, 2);
   b.expect_outputs(1, 1);
@@ -1974,10 +2023,11 @@ std::unique_ptr<Op> build_binary(Build& b, bool is_add) {
   const Tensor& y = b.tensor(b.output(0));
   const eom::Int8Stage& s = stage_of(b);
   if (s.requantization() != eom::Requantization_GEMMLOWP) {
-    b.require(is_add && s.requantization() == eom::Requantization_FP32, "int8.requantization ",
-              static_cast<int>(s.requantization()),
-              " is not supported here; only CONV2D, LINEAR and ADD take FP32 (1) stages");
-    return build_add_fp32(b, s, std::move(op), a, c, y, out);
+    b.require(s.requantization() == eom::Requantization_FP32,
+              "int8.requantization = ", static_cast<int>(s.requantization()),
+              " is unknown; expected GEMMLOWP (0) or FP32 (1)");
+    if (is_add) return build_add_fp32(b, s, std::move(op), a, c, y, out);
+    return build_mul_fp32(b, s, std::move(op), a, c, y, out);
   }
   const auto zps = int_vector(b, s.input_zero_points(), 2, -128, 127, "input_zero_points");
   same_zero_point(b, zps[0], a, "input_zero_points[0]");

@@ -217,6 +217,43 @@ def add_fp32_multipliers(ratios: np.ndarray) -> tuple[int, int, int]:
     return int(mult[0]), int(mult[1]), shift
 
 
+#: XNNPACK's int8 MUL takes product-to-output scale ratios in [2^-16, 2^8) only.
+MUL_FP32_SCALE_RANGE = (2.0**-16, 2.0**8)
+
+
+def mul_fp32_scale(input1_scale: float, input2_scale: float, output_scale: float) -> float | None:
+    """XNNPACK's int8 MUL scale ``float32(float32(s1 * s2) / s_out)``, or None outside
+    :data:`MUL_FP32_SCALE_RANGE` (XNNPACK does not run that MUL). The product
+    ``(x1 - z1) * (x2 - z2)`` then goes through :func:`requantize_fp32` with it.
+
+    Example:
+        >>> mul_fp32_scale(0.5, 0.25, 0.125)
+        1.0
+    """
+    s = np.float32(np.float32(input1_scale) * np.float32(input2_scale)) / np.float32(output_scale)
+    lo, hi = MUL_FP32_SCALE_RANGE
+    if not np.isfinite(s) or not lo <= s < hi:
+        return None
+    return float(np.float32(s))
+
+
+def mul_s8_fp32(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    input1_zero_point: int,
+    input2_zero_point: int,
+    output_zero_point: int,
+    scale: float,
+    clamp: tuple[int, int] = (-128, 127),
+) -> np.ndarray:
+    """XNNPACK's int8 MUL (broadcasting): the int32 product of the centred inputs through
+    :func:`requantize_fp32` with the float32 ``scale`` of :func:`mul_fp32_scale`."""
+    prod = (np.asarray(x1, np.int64) - int(input1_zero_point)) * (
+        np.asarray(x2, np.int64) - int(input2_zero_point)
+    )
+    return requantize_fp32(prod, np.array([scale], np.float32), output_zero_point, clamp)
+
+
 def add_s8_fp32(
     x1: np.ndarray,
     x2: np.ndarray,
@@ -539,6 +576,9 @@ __all__ = [
     "add_multipliers",
     "add_s8",
     "add_s8_fp32",
+    "MUL_FP32_SCALE_RANGE",
+    "mul_fp32_scale",
+    "mul_s8_fp32",
     "avg_pool2d_s8",
     "conv2d_s8",
     "conv_multiplier",

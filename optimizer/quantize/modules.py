@@ -26,8 +26,10 @@ values (see :mod:`optimizer.quantize.qops`). Attributes, the contract with the e
   to even (:func:`optimizer.quantize.arithmetic.requantize_fp32`); ``multiplier`` / ``shift``
   are kept but unused; a :class:`QAdd` in ``"fp32"`` has ``requant_input_scale`` (float32 [2],
   ``s_in[i] / s_out``), ``requant_scale`` = [1.0], and computes XNNPACK's ADD
-  (:func:`optimizer.quantize.arithmetic.add_s8_fp32`); other modules have no output stage in
-  XNNPACK's arithmetic and keep ``"gemmlowp"``;
+  (:func:`optimizer.quantize.arithmetic.add_s8_fp32`); a :class:`QMul` in ``"fp32"`` has
+  ``requant_scale`` = [``float32(s1 * s2) / s_out``] and requantizes the int32 product with it;
+  modules without an output stage, and ADD / MUL whose scales XNNPACK does not take, keep
+  ``"gemmlowp"``;
 - :class:`QAdd`: ``multipliers`` = (m1, shift1, m2, shift2, m_out, shift_out) and
   ``left_shift`` (20), TFLite ADD; :class:`QMul`: ``multiplier``, ``shift``; both ``clamp``;
 - :class:`QLookupTable`: buffer ``table`` (int8 [256], ``table[q + 128]``), ``function``;
@@ -525,8 +527,43 @@ class QMul(QModule):
         out.update(activation=self.activation, clamp=list(self.clamp))
         return out
 
+    def set_requantization(self, mode: str) -> bool:
+        """Selects ``"gemmlowp"`` (TFLite's MUL) or ``"fp32"`` (XNNPACK's: the int32 product times
+        the float32 ``requant_scale``, rounded half to even). XNNPACK only runs MULs whose scale
+        lies in [2^-16, 2^8); for the others the module stays ``"gemmlowp"``. Returns whether
+        ``mode`` was applied.
+
+        Example::
+
+            m = QMul((0.1, 0.05), (0, 3), 0.02, -1)
+            m.set_requantization("fp32")  # True
+        """
+        if mode not in ("gemmlowp", "fp32"):
+            raise ValueError(
+                f"QMul `{self.path}`: requantization must be 'gemmlowp' or 'fp32', got {mode!r}"
+            )
+        self._buffers.pop("requant_scale", None)
+        self.requantization = "gemmlowp"
+        if mode == "gemmlowp":
+            return True
+        scale = ar.mul_fp32_scale(*self.input_scales, self.output_scale)
+        if scale is None:
+            return False
+        self.requantization = "fp32"
+        self.register_buffer("requant_scale", torch.tensor([scale], dtype=torch.float32))
+        return True
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         _check_int8(self, a, b)
+        if self.requantization == "fp32":
+            return qops.mul_s8_fp32(
+                a,
+                b,
+                *self.input_zero_points,
+                self.output_zero_point,
+                self.requant_scale,
+                self.clamp,
+            )
         return qops.mul_s8(
             a,
             b,

@@ -116,7 +116,8 @@ class Int8Config:
             LiteRT's reference kernels compute bit for bit. ``"fp32"`` is XNNPACK's (LiteRT's
             default CPU delegate, what phones run): the int32 accumulator times a float32 scale
             ``s_in * s_w[c] / s_out``, rounded half to even, and ADDs in XNNPACK's own integer
-            arithmetic (multipliers from float32 scale ratios); choose it when the deployment runs
+            arithmetic (multipliers from float32 scale ratios), MULs in float32 like the
+            convolutions (XNNPACK's ranges permitting); choose it when the deployment runs
             LiteRT with XNNPACK and its outputs must match the native runtime's. The native
             model file then needs format 1.4 (see :mod:`optimizer.quantize.arithmetic`).
 
@@ -1178,7 +1179,7 @@ class _Builder:
                 zps = tuple(self._qp(a.name)[1] for a in ins)
                 cls = qm.QAdd if k == "add" else qm.QMul
                 qmod = cls(scales, zps, out_s, out_z, act, info.path)
-                if k == "add" and an.config.requantization != "gemmlowp":
+                if an.config.requantization != "gemmlowp":
                     qmod.set_requantization(an.config.requantization)
             elif k == "lut":
                 in_s, in_z = self._qp(src.name)

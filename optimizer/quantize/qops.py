@@ -37,6 +37,7 @@ __all__ = [
     "lookup_s8",
     "max_pool2d_s8",
     "mul_s8",
+    "mul_s8_fp32",
     "multiply_by_quantized_multiplier",
     "quantize",
     "requantize",
@@ -260,6 +261,22 @@ def add_s8_fp32(
     b = (x2.to(torch.int64) - int(input2_zero_point)) * m2
     v = torch.bitwise_right_shift(a + b + (1 << (shift - 1)), shift) + int(output_zero_point)
     return torch.clamp(v, clamp[0], clamp[1]).to(torch.int8)
+
+
+def mul_s8_fp32(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    input1_zero_point: int,
+    input2_zero_point: int,
+    output_zero_point: int,
+    scale: torch.Tensor,
+    clamp: tuple[int, int] = (-128, 127),
+) -> torch.Tensor:
+    """XNNPACK's int8 MUL (broadcasting); equals ``arithmetic.mul_s8_fp32``."""
+    prod = (x1.to(torch.int64) - int(input1_zero_point)) * (
+        x2.to(torch.int64) - int(input2_zero_point)
+    )
+    return requantize_fp32(prod, scale.reshape(()), output_zero_point, clamp)
 
 
 def mul_s8(
