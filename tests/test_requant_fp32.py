@@ -417,11 +417,14 @@ def test_bad_fp32_stages_are_refused_with_clear_errors(fields, match):
 # -- ARM under qemu -----------------------------------------------------------------------------
 
 
-def test_fp32_int8_under_qemu_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("name", ["mobilenetv2", "efficientnet"])
+def test_fp32_int8_under_qemu_is_bit_exact(name, tmp_path):
+    """1x1 and im2col GEMMs, depthwise, per-channel scales, ADD (and MUL: efficientnet) in their
+    FP32 stages on aarch64 (NEON dot) and armv7 (NEON, magic-number rounding) under qemu."""
     from tests.test_native_cross import _cross_build, _qemu
     from tests.test_runtime_cross import ARCHES, _bench_under_qemu
 
-    q, ex = _quantized("mobilenetv2")  # 1x1 and im2col GEMMs, depthwise, per-channel scales
+    q, ex = _quantized(name)
     path = tmp_path / "m.eom"
     native.export_native(q, ex, path)
     x = ex[0].numpy()
@@ -432,6 +435,9 @@ def test_fp32_int8_under_qemu_is_bit_exact(tmp_path):
         assert "s8_gemm__neon" in out.stdout, f"{arch}: int8 GEMMs run NEON kernels\n{out.stdout}"
         got = np.frombuffer((tmp_path / "y.bin").read_bytes(), np.float32).reshape(want.shape)
         np.testing.assert_array_equal(got, want, err_msg=arch)
+
+
+# -- LiteRT + XNNPACK computes the modules' arithmetic --------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["vgg", "resnet_basic", "mobilenetv2", "efficientnet", "densenet"])
