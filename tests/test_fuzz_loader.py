@@ -1,11 +1,12 @@
 """Coverage-guided fuzzing of the .eom loader with libFuzzer (kernels/fuzz/fuzz_eom_loader.cc,
 built with clang, AddressSanitizer and UndefinedBehaviorSanitizer into build/fuzz, as `make fuzz`
-does). Seeds are valid files written by the exporters at test time (float, int8, compact 1.3 with
-packed block-sparse codebook weights, a transformer with GATHER); the fuzzer mutates them for a
-bounded time and any crash, sanitizer report, leak or timeout fails the test. A twin binary with
-a planted heap overflow proves that a finding does fail it. The files in tests/data/fuzz are inputs
-the fuzzer once flagged: they replay cleanly under the sanitizers, and through the ordinary build
-give a clear ValueError or load and run."""
+does). Seeds are valid files written by the exporters at test time (float, int8 with float
+islands, float and int8 block-sparse and codebook weights, compact 1.3 with packed block-sparse
+codebook weights, a transformer with GATHER); the fuzzer mutates them for a bounded time and any
+crash, sanitizer report, leak or timeout fails the test. A twin binary with a planted heap
+overflow proves that a finding does fail it. The files in tests/data/fuzz are inputs the fuzzer
+once flagged: they replay cleanly under the sanitizers, and through the ordinary build give a
+clear ValueError or load and run."""
 
 from __future__ import annotations
 
@@ -121,6 +122,7 @@ class _Wide(nn.Module):
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory) -> Path:
     """A folder of small valid files, one per loader path (each loads and runs)."""
+    from optimizer import BlockPruneConfig, WeightShareConfig, prune_blocks_, share_weights_
     from optimizer.quantize.ptq import Int8Config, quantize_
     from tests.test_eom_compact import TARGET, _quantized
     from tests.zoo import Transformer
@@ -133,6 +135,16 @@ def seeds(tmp_path_factory) -> Path:
     config = Int8Config(keep_float=["sub", "gn", "softmax"])
     q = quantize_(model, config, calibration=[x, torch.randn(1, 3, 4, 4)])
     export_native(q, (x,), d / "int8.eom")
+    # Float BSR and codebook weights, and int8 BSR (format 1.1)
+    torch.manual_seed(0)
+    layers = [nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4)]
+    mlp = nn.Sequential(*layers)
+    x = torch.randn(2, 16)
+    first, second = (lambda m, name: name == "0"), (lambda m, name: name == "2")
+    prune_blocks_(mlp, BlockPruneConfig(block=(8, 4), sparsity=0.5, filter_fn=first)).remove()
+    share_weights_(mlp, WeightShareConfig(clusters=16, filter_fn=second))
+    export_native(mlp.eval(), (x,), d / "sparse_float.eom")
+    export_native(quantize_(mlp, Int8Config(), calibration=[x]), (x,), d / "sparse_int8.eom")
     q, xq = _quantized()  # compact 1.3: conv with a packed BSR-codebook weight, then a linear
     export_native(q, (xq,), d / "packed.eom", target=TARGET)
     torch.manual_seed(0)
