@@ -307,6 +307,34 @@ def test_pruned_blocks_take_no_codebook_entry(tmp_path):
         np.testing.assert_array_equal(runtime.load(tmp_path / "m.eom").run(x.numpy()), q(x).numpy())
 
 
+def test_shared_conv_with_batchnorm_keeps_one_int8_table(tmp_path):
+    """Weight sharing then BatchNorm folding scales each channel's codebook differently; int8
+    ranges of |bn factor| * max|codebook| give every channel the same int8 values, so the file
+    stores one table per layer, not one per channel."""
+    import optimizer
+    from optimizer.quantize.observers import shared_weight_amax
+    from optimizer.quantize.ptq import Int8Config, quantize_
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 2.0)  # positive factors: one table up to sign
+        model[1].running_var.uniform_(0.5, 2.0)
+    optimizer.share_weights_(model, optimizer.WeightShareConfig(clusters=16, method="optimal"))
+    x = torch.randn(4, 8, 6, 6)
+    q = quantize_(model, Int8Config(), calibration=[x])
+    w8 = q.get_submodule("0").weight_int8.numpy()
+    assert len(np.unique(w8)) <= 16, np.unique(w8)
+    report = export_native(q, (x,), tmp_path / "m.eom", target=TARGET)
+    row = report.layers[0]
+    assert row["format"] in ("codebook", "bsr_codebook") and not row["per_channel"], row
+    with torch.no_grad():
+        np.testing.assert_array_equal(runtime.load(tmp_path / "m.eom").run(x.numpy()), q(x).numpy())
+    # A weight that is not shared (or a small layer's distinct values) keeps per-channel ranges.
+    assert shared_weight_amax(torch.randn(10, 16)) is None
+    assert shared_weight_amax(torch.randn(64, 64)) is None
+
+
 def test_small_constants_fill_the_padding_before_a_64_byte_boundary():
     w = native.EomWriter()
     big = w.add_constant("a", np.arange(100, dtype=np.uint8))  # 28 bytes of padding after it

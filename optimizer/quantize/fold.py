@@ -22,6 +22,7 @@ import torch
 from torch import fx, nn
 
 from optimizer.graph.dependency import capture
+from optimizer.quantize.observers import shared_weight_amax
 
 __all__ = ["bn_as_depthwise", "fold_bn", "float_graph", "node_path", "set_submodule"]
 
@@ -62,6 +63,11 @@ def fold_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
     dtype = layer.weight.dtype
     new.weight = nn.Parameter(w.to(dtype))
     new.bias = nn.Parameter(b.to(dtype))
+    # A shared (codebook) weight keeps one int8 table per layer: each channel's int8 range is
+    # the BatchNorm factor times the codebook's range (quantize_ reads this attribute).
+    amax = shared_weight_amax(layer.weight, scale)
+    if amax is not None:
+        new._edgeopt_weight_amax = amax
     return new
 
 

@@ -170,6 +170,7 @@ class _QWeighted(QModule):
         input_zero_point: int,
         per_channel: bool,
         activation: str | None,
+        weight_amax: torch.Tensor | None = None,
     ) -> None:
         self.input_scale = float(np.float32(input_scale))
         self.input_zero_point = int(input_zero_point)
@@ -183,7 +184,7 @@ class _QWeighted(QModule):
                 f"accumulation; expected K < {qops.MAX_EXACT_K}"
             )
         w = weight.detach().to(torch.float32)
-        s_w = weight_scales(w, per_channel)
+        s_w = weight_scales(w, per_channel, weight_amax)
         # A channel whose bias would not fit int32 at scale s_in * s_w gets a coarser weight
         # scale (tiny channels left by BN folding); its weights still fit [-127, 127].
         if bias is not None:
@@ -259,9 +260,12 @@ class QLinear(_QWeighted):
         per_channel: bool = True,
         activation: str | None = None,
         path: str = "",
+        weight_amax: torch.Tensor | None = None,
     ) -> None:
         super().__init__(output_scale, output_zero_point, path)
-        self._init_weights(weight, bias, input_scale, input_zero_point, per_channel, activation)
+        self._init_weights(
+            weight, bias, input_scale, input_zero_point, per_channel, activation, weight_amax
+        )
         self.in_features = int(weight.shape[1])
         self.out_features = int(weight.shape[0])
 
@@ -276,6 +280,7 @@ class QLinear(_QWeighted):
         per_channel: bool = True,
         activation: str | None = None,
         path: str = "",
+        weight_amax: torch.Tensor | None = None,
     ) -> QLinear:
         """Quantizes a float ``nn.Linear`` (weights symmetric, bias int32)."""
         return cls(
@@ -288,6 +293,7 @@ class QLinear(_QWeighted):
             per_channel,
             activation,
             path,
+            weight_amax,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -335,9 +341,12 @@ class QConv2d(_QWeighted):
         per_channel: bool = True,
         activation: str | None = None,
         path: str = "",
+        weight_amax: torch.Tensor | None = None,
     ) -> None:
         super().__init__(output_scale, output_zero_point, path)
-        self._init_weights(weight, bias, input_scale, input_zero_point, per_channel, activation)
+        self._init_weights(
+            weight, bias, input_scale, input_zero_point, per_channel, activation, weight_amax
+        )
         self.stride = tuple(int(v) for v in stride)
         self.padding = tuple(int(v) for v in padding)
         self.dilation = tuple(int(v) for v in dilation)

@@ -32,6 +32,7 @@ __all__ = [
     "PercentileObserver",
     "activation_qparams",
     "make_observer",
+    "shared_weight_amax",
     "weight_scales",
 ]
 
@@ -60,15 +61,57 @@ def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
     return scale, zero_point
 
 
-def weight_scales(w: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+def weight_scales(
+    w: torch.Tensor, per_channel: bool = True, amax: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric int8 weight scales ``max|w| / 127`` (float32), per output channel (dim 0) or one.
 
-    A channel (or tensor) that is all zero gets scale 1.0 (its int8 weights are 0 either way).
+    ``amax`` (per channel, only with ``per_channel``) replaces each channel's ``max|w|``: see
+    :func:`shared_weight_amax`. A channel (or tensor) that is all zero gets scale 1.0 (its int8
+    weights are 0 either way).
     """
     w = w.detach()
-    amax = w.abs().reshape(w.shape[0], -1).amax(1) if per_channel else w.abs().amax().reshape(1)
+    if per_channel and amax is not None:
+        amax = amax.detach().to(torch.float32).reshape(-1).expand(w.shape[0])
+    elif per_channel:
+        amax = w.abs().reshape(w.shape[0], -1).amax(1)
+    else:
+        amax = w.abs().amax().reshape(1)
     scale = (amax.to(torch.float64) / 127.0).to(torch.float32)
     return torch.where(amax > 0, scale, torch.ones_like(scale))
+
+
+#: A weight with at most this many distinct values is treated as shared (a codebook).
+SHARED_MAX_VALUES = 256
+
+
+def shared_weight_amax(
+    w: torch.Tensor, row_scale: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """Per-channel ranges that keep a shared (codebook) weight's int8 values one table.
+
+    For a weight whose layer takes at most ``SHARED_MAX_VALUES`` distinct values, each used 8
+    times on average (weight sharing; a small layer's distinct weights do not count), each
+    output channel's range is ``|row_scale[c]| * max|w|`` (``row_scale``: the BatchNorm factor
+    folded into that channel later, 1 without one) instead of the channel's own maximum: every
+    channel then quantizes the layer's codebook to the same int8 values (up to sign), so the
+    export stores one table per layer instead of one per channel. None for a weight that is
+    not shared.
+
+    Example:
+        >>> w = torch.tensor([[0.5, -1.0] * 8, [0.5, 0.5] * 8])
+        >>> shared_weight_amax(w).tolist()
+        [1.0, 1.0]
+    """
+    w = w.detach()
+    if w.numel() == 0:
+        return None
+    distinct = torch.unique(w).numel()
+    if distinct > SHARED_MAX_VALUES or distinct * 8 > w.numel():
+        return None
+    top = w.abs().amax().to(torch.float64)
+    rows = torch.ones(w.shape[0], dtype=torch.float64) if row_scale is None else row_scale
+    return (rows.detach().to(torch.float64).abs() * top).to(torch.float32)
 
 
 class Observer:

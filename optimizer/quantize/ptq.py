@@ -80,6 +80,7 @@ from optimizer.quantize.observers import (
     OBSERVERS,
     activation_qparams,
     make_observer,
+    shared_weight_amax,
     weight_scales,
 )
 
@@ -825,6 +826,13 @@ _OTHER_CONVS = (
 )
 
 
+def _weight_amax(mod: nn.Module) -> torch.Tensor | None:
+    """Per-channel int8 ranges for a shared (codebook) weight: set by BatchNorm folding
+    (``fold_bn``), else the codebook's range for every channel; None for other weights."""
+    amax = getattr(mod, "_edgeopt_weight_amax", None)
+    return amax if amax is not None else shared_weight_amax(mod.weight)
+
+
 def _conv_unsupported(mod: nn.Conv2d) -> str | None:
     if mod.padding_mode != "zeros":
         return f"Conv2d with padding_mode={mod.padding_mode!r}"
@@ -945,7 +953,7 @@ def calibrate(
     for name in bias_set:
         mod = fg.get_submodule(by_name[name].target)
         w = mod.weight.detach()
-        s = weight_scales(w, config.per_channel).to(torch.float64)
+        s = weight_scales(w, config.per_channel, _weight_amax(mod)).to(torch.float64)
         view = (-1,) + (1,) * (w.dim() - 1)
         s = s.reshape(view) if s.numel() > 1 else s
         wq = torch.clamp(torch.round(w.to(torch.float64) / s), -127, 127) * s
@@ -1150,6 +1158,7 @@ class _Builder:
             if k in ("conv", "linear"):
                 in_s, in_z = self._qp(src.name)
                 fmod = fg.get_submodule(n.target)
+                amax = _weight_amax(fmod)
                 if k == "conv":
                     qmod = qm.QConv2d(
                         fmod.weight,
@@ -1165,10 +1174,19 @@ class _Builder:
                         an.config.per_channel,
                         act,
                         info.path,
+                        weight_amax=amax,
                     )
                 else:
                     qmod = qm.QLinear.from_float(
-                        fmod, in_s, in_z, out_s, out_z, an.config.per_channel, act, info.path
+                        fmod,
+                        in_s,
+                        in_z,
+                        out_s,
+                        out_z,
+                        an.config.per_channel,
+                        act,
+                        info.path,
+                        weight_amax=amax,
                     )
                 if an.config.requantization != "gemmlowp":
                     qmod.set_requantization(an.config.requantization)
