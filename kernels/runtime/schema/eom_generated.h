@@ -1633,8 +1633,8 @@ struct Int8Stage FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   /// above. FP32 is XNNPACK's (what LiteRT runs on phones): the int32 value times the float32
   /// `scale` (one per output channel, or one), in float32, rounded half to even, plus
   /// output_zero_point, clamped; multiplier / shift are then absent, so a pre-1.4 reader refuses
-  /// the operator instead of computing it differently. Other operators' use of `scale` and
-  /// `input_scale` (ADD / MUL: one float32 factor per input) is stated in FORMAT.md.
+  /// the operator instead of computing it differently. ADD uses `input_scale` (the two float32
+  /// ratios s_in[i] / s_out), MUL one `scale`; FORMAT.md states each operator's arithmetic.
   edgeopt::eom::Requantization requantization() const {
     return static_cast<edgeopt::eom::Requantization>(GetField<int8_t>(VT_REQUANTIZATION, 0));
   }
