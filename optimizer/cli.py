@@ -288,13 +288,13 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{**asdict(t), "host": t.name == host} for t in rows], indent=2))
         return EXIT_OK
-    print("| target | arch | kernel paths | channels | BSR block | description |")
-    print("|---|---|---|---:|---|---|")
+    print("| target | arch | kernel paths | channels | BSR block | int8 stage | description |")
+    print("|---|---|---|---:|---|---|---|")
     for t in rows:
         mark = " (host)" if t.name == host else ""
         print(
             f"| {t.name}{mark} | {t.arch} | {' '.join(t.paths)} | {t.channel_multiple} | "
-            f"{t.bsr_block[0]}x{t.bsr_block[1]} | {t.description} |"
+            f"{t.bsr_block[0]}x{t.bsr_block[1]} | {t.requantization} | {t.description} |"
         )
     return EXIT_OK
 

@@ -35,6 +35,11 @@ class Target:
         bsr_block: (rows, cols) block of the block-sparse kernels on the best path.
         threads: cores to plan for.
         toolchain: CMake toolchain file of the cross build (None: native build).
+        requantization: the int8 output-stage arithmetic recipes quantize with
+            (``Int8Config.requantization``): ``"fp32"`` (XNNPACK's) where the model will mostly
+            run in LiteRT, whose default delegate computes it (phones), so LiteRT, the PyTorch
+            module and this runtime agree bit for bit; ``"gemmlowp"`` (the TFLite spec's, which
+            LiteRT's reference kernels compute) elsewhere.
     """
 
     name: str
@@ -45,6 +50,7 @@ class Target:
     bsr_block: tuple[int, int]
     threads: int
     toolchain: str | None
+    requantization: str = "gemmlowp"
 
     @property
     def toolchain_path(self) -> Path | None:
@@ -114,6 +120,7 @@ PROFILES: dict[str, Target] = {
             (8, 4),
             4,
             "targets/android-arm64/toolchain.cmake",
+            "fp32",
         ),
     )
 }

@@ -130,6 +130,18 @@ def test_target_supplies_round_to_and_block():
     assert r.stages[0].config.round_to == 4  # an explicit value wins
 
 
+def test_target_supplies_the_requantization():
+    """Phones run LiteRT, whose XNNPACK delegate requantizes in fp32: their recipes quantize
+    that way; other targets keep the TFLite spec's arithmetic unless the recipe says otherwise."""
+    r = Recipe([Stage("quantize")], target="android-arm64")
+    assert r.stages[0].config.requantization == "fp32"
+    assert Recipe([Stage("quantize")], target="rpi4").stages[0].config.requantization == (
+        "gemmlowp"
+    )
+    r = Recipe([Stage("quantize", {"requantization": "gemmlowp"})], target="android-arm64")
+    assert r.stages[0].config.requantization == "gemmlowp"  # an explicit value wins
+
+
 def test_config_object_is_accepted_as_stage_settings():
     cfg = optimizer.ChannelPruneConfig(ratio=0.25, filter_fn=lambda m, p: True)
     assert Recipe([Stage("prune_channels", cfg)]).stages[0].config is cfg

@@ -37,7 +37,8 @@ Stage kinds and their settings (the config fields, callables such as ``filter_fn
   ``train`` and no ``schedule`` the sparsity rises over the first two thirds of the steps.
 - ``share_weights``: :class:`~optimizer.WeightShareConfig` plus an optional ``train`` table.
 - ``factorize``: :class:`~optimizer.LowRankConfig`.
-- ``quantize``: :class:`~optimizer.Int8Config` plus ``calibration_batches`` (default 8).
+- ``quantize``: :class:`~optimizer.Int8Config` plus ``calibration_batches`` (default 8);
+  ``requantization`` from the target (``"fp32"``, XNNPACK's arithmetic, for phones).
 - ``qat``: :class:`~optimizer.Int8Config`, ``calibration_batches`` and ``train`` (default
   ``{method = "distill", epochs = 2, lr = 1e-4}``).
 
@@ -394,6 +395,8 @@ class Recipe:
             settings.setdefault("round_to", self.profile.channel_multiple)
         if kind == "prune_blocks":
             settings.setdefault("block", self.profile.bsr_block)
+        if kind in ("quantize", "qat"):
+            settings.setdefault("requantization", self.profile.requantization)
         if kind in ("prune_channels", "distill", "fine_tune", "share_weights"):
             settings.setdefault("seed", self.seed)
 
