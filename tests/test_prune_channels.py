@@ -176,6 +176,35 @@ def test_layer_pruning_removes_the_least_influential_residual_blocks():
         optimizer.prune_layers_(model, x, optimizer.LayerPruneConfig(num_blocks=10))
 
 
+def test_plain_layer_pruning_removes_shape_preserving_convs_of_a_vgg(tmp_path):
+    """VGG-style: only the convs with as many outputs as inputs between two ReLUs can go (with
+    their BatchNorm); the result runs, saves and reloads identically, and channel pruning still
+    works on it."""
+    from optimizer.prune.layers import plain_layers
+
+    model, x = ZOO["vgg"]()
+    units = plain_layers(model, x)
+    assert units == {
+        "features.3": ["features.3", "features.4"],
+        "features.10": ["features.10", "features.11"],
+    }
+    before = optimizer.count_params(model)
+    with pytest.raises(ValueError, match="residual blocks can go"):  # off by default
+        optimizer.prune_layers_(model, x, optimizer.LayerPruneConfig(num_blocks=1))
+    cfg = optimizer.LayerPruneConfig(num_blocks=1, plain_layers=True)
+    (removed,) = optimizer.prune_layers_(model, x, cfg)
+    assert removed in units
+    assert all(isinstance(model.get_submodule(p), nn.Identity) for p in units[removed])
+    assert optimizer.count_params(model) < before
+    optimizer.prune_channels_(model, x, optimizer.ChannelPruneConfig(ratio=0.5))
+    optimizer.save(model, tmp_path / "m.pt")
+    again = optimizer.load(tmp_path / "m.pt", lambda: ZOO["vgg"]()[0])
+    assert torch.equal(again.eval()(*x), model.eval()(*x))
+    # A conv that changes the channel count, or one not between ReLUs, is no candidate.
+    odd = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+    assert plain_layers(odd, (torch.randn(1, 3, 6, 6),)) == {}
+
+
 def test_layer_and_channel_pruning_save_and_reload(tmp_path):
     model, x = ZOO["transformer"]()
     optimizer.prune_layers_(model, x, optimizer.LayerPruneConfig(num_blocks=1))

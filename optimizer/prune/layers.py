@@ -1,4 +1,5 @@
-"""Depth pruning: removes whole residual blocks whose output is their input plus a small change."""
+"""Depth pruning: removes whole residual blocks whose output is their input plus a small change,
+and (``plain_layers``) shape-preserving conv layers of plain CNNs (VGG-style)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from optimizer.graph.dependency import capture
 from optimizer.graph.record import get_record
 from optimizer.prune.plan import apply_op, get_module
 
-__all__ = ["LayerPruneConfig", "prune_layers_", "residual_blocks"]
+__all__ = ["LayerPruneConfig", "plain_layers", "prune_layers_", "residual_blocks"]
 
 
 @dataclass
@@ -28,6 +29,11 @@ class LayerPruneConfig:
             (mean weight magnitude of the block).
         ignore: block paths that must stay.
         filter_fn: ``filter_fn(module, path) -> bool`` selects candidate blocks.
+        plain_layers: also count as blocks the shape-preserving layers of plain CNNs: a
+            ``Conv2d`` (stride 1, one group, as many outputs as inputs, output shaped as its
+            input) with its ``BatchNorm2d``, between two ReLUs (or two ReLU6s), whose removal
+            leaves ``relu(relu(x)) = relu(x)``: see :func:`plain_layers`. Removing one changes
+            the network's function (there is no skip connection), so distillation should follow.
     """
 
     num_blocks: int | None = None
@@ -35,6 +41,7 @@ class LayerPruneConfig:
     importance: str = "influence"
     ignore: tuple[str, ...] = ()
     filter_fn: Callable[[nn.Module, str], bool] | None = None
+    plain_layers: bool = False
 
     def __post_init__(self) -> None:
         if (self.num_blocks is None) == (self.ratio is None):
@@ -90,6 +97,67 @@ def residual_blocks(model: nn.Module, example_inputs: tuple) -> list[str]:
     return [p for p in found if not any(p.startswith(q + ".") for q in found)]
 
 
+def plain_layers(model: nn.Module, example_inputs: tuple) -> dict[str, list[str]]:
+    """Shape-preserving conv layers of a plain CNN: conv path -> the module paths a removal
+    replaces by ``nn.Identity`` (the conv and its BatchNorm).
+
+    A candidate is a ``Conv2d`` module called once, with stride 1, one group and dilation 1,
+    whose output has its input's shape, that reads the output of a ReLU (ReLU6) and whose
+    value (after an optional ``BatchNorm2d`` called once) only feeds a ReLU (ReLU6) of the same
+    kind: without it the second activation sees the first one's output and does nothing.
+
+    Example:
+        >>> plain_layers(vgg, (torch.zeros(1, 1, 8, 8),))
+        {'features.3': ['features.3', 'features.4'], ...}
+    """
+    gm = capture(model, example_inputs)
+    calls: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    found: dict[str, list[str]] = {}
+    for n in gm.graph.nodes:
+        if n.op != "call_module" or calls[str(n.target)] != 1:
+            continue
+        conv = gm.get_submodule(str(n.target))
+        if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
+            continue
+        if tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1):
+            continue
+        if conv.in_channels != conv.out_channels or not n.args:
+            continue
+        x = n.args[0]
+        if not isinstance(x, fx.Node) or not _is_relu(x, gm):
+            continue
+        unit, y = [str(n.target)], n
+        if len(y.users) == 1:
+            (u,) = y.users
+            if (
+                u.op == "call_module"
+                and isinstance(gm.get_submodule(str(u.target)), nn.BatchNorm2d)
+                and calls[str(u.target)] == 1
+            ):
+                unit.append(str(u.target))
+                y = u
+        if len(y.users) != 1:
+            continue
+        (act,) = y.users
+        if not _is_relu(act, gm) or _relu_kind(act, gm) != _relu_kind(x, gm):
+            continue
+        sx, sy = x.meta.get("tensor_meta"), y.meta.get("tensor_meta")
+        if sx is None or sy is None or tuple(sx.shape) != tuple(sy.shape):
+            continue
+        found[str(n.target)] = unit
+    return found
+
+
+def _relu_kind(n: fx.Node, gm: fx.GraphModule) -> str:
+    if n.op == "call_module":
+        return "relu6" if isinstance(gm.get_submodule(str(n.target)), nn.ReLU6) else "relu"
+    name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+    return "relu6" if name == "relu6" else "relu"
+
+
 def _is_relu(n: fx.Node, gm: fx.GraphModule) -> bool:
     if n.op == "call_module":
         return isinstance(gm.get_submodule(str(n.target)), (nn.ReLU, nn.ReLU6))
@@ -109,19 +177,37 @@ def _residual_chain(y: fx.Node, x: fx.Node, inside: set) -> bool:
     )
 
 
-def _influence(model: nn.Module, paths: list[str], example_inputs: tuple) -> dict[str, float]:
+def _influence(
+    model: nn.Module,
+    paths: list[str],
+    example_inputs: tuple,
+    units: dict[str, list[str]] | None = None,
+) -> dict[str, float]:
+    """``|f(x) - x| / |x|`` of each block on the example inputs; a plain layer's ``f`` runs from
+    its conv's input to its last module's (BatchNorm's) output."""
     seen: dict[str, float] = {}
+    inputs: dict[str, torch.Tensor] = {}
     hooks = []
+    units = units or {}
+
+    def keep(path):
+        def fn(mod, args):
+            inputs[path] = args[0]
+
+        return fn
 
     def hook(path):
         def fn(mod, args, out):
-            x = args[0]
+            x = inputs.get(path, args[0])
             seen[path] = float((out - x).norm() / (x.norm() + 1e-12))
 
         return fn
 
     for p in paths:
-        hooks.append(get_module(model, p).register_forward_hook(hook(p)))
+        unit = units.get(p, [p])
+        if len(unit) > 1:
+            hooks.append(get_module(model, unit[0]).register_forward_pre_hook(keep(p)))
+        hooks.append(get_module(model, unit[-1]).register_forward_hook(hook(p)))
     try:
         with eval_mode(model), torch.no_grad():
             model(*example_inputs)
@@ -132,13 +218,16 @@ def _influence(model: nn.Module, paths: list[str], example_inputs: tuple) -> dic
 
 
 def prune_layers_(model: nn.Module, example_inputs: Any, config: LayerPruneConfig) -> list[str]:
-    """Replaces the least important residual blocks by ``nn.Identity``; returns their paths.
+    """Replaces the least important residual blocks (with ``plain_layers``, also plain conv
+    layers) by ``nn.Identity``; returns their paths (a plain layer's conv path).
 
     Example:
         >>> removed = optimizer.prune_layers_(model, x, optimizer.LayerPruneConfig(num_blocks=2))
     """
     x = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     blocks = residual_blocks(model, x)
+    units = plain_layers(model, x) if config.plain_layers else {}
+    blocks += [p for p in units if not any(p.startswith(q + ".") for q in blocks)]
     for p in config.ignore:
         get_module(model, p)  # raises naming a path that does not exist
     cands = [
@@ -150,20 +239,24 @@ def prune_layers_(model: nn.Module, example_inputs: Any, config: LayerPruneConfi
     n = config.num_blocks if config.num_blocks is not None else int(len(cands) * config.ratio)
     if n > len(cands):
         raise ValueError(
-            f"prune_layers_: asked to remove {n} blocks but only {len(cands)} residual blocks "
+            f"prune_layers_: asked to remove {n} blocks but only {len(cands)} "
+            f"{'residual blocks or plain layers' if config.plain_layers else 'residual blocks'} "
             f"can go ({cands})"
         )
     if n == 0:
         return []
     if config.importance == "influence":
-        score = _influence(model, cands, x)
+        score = _influence(model, cands, x, units)
     else:
         score = {}
         for p in cands:
-            ps = [q.detach().abs().mean() for q in get_module(model, p).parameters()]
+            mods = [get_module(model, q) for q in units.get(p, [p])]
+            ps = [q.detach().abs().mean() for m in mods for q in m.parameters()]
             score[p] = float(torch.stack(ps).mean()) if ps else 0.0
     drop = sorted(cands, key=lambda p: score[p])[:n]
-    plan = [{"op": "replace", "module": p, "with": "Identity"} for p in drop]
+    plan = [
+        {"op": "replace", "module": q, "with": "Identity"} for p in drop for q in units.get(p, [p])
+    ]
     for op in plan:
         apply_op(model, op)
     with eval_mode(model), torch.no_grad():
