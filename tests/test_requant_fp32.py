@@ -419,7 +419,8 @@ def test_bad_fp32_stages_are_refused_with_clear_errors(fields, match):
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "efficientnet"])
 def test_fp32_int8_under_qemu_is_bit_exact(name, tmp_path):
-    """1x1 and im2col GEMMs, depthwise, per-channel scales, ADD (and MUL: efficientnet) in their
+    """1x1 and im2col GEMMs, depthwise, per-channel scales, ADD (and MUL: efficientnet) and the
+    global pool (XNNPACK's MEAN: float32 product, then the float32 add, not fused) in their
     FP32 stages on aarch64 (NEON dot) and armv7 (NEON, magic-number rounding) under qemu."""
     from tests.test_native_cross import _cross_build, _qemu
     from tests.test_runtime_cross import ARCHES, _bench_under_qemu
@@ -433,6 +434,7 @@ def test_fp32_int8_under_qemu_is_bit_exact(name, tmp_path):
         build = _cross_build(arch, compiler)
         out = _bench_under_qemu([_qemu(qemu), "-cpu", cpu], build, path, x, tmp_path)
         assert "s8_gemm__neon" in out.stdout, f"{arch}: int8 GEMMs run NEON kernels\n{out.stdout}"
+        assert "s8_global_mean_fp32__generic" in out.stdout, f"{arch}: XNNPACK's MEAN ran"
         got = np.frombuffer((tmp_path / "y.bin").read_bytes(), np.float32).reshape(want.shape)
         np.testing.assert_array_equal(got, want, err_msg=arch)
 

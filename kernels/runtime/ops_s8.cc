@@ -128,7 +128,8 @@ void same_zero_point(const Build& b, int32_t stage_zp, const Tensor& t, const ch
 void require_gemmlowp(const Build& b, const eom::Int8Stage& s) {
   b.require(s.requantization() == eom::Requantization_GEMMLOWP, "int8.requantization ",
             static_cast<int>(s.requantization()),
-            " is not supported here; only CONV2D, LINEAR, ADD and MUL take FP32 (1) stages");
+            " is not supported here; only CONV2D, LINEAR, ADD, MUL and GLOBAL_AVG_POOL take FP32 "
+            "(1) stages");
 }
 
 void clamp_bounds(const Build& b, const eom::Int8Stage& s, int32_t* qmin, int32_t* qmax) {
@@ -385,11 +386,18 @@ ChannelStage read_channel_stage(const Build& b, int n, const Tensor& x, const Te
 
 // ---- Conv2D -----------------------------------------------------------------------------------
 
-// acc[c] += (x[c] - zp) * w[c]: the reference twin of the vector taps below.
+// a + b with the int32 accumulator's documented two's-complement wrap (as the vector taps and
+// arithmetic._wrap_s32 do), taken in uint32 so the wrap is defined behaviour. Every scalar
+// depthwise tap adds through it; the products themselves fit (|.| <= 255 * 128).
+inline int32_t wrap_add(int32_t a, int32_t b) {
+  return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
+}
+
+// acc[c] += (x[c] - zp) * w[c] (wrapping): the reference twin of the vector taps below.
 inline void dw_tap(int32_t* __restrict acc, const int8_t* __restrict x, const int8_t* __restrict w,
                    int32_t zp, int n) {
   for (int c = 0; c < n; ++c)
-    acc[c] += (static_cast<int32_t>(x[c]) - zp) * static_cast<int32_t>(w[c]);
+    acc[c] = wrap_add(acc[c], (static_cast<int32_t>(x[c]) - zp) * static_cast<int32_t>(w[c]));
 }
 
 // The output stage of n accumulators (the kernels' requantize_s8, bit for bit): per-channel
@@ -543,7 +551,8 @@ EO_AVX2 void dw_pixel_avx2(const int8_t* const* xs, const int8_t* const* ws, int
   for (; c < n; ++c) {
     int32_t acc = bias[c];
     for (int t = 0; t < taps; ++t)
-      acc += (static_cast<int32_t>(xs[t][c]) - in_zp) * static_cast<int32_t>(ws[t][c]);
+      acc =
+          wrap_add(acc, (static_cast<int32_t>(xs[t][c]) - in_zp) * static_cast<int32_t>(ws[t][c]));
     out[c] = requantize_s8(acc, mult[c], shift[c], out_zp, qmin, qmax);
   }
 }
@@ -985,7 +994,8 @@ EO_AVX2 void dw_tap_avx2(int32_t* acc, const int8_t* x, const int8_t* w, int32_t
     __m256i* a = reinterpret_cast<__m256i*>(acc + c);
     _mm256_storeu_si256(a, _mm256_add_epi32(_mm256_loadu_si256(a), _mm256_mullo_epi32(xv, wv)));
   }
-  for (; c < n; ++c) acc[c] += (static_cast<int32_t>(x[c]) - zp) * static_cast<int32_t>(w[c]);
+  for (; c < n; ++c)
+    acc[c] = wrap_add(acc[c], (static_cast<int32_t>(x[c]) - zp) * static_cast<int32_t>(w[c]));
 }
 #endif
 
@@ -1503,7 +1513,8 @@ class Conv2DS8 : public Op, public ConvGeometry {
               dw_tap(acc, xin, wk, zp, o);
             } else {
               for (int c = 0; c < o; ++c)
-                acc[c] += (static_cast<int32_t>(xin[c / mult]) - zp) * static_cast<int32_t>(wk[c]);
+                acc[c] = wrap_add(acc[c], (static_cast<int32_t>(xin[c / mult]) - zp) *
+                                              static_cast<int32_t>(wk[c]));
             }
           }
         }
@@ -1739,23 +1750,62 @@ std::unique_ptr<Op> build_pool(Build& b, bool is_max) {
   return op;
 }
 
+// XNNPACK's int8 MEAN over H and W (an FP32 stage, format 1.4; TFLite's MEAN under LiteRT's
+// delegate): y = clamp(rint(float32(float32(sum) * scale) + bias)) with the raw int32 sum (no zero
+// point subtracted), scale = int8.scale[0] and bias = float32(z_out + float32(float32(-z_in * HW) *
+// scale)) (optimizer.quantize.arithmetic.global_avg_pool_s8_fp32). The product is rounded to
+// float32 before the add: the volatile store keeps a compiler from fusing them into one FMA.
+inline int8_t mean_fp32_s8(int32_t sum, float scale, float bias, float lo, float hi) {
+  volatile float product = static_cast<float>(sum) * scale;
+  const float v = product + bias;
+  return static_cast<int8_t>(std::nearbyint(std::min(std::max(v, lo), hi)));
+}
+
 class GlobalAvgPoolS8 : public Op {
  public:
   int N, HW, C;
   int32_t qmin = -128, qmax = 127;
+  bool fp32 = false;
+  float fp32_scale = 0.0f, fp32_bias = 0.0f;
   std::vector<int32_t> acc;
   void run(RunContext& ctx) override {
     const int8_t* x = ctx.get<int8_t>(inputs[0]);
     int8_t* y = ctx.get<int8_t>(outputs[0]);
+    const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
     for (int n = 0; n < N; ++n) {
       sum_rows(x + static_cast<size_t>(n) * HW * C, HW, C, acc.data());
       int8_t* out = y + static_cast<size_t>(n) * C;
-      for (int c = 0; c < C; ++c)
-        out[c] = static_cast<int8_t>(std::min(std::max(rounded_average(acc[c], HW), qmin), qmax));
+      if (fp32) {
+        for (int c = 0; c < C; ++c) out[c] = mean_fp32_s8(acc[c], fp32_scale, fp32_bias, lo, hi);
+      } else {
+        for (int c = 0; c < C; ++c)
+          out[c] = static_cast<int8_t>(std::min(std::max(rounded_average(acc[c], HW), qmin), qmax));
+      }
     }
-    info.kernel = "s8_global_avgpool__generic";
+    info.kernel = fp32 ? "s8_global_mean_fp32__generic" : "s8_global_avgpool__generic";
   }
 };
+
+// An FP32 stage (XNNPACK's MEAN): one finite positive float32 scale, no multiplier / shift.
+void read_mean_fp32_stage(const Build& b, const eom::Int8Stage& s, const Tensor& x, const Tensor& y,
+                          GlobalAvgPoolS8* op) {
+  b.require(s.multiplier() == nullptr && s.shift() == nullptr && s.input_scale() == nullptr,
+            "an FP32 GLOBAL_AVG_POOL stage takes one int8.scale, not multiplier / shift / "
+            "input_scale");
+  const auto* v = s.scale();
+  b.require(v != nullptr && v->size() == 1,
+            "int8.scale of an FP32 GLOBAL_AVG_POOL must hold 1 float32");
+  const float f = v->Get(0);
+  b.require(std::isfinite(f) && f > 0.0f, "int8.scale[0] = ", f, " must be finite and > 0");
+  same_zero_point(b, s.output_zero_point(), y, "output_zero_point");
+  b.require(y.scale == x.scale, "output scale ", y.scale, " must equal the input's ", x.scale);
+  clamp_bounds(b, s, &op->qmin, &op->qmax);
+  op->fp32 = true;
+  op->fp32_scale = f;
+  const float zero = static_cast<float>(-static_cast<int64_t>(x.zero_point) * op->HW);
+  volatile float zero_term = zero * f;  // rounded to float32 before the add (no FMA)
+  op->fp32_bias = static_cast<float>(y.zero_point) + zero_term;
+}
 
 std::unique_ptr<Op> build_global_pool(Build& b) {
   b.expect_inputs(1, 1);
@@ -1769,7 +1819,13 @@ std::unique_ptr<Op> build_global_pool(Build& b) {
   op->C = static_cast<int>(x.shape[3]);
   op->acc.assign(op->C, 0);
   b.check_output(0, DType::kS8, {x.shape[0], 1, 1, x.shape[3]});
-  pool_clamp(b, x, b.tensor(b.output(0)), &op->qmin, &op->qmax);
+  const Tensor& y = b.tensor(b.output(0));
+  const eom::Int8Stage* s = b.op().int8();
+  if (s != nullptr && s->requantization() == eom::Requantization_FP32) {
+    read_mean_fp32_stage(b, *s, x, y, op.get());
+  } else {
+    pool_clamp(b, x, y, &op->qmin, &op->qmax);
+  }
   op->info.op = "global_avg_pool";
   return op;
 }

@@ -31,8 +31,10 @@ QLinear / Linear               FULLY_CONNECTED; with per-channel int8 weights a 
                                round twice (its reference kernel differed on ~0.1 % of values)
 QAdd / QMul, add / mul         ADD / MUL (fused ReLU/ReLU6)
 QMaxPool2d / QAvgPool2d,       MAX_POOL_2D / AVERAGE_POOL_2D (a global average pool is one
-MaxPool2d / AvgPool2d /        full-window average pool); max pool padding that SAME does not
-AdaptiveAvgPool2d              reproduce is PADV2 with -128 (int8) or -inf (float)
+MaxPool2d / AvgPool2d /        full-window average pool; in ``requantization="fp32"`` it is
+AdaptiveAvgPool2d              MEAN over axes [1, 2], keep_dims, which XNNPACK delegates and
+                               whose arithmetic the module computes); max pool padding that
+                               SAME does not reproduce is PADV2 with -128 (int8) or -inf (float)
 QClamp, ReLU / ReLU6           RELU / RELU6 (fused into the conv, linear or add before them)
 Sigmoid / Tanh / Hardswish     LOGISTIC / TANH / HARD_SWISH; SiLU: LOGISTIC + MUL (float)
 QLookupTable (``lut``)         CAST (int8 -> int32) + ADD (+128) + GATHER on our 256-entry
@@ -900,6 +902,14 @@ class _Exporter:
         )
         y = self._same_q(n, x, mod.path)
         y.layout = "nhwc"
+        if not is_max and mod.requantization == "fp32":
+            # A global pool in XNNPACK's arithmetic: MEAN over H and W, as TFLiteConverter writes
+            # a global average pool. XNNPACK runs an int8 MEAN (one delegate partition for the
+            # whole network) but no int8 AVERAGE_POOL_2D; the module computes its arithmetic.
+            axes = tb.add_constant(f"{mod.path}/axes", np.array([1, 2], np.int32), tb.INT32)
+            opts = tb.reducer_options(keep_dims=True)
+            self._op(tb.MEAN, [x.index, axes], [y.index], tb.REDUCER_OPTIONS, opts, 2)
+            return
         opts = tb.pool_2d_options(padding, mod.stride, mod.kernel_size)
         code = tb.MAX_POOL_2D if is_max else tb.AVERAGE_POOL_2D
         self._op(code, [x.index], [y.index], tb.POOL_2D_OPTIONS, opts, 2)

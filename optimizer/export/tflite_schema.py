@@ -53,6 +53,7 @@ class TfliteModelBuilder:
     PAD = 34
     GATHER = 36
     TRANSPOSE = 39
+    MEAN = 40
     CAST = 53
     PADV2 = 60
     QUANTIZE = 114
@@ -76,6 +77,7 @@ class TfliteModelBuilder:
         34: "PAD",
         36: "GATHER",
         39: "TRANSPOSE",
+        40: "MEAN",
         53: "CAST",
         60: "PADV2",
         114: "QUANTIZE",
@@ -89,6 +91,7 @@ class TfliteModelBuilder:
     CONCATENATION_OPTIONS = 10
     ADD_OPTIONS = 11
     GATHER_OPTIONS = 23
+    REDUCER_OPTIONS = 27
     MUL_OPTIONS = 21
     # Padding / ActivationFunctionType
     SAME, VALID = 0, 1
@@ -309,6 +312,10 @@ class TfliteModelBuilder:
     def gather_options(self, axis: int = 0) -> int:
         """GatherOptions."""
         return self.table(2, [("i32", 0, axis, 0)])
+
+    def reducer_options(self, keep_dims: bool) -> int:
+        """ReducerOptions (MEAN, SUM, ...): {keep_dims}."""
+        return self.table(1, [("bool", 0, keep_dims, False)])
 
     def add_operator(
         self,

@@ -530,6 +530,77 @@ def max_pool2d_s8(
     return out
 
 
+# XNNPACK's int8 MEAN over H and W (what LiteRT's delegate runs for TFLite's MEAN with axes [1, 2],
+# TFLiteConverter's form of a global average pool). Found by reading XNNPACK's reduce operator and
+# confirmed on LiteRT 2.3's delegate bit for bit (random shapes, scales, zero points): the int32
+# sum of the raw int8 values (no zero point subtracted) is converted to float32, multiplied by the
+# float32 ``scale = float32(float32(s_in / s_out) * float32(1 / count))``, the float32 ``bias =
+# float32(z_out + float32(float32(-z_in * count) * scale))`` is added (a separate rounding: no
+# fused multiply-add), and the result is rounded half to even and clamped:
+# ``y = clamp(rint(float32(float32(sum) * scale) + bias))``. Both float32 conversions are exact
+# while |sum| and |z_in * count| stay below 2^24 (count < 131072).
+
+
+def mean_fp32_scale(input_scale: float, output_scale: float, count: int) -> np.float32:
+    """XNNPACK's MEAN factor ``float32(float32(s_in / s_out) * float32(1 / count))``.
+
+    Example:
+        >>> float(mean_fp32_scale(0.05, 0.05, 16))
+        0.0625
+    """
+    n = int(count)
+    if n < 1:
+        raise ValueError(f"mean_fp32_scale: count must be >= 1, got {count!r}")
+    ratio = np.float32(np.float32(input_scale) / np.float32(output_scale))
+    scale = np.float32(ratio * np.float32(np.float32(1.0) / np.float32(n)))
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(
+            f"mean_fp32_scale: scale {scale!r} must be finite and > 0 (input scale "
+            f"{input_scale!r}, output scale {output_scale!r}, count {n})"
+        )
+    return scale
+
+
+def mean_fp32_bias(
+    scale: float, input_zero_point: int, output_zero_point: int, count: int
+) -> np.float32:
+    """XNNPACK's MEAN offset ``float32(z_out + float32(float32(-z_in * count) * scale))``.
+
+    Example:
+        >>> float(mean_fp32_bias(np.float32(0.0625), 4, -1, 16))
+        -5.0
+    """
+    zero = np.float32(-int(input_zero_point) * int(count))
+    return np.float32(np.float32(output_zero_point) + np.float32(zero * np.float32(scale)))
+
+
+def global_avg_pool_s8_fp32(
+    x: np.ndarray,
+    scale: float,
+    input_zero_point: int,
+    output_zero_point: int,
+    clamp: tuple[int, int] = (-128, 127),
+) -> np.ndarray:
+    """XNNPACK's int8 MEAN over H and W of NHWC ``x`` [N, H, W, C] -> [N, 1, 1, C];
+    ``scale`` from :func:`mean_fp32_scale` (see the comment above it for the formula).
+
+    Example:
+        >>> x = np.array([1, 2, 3, 4], np.int8).reshape(1, 2, 2, 1)
+        >>> global_avg_pool_s8_fp32(x, mean_fp32_scale(0.1, 0.1, 4), 0, 0).ravel()
+        array([2], dtype=int8)
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"global_avg_pool_s8_fp32: x must be NHWC [N, H, W, C], got {x.shape}")
+    count = x.shape[1] * x.shape[2]
+    acc = _wrap_s32(x.astype(np.int64).sum(axis=(1, 2), keepdims=True)).astype(np.float32)
+    s = np.float32(scale)
+    bias = mean_fp32_bias(s, input_zero_point, output_zero_point, count)
+    with np.errstate(over="ignore"):
+        v = (acc * s).astype(np.float32) + bias  # two float32 roundings
+    return np.clip(np.rint(v), clamp[0], clamp[1]).astype(np.int8)
+
+
 def lookup_table(
     fn, input_scale: float, input_zero_point: int, output_scale: float, output_zero_point: int
 ) -> np.ndarray:
@@ -583,6 +654,9 @@ __all__ = [
     "conv2d_s8",
     "conv_multiplier",
     "fp32_requant_scale",
+    "global_avg_pool_s8_fp32",
+    "mean_fp32_bias",
+    "mean_fp32_scale",
     "im2col_nhwc",
     "lookup_s8",
     "lookup_table",

@@ -28,7 +28,10 @@ values (see :mod:`optimizer.quantize.qops`). Attributes, the contract with the e
   ``s_in[i] / s_out``), ``requant_scale`` = [1.0], and computes XNNPACK's ADD
   (:func:`optimizer.quantize.arithmetic.add_s8_fp32`); a :class:`QMul` in ``"fp32"`` has
   ``requant_scale`` = [``float32(s1 * s2) / s_out``] and requantizes the int32 product with it;
-  modules without an output stage, and ADD / MUL whose scales XNNPACK does not take, keep
+  a global :class:`QAvgPool2d` in ``"fp32"`` has ``requant_scale`` = [``float32(float32(s_in /
+  s_out) * float32(1 / (H * W)))``] and computes XNNPACK's MEAN
+  (:func:`optimizer.quantize.arithmetic.global_avg_pool_s8_fp32`); modules without an output
+  stage, non-global pools, and ADD / MUL whose scales XNNPACK does not take, keep
   ``"gemmlowp"``;
 - :class:`QAdd`: ``multipliers`` = (m1, shift1, m2, shift2, m_out, shift_out) and
   ``left_shift`` (20), TFLite ADD; :class:`QMul`: ``multiplier``, ``shift``; both ``clamp``;
@@ -632,7 +635,8 @@ class QMaxPool2d(_QSameScale):
 
 
 class QAvgPool2d(_QSameScale):
-    """TFLite int8 AVERAGE_POOL_2D (valid positions counted, rounding half away from zero)."""
+    """TFLite int8 AVERAGE_POOL_2D (valid positions counted, rounding half away from zero); a
+    global pool in ``"fp32"`` requantization computes XNNPACK's MEAN instead."""
 
     op = "avg_pool2d"
 
@@ -657,9 +661,57 @@ class QAvgPool2d(_QSameScale):
         )
         return out
 
+    def set_requantization(self, mode: str, input_size: tuple[int, int] | None = None) -> bool:
+        """Selects ``"gemmlowp"`` (TFLite's AVERAGE_POOL_2D) or ``"fp32"`` (XNNPACK's MEAN over H
+        and W, :func:`optimizer.quantize.arithmetic.global_avg_pool_s8_fp32`, with the float32
+        buffer ``requant_scale`` = [``mean_fp32_scale(s, s, KH * KW)``]). Only a global pool
+        (the window covers ``input_size`` (H, W), no padding) has an XNNPACK MEAN; any other
+        pool stays ``"gemmlowp"`` (XNNPACK leaves int8 average pools to TFLite's kernel).
+        Returns whether ``mode`` was applied.
+
+        Example::
+
+            m = QAvgPool2d(0.05, 3, (4, 4), (4, 4))
+            m.set_requantization("fp32", input_size=(4, 4))  # True
+        """
+        if mode not in ("gemmlowp", "fp32"):
+            raise ValueError(
+                f"QAvgPool2d `{self.path}`: requantization must be 'gemmlowp' or 'fp32', "
+                f"got {mode!r}"
+            )
+        self._buffers.pop("requant_scale", None)
+        self.requantization = "gemmlowp"
+        if mode == "gemmlowp":
+            return True
+        kh, kw = self.kernel_size
+        if input_size is None or tuple(input_size) != (kh, kw) or self.padding != (0, 0):
+            return False
+        self.requantization = "fp32"
+        scale = ar.mean_fp32_scale(self.input_scale, self.output_scale, kh * kw)
+        self.register_buffer("requant_scale", torch.tensor([scale], dtype=torch.float32))
+        return True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_int8(self, x)
+        if self.requantization == "fp32":
+            return self._mean_fp32(x)
         return qops.avg_pool2d_s8(x, self.kernel_size, self.stride, self.padding)
+
+    def _mean_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or tuple(x.shape[2:]) != tuple(self.kernel_size):
+            raise ValueError(
+                f"QAvgPool2d `{self.path}`: in fp32 requantization this is a global pool over "
+                f"{tuple(self.kernel_size)} images; got input of shape {tuple(x.shape)}"
+            )
+        count = x.shape[2] * x.shape[3]
+        scale = self.requant_scale.to(torch.float32)
+        bias = float(
+            ar.mean_fp32_bias(scale.item(), self.input_zero_point, self.output_zero_point, count)
+        )
+        acc = x.to(torch.int32).sum(dim=(2, 3), keepdim=True, dtype=torch.int32)
+        v = acc.to(torch.float32) * scale  # float32 product, then a separate float32 add
+        v = v + torch.tensor(bias, dtype=torch.float32)
+        return torch.clamp(torch.round(v), -128, 127).to(torch.int8)
 
 
 class QClamp(_QSameScale):

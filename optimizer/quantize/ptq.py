@@ -1214,6 +1214,8 @@ class _Builder:
                 params = dict(info.params)
                 squeeze = params.pop("squeeze", False)
                 qmod = qm.QAvgPool2d(s, z, path=info.path, **params)
+                if an.config.requantization != "gemmlowp":  # a global pool becomes XNNPACK's MEAN
+                    qmod.set_requantization(an.config.requantization, _shape(src)[-2:])
                 ins = [src]
                 node = self._module(info.path, qmod, (self.as_q(src),))
                 if squeeze:
