@@ -150,6 +150,10 @@ def seeds(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     tiny = Transformer(vocab=10, seq_len=4, dim=8, heads=2, hidden=8, num_classes=3).eval()
     export_native(tiny, (torch.randint(0, 10, (1, 4)),), d / "transformer.eom")
+    # An int8 conv of 1.3 M MACs: enough work for 2 threads (the input's last byte picks 1 or 2)
+    torch.manual_seed(0)
+    conv, x = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()), torch.randn(2, 16, 12, 12)
+    export_native(quantize_(conv.eval(), Int8Config(), calibration=[x]), (x,), d / "threads.eom")
     for f in d.iterdir():
         runtime.load(f)  # a seed that does not load would fuzz the header checks only
     return d
@@ -168,7 +172,9 @@ def _fuzz(binary: Path, corpus: Path, work: Path, *flags: str) -> tuple[int, str
     dictionary = work / "eom.dict"
     dictionary.write_text("".join(_dict_entry(token) for token in DICTIONARY))
     cmd = [str(binary), str(run_corpus), f"-artifact_prefix={artifacts}/", f"-dict={dictionary}"]
-    cmd += ["-timeout=5", "-rss_limit_mb=1024", "-print_final_stats=1", *flags]
+    # A unit takes at most ~0.1 s (the harness bounds the MACs it runs); 20 s is a hang even on a
+    # machine shared with other jobs.
+    cmd += ["-timeout=20", "-rss_limit_mb=1024", "-print_final_stats=1", *flags]
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=SECONDS + 120)
     return done.returncode, done.stdout + done.stderr, sorted(artifacts.iterdir())
@@ -190,6 +196,8 @@ def test_libfuzzer_finds_no_crash_leak_or_timeout_in_the_loader(fuzzers, seeds, 
     )
     # The fuzzer must have done real work: many inputs, and mutations that reached new code.
     executed, added = _stat(log, "number_of_executed_units"), _stat(log, "new_units_added")
+    rate = _stat(log, "average_exec_per_sec")
+    print(f"libFuzzer: {executed} inputs in {SECONDS} s ({rate}/s), {added} reached new code")
     assert executed >= 20 * SECONDS, f"only {executed} inputs ran in {SECONDS} s:\n{log[-3000:]}"
     assert added >= 10, f"only {added} mutations reached new code:\n{log[-3000:]}"
 
