@@ -236,10 +236,11 @@ def test_fp32_export_writes_mean_and_agrees_with_litert_and_the_runtime(tmp_path
     assert ops.count("DELEGATE") == 2  # the local AVERAGE_POOL_2D still splits this toy graph
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2", "resnet"])
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet", "vgg"])
 def test_digits_fp32_cnn_is_one_xnnpack_partition(name, tmp_path):
-    """The digits CNNs in fp32 mode: MEAN, no AVERAGE_POOL_2D, no TRANSPOSE, and XNNPACK takes
-    the whole graph (one DELEGATE node, no int8 op left to LiteRT's own kernels)."""
+    """The digits CNNs in fp32 mode: MEAN for the global pool, FULLY_CONNECTED for the classifier
+    (no RESHAPE around it), no AVERAGE_POOL_2D, no TRANSPOSE, and XNNPACK takes the whole graph
+    (one DELEGATE node, no int8 op left to LiteRT's own kernels), bit for bit."""
     pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
     from optimizer.examples import digits
     from optimizer.export.tflite import _interpreter
@@ -250,7 +251,9 @@ def test_digits_fp32_cnn_is_one_xnnpack_partition(name, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         r = optimizer.export_tflite(q, calib[:1], tmp_path / "m.tflite", sample_inputs=calib)
-    assert r.ops.get("MEAN") == 1 and "AVERAGE_POOL_2D" not in r.ops and "TRANSPOSE" not in r.ops
+    assert r.ops.get("MEAN", 0) == (0 if name == "vgg" else 1), r.ops
+    assert r.ops.get("FULLY_CONNECTED", 0) >= 1, r.ops
+    assert not {"AVERAGE_POOL_2D", "TRANSPOSE", "RESHAPE"} & set(r.ops), r.ops
     assert r.max_abs_diff == 0, r
     ops = [str(d["op_name"]) for d in _interpreter((tmp_path / "m.tflite").read_bytes())
            ._get_ops_details()]  # fmt: skip

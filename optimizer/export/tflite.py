@@ -25,10 +25,13 @@ QConv2d / Conv2d               CONV_2D; DEPTHWISE_CONV_2D when groups == in_chan
                                SAME / VALID when they give PyTorch's windows, else PAD (which
                                pads int8 with the zero point, float with 0) + VALID; ReLU/ReLU6
                                fused
-QLinear / Linear               FULLY_CONNECTED; with per-channel int8 weights a 1x1 CONV_2D
-                               between RESHAPEs ([N, K] <-> [N, 1, 1, K]): LiteRT's per-channel
-                               FULLY_CONNECTED rounds once where CONV_2D and our arithmetic
-                               round twice (its reference kernel differed on ~0.1 % of values)
+QLinear / Linear               FULLY_CONNECTED; with per-channel int8 weights in the gemmlowp
+                               arithmetic a 1x1 CONV_2D between RESHAPEs ([N, K] <-> [N, 1, 1,
+                               K]): LiteRT's per-channel FULLY_CONNECTED rounds once where
+                               CONV_2D and our arithmetic round twice (its reference kernel
+                               differed on ~0.1 % of values); in ``requantization="fp32"``
+                               FULLY_CONNECTED (XNNPACK requantizes it as it does CONV_2D), so
+                               no RESHAPE surrounds it
 QAdd / QMul, add / mul         ADD / MUL (fused ReLU/ReLU6)
 QMaxPool2d / QAvgPool2d,       MAX_POOL_2D / AVERAGE_POOL_2D (a global average pool is one
 MaxPool2d / AvgPool2d /        full-window average pool; in ``requantization="fp32"`` it is
@@ -832,7 +835,9 @@ class _Exporter:
         shape = self._shape(n)
         q = (mod.output_scale, mod.output_zero_point)
         act = _ACT[mod.activation]
-        if s_w.size == 1:  # FULLY_CONNECTED reads a 4-D "hwc4" input as [N, H*W*C]
+        # FULLY_CONNECTED reads a 4-D "hwc4" input as [N, H*W*C]. Per-tensor weights, or XNNPACK's
+        # arithmetic (fp32 mode: XNNPACK requantizes FULLY_CONNECTED as it does CONV_2D).
+        if s_w.size == 1 or mod.requantization == "fp32":
             w_idx = tb.add_constant(f"{mod.path}/weight", np.ascontiguousarray(w), tb.INT8, s_w, 0)
             y = self._act_tensor(n, mod.path, shape, "plain", *q)
             opts = tb.fully_connected_options(act)
