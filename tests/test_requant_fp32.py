@@ -80,8 +80,10 @@ def test_qat_convert_takes_the_option_from_its_config():
     model, ex = ZOO["resnet_basic"]()
     qat = optimizer.prepare_qat_(model.train(), FP32, ex, calibration=[ex[0]])
     q = optimizer.convert_(qat.eval())
-    mods = [m for m in q.modules() if isinstance(m, (qm.QConv2d, qm.QLinear, qm.QAdd))]
+    kinds = (qm.QConv2d, qm.QLinear, qm.QAdd, qm.QAvgPool2d)  # the pool is global: XNNPACK's MEAN
+    mods = [m for m in q.modules() if isinstance(m, kinds)]
     assert mods and all(m.requantization == "fp32" for m in mods)
+    assert any(isinstance(m, qm.QAvgPool2d) for m in mods)
     q(*ex)
 
 
