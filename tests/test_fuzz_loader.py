@@ -1,12 +1,12 @@
-"""Coverage-guided fuzzing of the .eom loader with libFuzzer (kernels/fuzz/fuzz_eom_loader.cc,
-built with clang, AddressSanitizer and UndefinedBehaviorSanitizer into build/fuzz, as `make fuzz`
-does). Seeds are valid files written by the exporters at test time (float, int8 with float
-islands, float and int8 block-sparse and codebook weights, compact 1.3 with packed block-sparse
-codebook weights, a transformer with GATHER); the fuzzer mutates them for a bounded time and any
-crash, sanitizer report, leak or timeout fails the test. A twin binary with a planted heap
-overflow proves that a finding does fail it. The files in tests/data/fuzz are inputs the fuzzer
-once flagged: they replay cleanly under the sanitizers, and through the ordinary build give a
-clear ValueError or load and run."""
+"""Coverage-guided fuzzing of the .eom loader with libFuzzer (kernels/fuzz/fuzz_eom_loader.cc, built
+with clang, AddressSanitizer and UndefinedBehaviorSanitizer into build/fuzz, as `make fuzz` does).
+Seeds are valid files written by the exporters at test time (float, int8 with float islands in
+gemmlowp and fp32 requantization, float and int8 block-sparse and codebook weights, compact 1.3 with
+packed block-sparse codebook weights, a transformer with GATHER); the fuzzer mutates them for a
+bounded time and any crash, sanitizer report, leak or timeout fails the test. A twin binary with a
+planted heap overflow proves that a finding does fail it. The files in tests/data/fuzz are inputs
+the fuzzer once flagged: they replay cleanly under the sanitizers, and through the ordinary build
+give a clear ValueError or load and run."""
 
 from __future__ import annotations
 
@@ -135,6 +135,10 @@ def seeds(tmp_path_factory) -> Path:
     config = Int8Config(keep_float=["sub", "gn", "softmax"])
     q = quantize_(model, config, calibration=[x, torch.randn(1, 3, 4, 4)])
     export_native(q, (x,), d / "int8.eom")
+    # the same with XNNPACK's fp32 requantization (format 1.4 FP32 stages: conv, linear, add, mul)
+    fp32 = Int8Config(keep_float=["sub", "gn", "softmax"], requantization="fp32")
+    q = quantize_(model, fp32, calibration=[x, torch.randn(1, 3, 4, 4)])
+    export_native(q, (x,), d / "int8_fp32.eom")
     # Float BSR and codebook weights, and int8 BSR (format 1.1)
     torch.manual_seed(0)
     layers = [nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4)]
