@@ -719,11 +719,11 @@ EO_AVX512 inline __m512i dw_fast_rq(__m512i x, const int64_t* f, __m512i c31) {
 }
 
 // Output stage of one 32-channel block of NP pixels, in place (values end in [qmin, qmax]).
-template <int NP>
+template <int NP, bool kFp32>
 EO_AVX512 inline void dw_stage(__m512i (*acc)[2], const DwPacked32& pk, int b, int32_t out_zp,
                                int32_t qmin, int32_t qmax) {
   const int c = b * 32;
-  if (pk.fp32) {  // common/requant_fp32.h in 16 lanes: MXCSR's default rounding is half to even
+  if (kFp32) {  // common/requant_fp32.h in 16 lanes: MXCSR's default rounding is half to even
     const __m512 lo = _mm512_set1_ps(static_cast<float>(qmin - out_zp));
     const __m512 hi = _mm512_set1_ps(static_cast<float>(qmax - out_zp));
     const __m512i zp = _mm512_set1_epi32(out_zp);
@@ -773,7 +773,7 @@ EO_AVX512 inline __m512i dw_x32(const int8_t* p, __mmask32 lm) {
 // vectors loaded once): pixel q's tap t is at base[q] + off[t] (a zero-point padded copy of the
 // input, so every window is whole). The taps multiply raw x (bias_x carries - in_zp * sum w).
 // kTail: the last, partial block (lm = its valid channels).
-template <int NP, bool kTail>
+template <int NP, bool kTail, bool kFp32>
 EO_AVX512 inline void dw_block32(const int8_t* const* base, const ptrdiff_t* off,
                                  const DwPacked32& pk, int b, __mmask32 lm, int32_t out_zp,
                                  int32_t qmin, int32_t qmax, int8_t* const* outs) {
@@ -794,7 +794,7 @@ EO_AVX512 inline void dw_block32(const int8_t* const* base, const ptrdiff_t* off
       acc[q][1] = _mm512_dpwssd_epi32(acc[q][1], _mm512_unpackhi_epi16(x0, x1), wh);
     }
   }
-  dw_stage<NP>(acc, pk, b, out_zp, qmin, qmax);
+  dw_stage<NP, kFp32>(acc, pk, b, out_zp, qmin, qmax);
   for (int q = 0; q < NP; ++q) {  // values in [-128, 127] already: the narrowing is exact
     const __m128i b0 = _mm512_cvtsepi32_epi8(acc[q][0]), b1 = _mm512_cvtsepi32_epi8(acc[q][1]);
     const __m128i v0 = _mm_unpacklo_epi32(b0, b1), v1 = _mm_unpackhi_epi32(b0, b1);
@@ -810,17 +810,18 @@ EO_AVX512 inline void dw_block32(const int8_t* const* base, const ptrdiff_t* off
 
 // Every channel of NP pixels: whole blocks, then the partial last block with masked loads and
 // stores (never past a row's channels).
-template <int NP>
+template <int NP, bool kFp32>
 EO_AVX512 void dw_pixels32_avx512(const int8_t* const* base, const ptrdiff_t* off,
                                   const DwPacked32& pk, int32_t out_zp, int32_t qmin, int32_t qmax,
                                   int8_t* const* outs) {
   const int whole = pk.channels / 32;
   for (int b = 0; b < whole; ++b)
-    dw_block32<NP, false>(base, off, pk, b, ~__mmask32{0}, out_zp, qmin, qmax, outs);
+    dw_block32<NP, false, kFp32>(base, off, pk, b, ~__mmask32{0}, out_zp, qmin, qmax, outs);
   if (whole < pk.blocks) {
     const int rest = pk.channels - whole * 32;
-    dw_block32<NP, true>(base, off, pk, whole, static_cast<__mmask32>((uint64_t{1} << rest) - 1),
-                         out_zp, qmin, qmax, outs);
+    dw_block32<NP, true, kFp32>(base, off, pk, whole,
+                                static_cast<__mmask32>((uint64_t{1} << rest) - 1), out_zp, qmin,
+                                qmax, outs);
   }
 }
 
@@ -828,7 +829,7 @@ EO_AVX512 void dw_pixels32_avx512(const int8_t* const* base, const ptrdiff_t* of
 // per pair of taps one broadcast (x0 - zp, x1 - zp) and a vpdpwssd per 16 outputs, weights and
 // output stage laid out as DwPacked32 (the scalar twin: im2col + the int8 GEMM, or the generic
 // depthwise loop with channel multiplier O).
-template <int NP>
+template <int NP, bool kFp32>
 EO_AVX512 void conv1ch_pixels_avx512(const int8_t* const* base, const ptrdiff_t* off,
                                      const DwPacked32& pk, int32_t in_zp, int32_t out_zp,
                                      int32_t qmin, int32_t qmax, int8_t* const* outs) {
@@ -856,7 +857,7 @@ EO_AVX512 void conv1ch_pixels_avx512(const int8_t* const* base, const ptrdiff_t*
         acc[q][1] = _mm512_dpwssd_epi32(acc[q][1], xp[q][p], wh);
       }
     }
-    dw_stage<NP>(acc, pk, b, out_zp, qmin, qmax);
+    dw_stage<NP, kFp32>(acc, pk, b, out_zp, qmin, qmax);
     for (int q = 0; q < NP; ++q) {
       const __m128i b0 = _mm512_cvtsepi32_epi8(acc[q][0]), b1 = _mm512_cvtsepi32_epi8(acc[q][1]);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(outs[q] + c), _mm_unpacklo_epi32(b0, b1));
@@ -1370,21 +1371,34 @@ class Conv2DS8 : public Op, public ConvGeometry {
         base[np] = row + static_cast<size_t>(ow) * SW * C;
         outs[np] = y + (static_cast<size_t>(r) * OW + ow) * O;
         if (++np == 4) {
-          if (conv1ch) {
-            conv1ch_pixels_avx512<4>(base, off, dw32, st.in_zp, st.out_zp, st.qmin, st.qmax, outs);
+          // The fp32 / fixed-point stage is a template argument: one branch per 4 pixels,
+          // and each instantiation keeps only its own stage's registers.
+          if (conv1ch && dw32.fp32) {
+            conv1ch_pixels_avx512<4, true>(base, off, dw32, st.in_zp, st.out_zp, st.qmin, st.qmax,
+                                           outs);
+          } else if (conv1ch) {
+            conv1ch_pixels_avx512<4, false>(base, off, dw32, st.in_zp, st.out_zp, st.qmin, st.qmax,
+                                            outs);
+          } else if (dw32.fp32) {
+            dw_pixels32_avx512<4, true>(base, off, dw32, st.out_zp, st.qmin, st.qmax, outs);
           } else {
-            dw_pixels32_avx512<4>(base, off, dw32, st.out_zp, st.qmin, st.qmax, outs);
+            dw_pixels32_avx512<4, false>(base, off, dw32, st.out_zp, st.qmin, st.qmax, outs);
           }
           np = 0;
         }
       }
     }
     for (int q = 0; q < np; ++q) {
-      if (conv1ch) {
-        conv1ch_pixels_avx512<1>(base + q, off, dw32, st.in_zp, st.out_zp, st.qmin, st.qmax,
-                                 outs + q);
+      if (conv1ch && dw32.fp32) {
+        conv1ch_pixels_avx512<1, true>(base + q, off, dw32, st.in_zp, st.out_zp, st.qmin, st.qmax,
+                                       outs + q);
+      } else if (conv1ch) {
+        conv1ch_pixels_avx512<1, false>(base + q, off, dw32, st.in_zp, st.out_zp, st.qmin, st.qmax,
+                                        outs + q);
+      } else if (dw32.fp32) {
+        dw_pixels32_avx512<1, true>(base + q, off, dw32, st.out_zp, st.qmin, st.qmax, outs + q);
       } else {
-        dw_pixels32_avx512<1>(base + q, off, dw32, st.out_zp, st.qmin, st.qmax, outs + q);
+        dw_pixels32_avx512<1, false>(base + q, off, dw32, st.out_zp, st.qmin, st.qmax, outs + q);
       }
     }
 #else
