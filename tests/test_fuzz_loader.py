@@ -177,9 +177,13 @@ def _fuzz(binary: Path, corpus: Path, work: Path, *flags: str) -> tuple[int, str
     dictionary.write_text("".join(_dict_entry(token) for token in DICTIONARY))
     cmd = [str(binary), str(run_corpus), f"-artifact_prefix={artifacts}/", f"-dict={dictionary}"]
     # A unit takes at most ~0.1 s (the harness bounds the MACs it runs); 20 s is a hang even on a
-    # machine shared with other jobs.
-    cmd += ["-timeout=20", "-rss_limit_mb=1024", "-print_final_stats=1", *flags]
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0")
+    # machine shared with other jobs. Memory: one allocation over 512 MiB is a finding; the
+    # process as a whole may reach 2 GiB, since ASan keeps freed blocks (a valid model's arena
+    # of up to 256 MiB, EDGEOPT_MAX_ARENA_BYTES) in its quarantine and libFuzzer's RSS grew past
+    # 1 GiB on a CI run with 25 MB live.
+    cmd += ["-timeout=20", "-rss_limit_mb=2048", "-malloc_limit_mb=512", "-print_final_stats=1"]
+    cmd += list(flags)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:quarantine_size_mb=64")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=SECONDS + 120)
     return done.returncode, done.stdout + done.stderr, sorted(artifacts.iterdir())
 
