@@ -1969,10 +1969,10 @@ class _QLowering(_Lowering):
         for key in ("multiplier", "shift", "input_multiplier", "input_shift", "left_shift"):
             stage.pop(key, None)
         stage["requantization"] = fb.Requantization.FP32
-        stage["scale"] = mod.requant_scale.numpy().astype(np.float32).reshape(-1)
-        extra = getattr(mod, "requant_input_scale", None)
-        if extra is not None:
-            stage["input_scale"] = extra.numpy().astype(np.float32).reshape(-1)
+        for key, buf in (("scale", "requant_scale"), ("input_scale", "requant_input_scale")):
+            value = getattr(mod, buf, None)  # ADD has only input factors
+            if value is not None:
+                stage[key] = value.numpy().astype(np.float32).reshape(-1)
         return stage
 
     def _stage(self, mod: qm.QModule, in_zp: int) -> dict[str, Any]:

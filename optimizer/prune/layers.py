@@ -142,7 +142,7 @@ def plain_layers(model: nn.Module, example_inputs: tuple) -> dict[str, list[str]
         if len(y.users) != 1:
             continue
         (act,) = y.users
-        if not _is_relu(act, gm) or _relu_kind(act, gm) != _relu_kind(x, gm):
+        if _relu_kind(act, gm) != _relu_kind(x, gm):  # x is a ReLU (ReLU6): act the same kind
             continue
         sx, sy = x.meta.get("tensor_meta"), y.meta.get("tensor_meta")
         if sx is None or sy is None or tuple(sx.shape) != tuple(sy.shape):
@@ -151,18 +151,19 @@ def plain_layers(model: nn.Module, example_inputs: tuple) -> dict[str, list[str]
     return found
 
 
-def _relu_kind(n: fx.Node, gm: fx.GraphModule) -> str:
+def _relu_kind(n: fx.Node, gm: fx.GraphModule) -> str | None:
+    """``"relu"`` / ``"relu6"`` for a ReLU / ReLU6 node (module or function), else None."""
     if n.op == "call_module":
-        return "relu6" if isinstance(gm.get_submodule(str(n.target)), nn.ReLU6) else "relu"
+        mod = gm.get_submodule(str(n.target))
+        if isinstance(mod, nn.ReLU6):
+            return "relu6"
+        return "relu" if isinstance(mod, nn.ReLU) else None
     name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
-    return "relu6" if name == "relu6" else "relu"
+    return {"relu": "relu", "relu_": "relu", "relu6": "relu6"}.get(name)
 
 
 def _is_relu(n: fx.Node, gm: fx.GraphModule) -> bool:
-    if n.op == "call_module":
-        return isinstance(gm.get_submodule(str(n.target)), (nn.ReLU, nn.ReLU6))
-    name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
-    return name in ("relu", "relu_", "relu6")
+    return _relu_kind(n, gm) is not None
 
 
 def _residual_chain(y: fx.Node, x: fx.Node, inside: set) -> bool:

@@ -103,6 +103,18 @@ class QModule(nn.Module):
         self.output_scale = float(np.float32(output_scale))
         self.output_zero_point = int(output_zero_point)
 
+    def _reset_requantization(self, mode: str) -> None:
+        """Checks ``mode`` for ``set_requantization`` and returns the module to ``"gemmlowp"``
+        (no fp32 buffers); the caller then applies ``"fp32"`` where it can."""
+        if mode not in ("gemmlowp", "fp32"):
+            raise ValueError(
+                f"{type(self).__name__} `{self.path}`: requantization must be 'gemmlowp' or "
+                f"'fp32', got {mode!r}"
+            )
+        for name in ("requant_scale", "requant_input_scale"):
+            self._buffers.pop(name, None)
+        self.requantization = "gemmlowp"
+
     def summary(self) -> dict[str, Any]:
         """JSON-like quantization parameters (what ``get_record(model)["quantization"]`` lists)."""
         out: dict[str, Any] = {
@@ -216,19 +228,13 @@ class _QWeighted(QModule):
             m.set_requantization("fp32")
             m.requant_scale.dtype  # torch.float32, one per output channel
         """
-        if mode not in ("gemmlowp", "fp32"):
-            raise ValueError(
-                f"{type(self).__name__} `{self.path}`: requantization must be 'gemmlowp' or "
-                f"'fp32', got {mode!r}"
-            )
-        self.requantization = mode
+        self._reset_requantization(mode)
         if mode == "fp32":
             scale = ar.fp32_requant_scale(
                 self.input_scale, self.weight_scale.numpy(), self.output_scale
             )
             self.register_buffer("requant_scale", torch.from_numpy(scale))
-        elif "requant_scale" in self._buffers:
-            del self._buffers["requant_scale"]
+            self.requantization = mode
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
@@ -473,13 +479,7 @@ class QAdd(QModule):
             m = QAdd((0.1, 0.05), (0, 3), 0.2, -1)
             m.set_requantization("fp32")  # True
         """
-        if mode not in ("gemmlowp", "fp32"):
-            raise ValueError(
-                f"QAdd `{self.path}`: requantization must be 'gemmlowp' or 'fp32', got {mode!r}"
-            )
-        for name in ("requant_scale", "requant_input_scale"):
-            self._buffers.pop(name, None)
-        self.requantization = "gemmlowp"
+        self._reset_requantization(mode)
         if mode == "gemmlowp":
             return True
         ratios = ar.add_fp32_ratios(*self.input_scales, self.output_scale)
@@ -487,7 +487,6 @@ class QAdd(QModule):
             return False
         self.requantization = "fp32"
         self.register_buffer("requant_input_scale", torch.from_numpy(ratios))
-        self.register_buffer("requant_scale", torch.ones(1, dtype=torch.float32))
         self.fp32_multipliers = ar.add_fp32_multipliers(ratios)
         return True
 
@@ -550,12 +549,7 @@ class QMul(QModule):
             m = QMul((0.1, 0.05), (0, 3), 0.02, -1)
             m.set_requantization("fp32")  # True
         """
-        if mode not in ("gemmlowp", "fp32"):
-            raise ValueError(
-                f"QMul `{self.path}`: requantization must be 'gemmlowp' or 'fp32', got {mode!r}"
-            )
-        self._buffers.pop("requant_scale", None)
-        self.requantization = "gemmlowp"
+        self._reset_requantization(mode)
         if mode == "gemmlowp":
             return True
         scale = ar.mul_fp32_scale(*self.input_scales, self.output_scale)
@@ -674,13 +668,7 @@ class QAvgPool2d(_QSameScale):
             m = QAvgPool2d(0.05, 3, (4, 4), (4, 4))
             m.set_requantization("fp32", input_size=(4, 4))  # True
         """
-        if mode not in ("gemmlowp", "fp32"):
-            raise ValueError(
-                f"QAvgPool2d `{self.path}`: requantization must be 'gemmlowp' or 'fp32', "
-                f"got {mode!r}"
-            )
-        self._buffers.pop("requant_scale", None)
-        self.requantization = "gemmlowp"
+        self._reset_requantization(mode)
         if mode == "gemmlowp":
             return True
         kh, kw = self.kernel_size

@@ -142,11 +142,14 @@ def linear_s8(
     clamp: tuple[int, int] = (-128, 127),
 ) -> torch.Tensor:
     """int8 ``x`` [..., K] and ``w`` [N, K] -> int8 [..., N]; equals ``kernels.linear_s8``."""
+    acc = _linear_acc(x, w, bias, input_zero_point)
+    return requantize(acc, multiplier, shift, output_zero_point, clamp)
+
+
+def _linear_acc(x, w, bias, input_zero_point) -> torch.Tensor:
     acc = torch.matmul(x.to(torch.float64) - int(input_zero_point), w.to(torch.float64).t())
     acc = acc.to(torch.int64)
-    if bias is not None:
-        acc = acc + bias.to(torch.int64)
-    return requantize(acc, multiplier, shift, output_zero_point, clamp)
+    return acc + bias.to(torch.int64) if bias is not None else acc
 
 
 def linear_s8_fp32(
@@ -159,11 +162,9 @@ def linear_s8_fp32(
     clamp: tuple[int, int] = (-128, 127),
 ) -> torch.Tensor:
     """:func:`linear_s8` with XNNPACK's fp32 output stage (``scale`` float32 [N] or [1])."""
-    acc = torch.matmul(x.to(torch.float64) - int(input_zero_point), w.to(torch.float64).t())
-    acc = acc.to(torch.int64)
-    if bias is not None:
-        acc = acc + bias.to(torch.int64)
-    return requantize_fp32(acc, scale, output_zero_point, clamp)
+    return requantize_fp32(
+        _linear_acc(x, w, bias, input_zero_point), scale, output_zero_point, clamp
+    )
 
 
 def _conv_acc(x, w, bias, input_zero_point, stride, padding, dilation, groups) -> torch.Tensor:
