@@ -237,3 +237,70 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     optimizer.save(model, tmp_path / "m.pt")
     optimizer.save(model, tmp_path / "m.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_per_layer_ratios_override_the_uniform_ratio():
+    model, x = ZOO["vgg"]()
+    before = _sizes(model, x)
+    first = next(k for k in before if k.startswith("features"))
+    cfg = optimizer.ChannelPruneConfig(ratio=0.5, ratios={first: 0.75})
+    optimizer.prune_channels_(model, x, cfg)
+    after = _sizes(model, x)
+    assert after[first] == before[first] // 4
+    others = [k for k in before if k != first]
+    assert others and all(after[k] == before[k] // 2 for k in others)
+    assert get_record(model)["passes"][-1]["ratios"] == {first: 0.75}
+    model(*x)
+
+
+def test_per_layer_ratios_take_the_longest_matching_path_and_keep_round_to():
+    model, x = ZOO["vgg"]()
+    before = _sizes(model, x)
+    convs = [k for k in before if k.startswith("features")]
+    cfg = optimizer.ChannelPruneConfig(
+        ratio=0.0, round_to=8, ratios={"features": 0.5, convs[-1]: 0.9}
+    )
+    optimizer.prune_channels_(model, x, cfg)
+    after = _sizes(model, x)
+    for k in convs[:-1]:
+        assert after[k] == before[k] // 2
+    assert after[convs[-1]] % 8 == 0 and after[convs[-1]] < before[convs[-1]] // 2
+    assert all(after[k] == before[k] for k in before if not k.startswith("features"))
+
+
+def test_per_layer_ratios_with_global_ranking_and_iterative_steps():
+    model, x = ZOO["vgg"]()
+    before = _sizes(model, x)
+    first = next(k for k in before if k.startswith("features"))
+    cfg = optimizer.ChannelPruneConfig(ratio=0.4, global_ranking=True, ratios={first: 0.5})
+    pruner = optimizer.ChannelPruner(model, x, cfg, steps=2)
+    pruner.step()
+    assert _sizes(model, x)[first] == before[first] * 3 // 4  # half way: 0.25
+    pruner.step()
+    after = _sizes(model, x)
+    assert after[first] == before[first] // 2
+    rest = [k for k in before if k != first]
+    kept = sum(after[k] for k in rest) / sum(before[k] for k in rest)
+    assert 0.5 <= kept <= 0.7
+
+
+@pytest.mark.parametrize(
+    "ratios, match",
+    [
+        ({"features.0": 1.0}, r"ratios\['features.0'\] must be in"),
+        ({"features.0": True}, "must be in"),
+        ({"": 0.5, 3: 0.5}, "bad module path"),
+        ([("features.0", 0.5)], "must map module paths"),
+    ],
+)
+def test_bad_per_layer_ratios_are_refused(ratios, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        optimizer.ChannelPruneConfig(ratios=ratios)
+
+
+def test_a_misspelt_ratio_path_raises_before_any_change():
+    model, x = ZOO["vgg"]()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"ratios\['feature.0'\] names no prunable layer"):
+        optimizer.prune_channels_(model, x, optimizer.ChannelPruneConfig(ratios={"feature.0": 0.5}))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,6 +39,13 @@ class ChannelPruneConfig:
         filter_fn: ``filter_fn(module, path) -> bool``; groups whose producers all fail it are
             left alone.
         max_ratio: no group loses more than this fraction of its channels.
+        ratios: per-layer ratios, ``{module path: ratio}`` (Torch-Pruning's
+            ``pruning_ratio_dict``): a group whose producer is at or under one of these paths
+            (the longest matching path wins) loses that fraction of its channels instead of
+            ``ratio``, with ``round_to`` and ``max_ratio`` still applied. With
+            ``global_ranking`` or ``macs_reduction`` those groups keep their own ratio and the
+            rest share the global threshold or the searched ratio. Iterative pruning
+            (:class:`ChannelPruner`) scales them with the schedule, as it scales ``ratio``.
         prune_heads: remove whole attention heads (``nn.MultiheadAttention`` is replaced by the
             equivalent :class:`optimizer.graph.attention.MultiheadSelfAttention`).
         seed: seed of the ``"random"`` importance.
@@ -51,6 +59,7 @@ class ChannelPruneConfig:
     ignore: tuple[str, ...] = ()
     filter_fn: Callable[[nn.Module, str], bool] | None = None
     max_ratio: float = 0.9
+    ratios: dict[str, float] = field(default_factory=dict)
     prune_heads: bool = True
     seed: int = 0
 
@@ -77,6 +86,22 @@ class ChannelPruneConfig:
                 f"ChannelPruneConfig: max_ratio must be in (0, 1), got {self.max_ratio}"
             )
         self.ignore = tuple(self.ignore)
+        if not isinstance(self.ratios, Mapping):
+            raise TypeError(
+                "ChannelPruneConfig: ratios must map module paths to ratios, e.g. "
+                f"{{'features.0': 0.75}}; got {type(self.ratios).__name__}"
+            )
+        ratios = {}
+        for path, r in self.ratios.items():
+            if not isinstance(path, str) or not path:
+                raise ValueError(f"ChannelPruneConfig: ratios: bad module path {path!r}")
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+                raise ValueError(
+                    f"ChannelPruneConfig: ratios[{path!r}] must be in [0, 1), got {r!r}. It is "
+                    "the fraction of that layer's channels removed"
+                )
+            ratios[path] = float(r)
+        self.ratios = ratios
 
 
 @dataclass
@@ -169,6 +194,46 @@ def _floor(g: Group, n: int, cfg: ChannelPruneConfig) -> int:
     return max(int(g.locked.sum()), int(math.ceil(n * (1.0 - cfg.max_ratio))), 1)
 
 
+def _own_ratios(groups: list[Group], cfg: ChannelPruneConfig, ratio: float) -> dict[int, float]:
+    """Group id -> its ``cfg.ratios`` entry (longest path matching a producer), scaled by the
+    progress of an iterative schedule (``ratio / cfg.ratio``)."""
+    if not cfg.ratios:
+        return {}
+    progress = 1.0
+    if cfg.macs_reduction is None and cfg.ratio > 0:
+        progress = min(max(ratio / cfg.ratio, 0.0), 1.0)
+    out: dict[int, float] = {}
+    for g in groups:
+        best = None
+        for m in g.members:
+            if m.role not in ("out", "heads"):
+                continue
+            for path in cfg.ratios:
+                hit = m.module == path or m.module.startswith(path + ".")
+                if hit and (best is None or len(path) > len(best)):
+                    best = path
+        if best is not None:
+            out[g.id] = cfg.ratios[best] * progress
+    return out
+
+
+def _check_ratio_paths(groups: list[Group], model: nn.Module, cfg: ChannelPruneConfig) -> None:
+    """Every ``cfg.ratios`` path must name the producer of a prunable group (or a module
+    above one): a misspelt path raises, before anything changes."""
+    if not cfg.ratios:
+        return
+    prods = sorted(
+        {m.module for g in groups if _eligible(g, model, cfg) for m in g.members
+         if m.role in ("out", "heads")}
+    )  # fmt: skip
+    for path in cfg.ratios:
+        if not any(p == path or p.startswith(path + ".") for p in prods):
+            raise ValueError(
+                f"ChannelPruneConfig: ratios[{path!r}] names no prunable layer; the layers whose "
+                f"output channels can be pruned are: {', '.join(prods) or '(none)'}"
+            )
+
+
 def select(
     model: nn.Module,
     groups: list[Group],
@@ -181,16 +246,27 @@ def select(
     ratio relative to the original model (iterative pruning)."""
     out: dict[int, np.ndarray] = {}
     todo = [g for g in groups if _eligible(g, model, cfg)]
-    if ratio <= 0 or not todo:
+    own = _own_ratios(todo, cfg, ratio)
+    if (ratio <= 0 and not any(own.values())) or not todo:
         return out
     base = {g.id: (base_sizes or {}).get(g.root, len(g.units)) for g in todo}
+
+    def uniform(g: Group, r: float) -> None:
+        n = len(g.units)
+        rt = 1 if g.heads else cfg.round_to
+        keep = _round_keep(n, base[g.id] * (1 - r), rt, g.segments, _floor(g, n, cfg))
+        if keep < n:
+            out[g.id] = _pick(g, scores[g.id], keep)
+
+    for g in todo:
+        if g.id in own:
+            uniform(g, own[g.id])
+    todo = [g for g in todo if g.id not in own]
+    if ratio <= 0 or not todo:
+        return out
     if not cfg.global_ranking:
         for g in todo:
-            n = len(g.units)
-            rt = 1 if g.heads else cfg.round_to
-            keep = _round_keep(n, base[g.id] * (1 - ratio), rt, g.segments, _floor(g, n, cfg))
-            if keep < n:
-                out[g.id] = _pick(g, scores[g.id], keep)
+            uniform(g, ratio)
         return out
     # Global: one threshold over per-group normalised scores.
     norm, owners = [], []
@@ -200,7 +276,7 @@ def select(
         norm.append(s)
         owners.append(np.full(len(s), g.id))
     allv = np.concatenate(norm)
-    total_base = sum(base.values())
+    total_base = sum(base[g.id] for g in todo)
     current = sum(len(g.units) for g in todo)
     n_remove = int(round(total_base * ratio)) - (total_base - current)
     if n_remove <= 0:
@@ -480,6 +556,7 @@ def _prune_once(model, example_inputs, cfg, ratio, base_sizes, rng) -> PruneRepo
 
     dg = DependencyGraph(model, example_inputs, cfg.ignore)  # raises before any change
     groups = dg.groups()
+    _check_ratio_paths(groups, model, cfg)
     scores = {
         g.id: group_scores(model, g, cfg.importance, rng)
         for g in groups
@@ -500,6 +577,7 @@ def _prune_once(model, example_inputs, cfg, ratio, base_sizes, rng) -> PruneRepo
             "importance": cfg.importance,
             "global": cfg.global_ranking,
             "round_to": int(cfg.round_to),
+            **({"ratios": dict(cfg.ratios)} if cfg.ratios else {}),
         }
     )
     rep = _report(
