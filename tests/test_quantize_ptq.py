@@ -185,6 +185,7 @@ def test_record_is_json_and_keeps_the_models_earlier_record():
     json.dumps(rec)
     assert rec["plan"] == get_record(model)["plan"]
     assert rec["passes"][-1]["pass"] == "quantize_int8"
+    assert rec["passes"][-1]["requantization"] == "gemmlowp"
     quant = rec["quantization"]
     assert set(quant["inputs"]) == {"x"} and quant["outputs"][0]["scale"] > 0
     assert quant["layers"]["body.0"]["fused"] == ["body.1"]

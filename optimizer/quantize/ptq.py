@@ -1297,6 +1297,7 @@ def build_quantized(
             "pass": pass_name,
             "per_channel": cfg.per_channel,
             "observer": cfg.observer,
+            "requantization": cfg.requantization,
             "kept_float": sorted(an.kept),
         },
     ]
