@@ -1,7 +1,11 @@
 """Compact .eom files (format 1.3): packed block-sparse codebook weights decoded at load, small
 buffers on 16-byte boundaries, one zero point for every channel, no names on constants and
 compact pass metadata. Every packed file must run bit-exact to the quantized module and every
-corruption of the packed layout must be refused with a clear error."""
+corruption of the packed layout must be refused with a clear error.
+
+The exporter now stores these weights inline (format 1.5, tests/test_eom_inline.py); this module
+switches that off (``native.INLINE_WEIGHTS``) to keep testing the 1.3 tensor form, which the
+runtime still reads."""
 
 from __future__ import annotations
 
@@ -55,6 +59,14 @@ def _quantized(seed: int = 0):
 
     model, x = _model(seed)
     return quantize_(model, Int8Config(), calibration=[x]), x
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tensor_form():
+    """Packed weights in tensors (format 1.3), not inline (1.5), for every test here."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(native, "INLINE_WEIGHTS", False)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -97,6 +97,25 @@ struct DecodedStorage {
 // fills.
 void decode_packed_weights(const eom::Model& m, std::vector<Tensor>& tensors,
                            DecodedStorage* storage);
+// Format 1.5: whether a weight carries inline bytes (any `inline_*` field), and how many.
+bool has_inline_weight(const eom::Weight& w);
+size_t inline_weight_bytes(const eom::Weight* w);
+// An inline int8 weight decoded into storage of its own: BSR (`r` x `c` blocks, row_ptr and
+// col_idx from the block mask, `values` the int8 blocks [nnz, r, c]) or CODEBOOK (`idx` the
+// unpacked indices [n, k], `values` the table, 2^bits entries per row, one row or one per output
+// channel). Checks every size against n, k, the block grid, `bits` and the table
+// (weights_packed.cc).
+struct InlineS8Weight {
+  int r = 0, c = 0, bits = 0;
+  bool per_channel = false;
+  std::vector<int32_t> row_ptr, col_idx;
+  std::vector<int8_t> values;
+  std::vector<uint8_t> idx;
+};
+InlineS8Weight decode_inline_s8(const Build& b, int n, int k);
+// The operator's bias from `Weight.inline_bias` (format 1.5; n entries, Operator.bias -1, only
+// with an inline weight) into `out`; false when the weight has none.
+bool inline_bias(const Build& b, int n, std::vector<int32_t>* out);
 // GATHER (ops_gather.cc): rows of a constant F32 table by S32 indices; checks ids at run time.
 std::unique_ptr<Op> build_gather_op(Build& b);
 

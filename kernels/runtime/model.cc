@@ -403,6 +403,7 @@ void Model::Impl::load_operators(const eom::Model& m) {
     op->outputs = b.outputs();
     for (int t : b.outputs()) tensors[t].producer = static_cast<int>(i);
     if (op->aliases_input()) root[op->outputs[0]] = root[op->inputs[0]];
+    weight_size += inline_weight_bytes(fop.weight());  // format 1.5: bytes in the table
     op->info.name = file_string(fop.name(), "");
     layers.push_back(op->info);
     ops.push_back(std::move(op));

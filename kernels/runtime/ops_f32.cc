@@ -234,6 +234,9 @@ WeightSet load_weight(const Build& b, int n, int k, int groups, bool keep_dense)
   b.require(w != nullptr, "has no weight");
   b.require(w->n() == n && w->k() == k, "weight is declared [", w->n(), ", ", w->k(),
             "], the operator needs [", n, ", ", k, "]");
+  b.require(!has_inline_weight(*w),
+            "inline weight fields (format 1.5) hold int8 weights only; a float operator's weight "
+            "is in tensors");
   WeightSet ws;
   ws.format = w->format();
   std::vector<float> dense;

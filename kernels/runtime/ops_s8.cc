@@ -211,28 +211,43 @@ S8Weight load_s8_weight(const Build& b, int n, int k, int groups, bool want_dens
   const int ng = n / groups;
   // Called after Build::constant checked the index.
   auto values_tensor = [&](int t) -> const Tensor& { return b.tensor(t); };
+  // Format 1.5: the bytes are inline in the Weight table, decoded here (sizes checked).
+  const bool inline_form = has_inline_weight(*w);
+  InlineS8Weight in;
+  if (inline_form) in = decode_inline_s8(b, n, k);
   if (w->format() == eom::WeightFormat_DENSE) {
     const auto* v = reinterpret_cast<const int8_t*>(
         b.constant(w->values(), DType::kS8, static_cast<int64_t>(n) * k, "weight.values"));
     check_weight_quantization(b, values_tensor(w->values()), n);
     dense.assign(v, v + static_cast<size_t>(n) * k);
   } else if (w->format() == eom::WeightFormat_BSR) {
-    const auto block = b.ints(w->block(), 2, 1, 256, "weight.block");
-    const int r = block[0], c = block[1];
+    int r = in.r, c = in.c;
+    if (!inline_form) {
+      const auto block = b.ints(w->block(), 2, 1, 256, "weight.block");
+      r = block[0];
+      c = block[1];
+    }
     const int brs = (n + r - 1) / r, bcs = (k + c - 1) / c;
-    const auto* row_ptr = reinterpret_cast<const int32_t*>(
-        b.constant(w->row_ptr(), DType::kS32, brs + 1, "weight.row_ptr"));
+    const int32_t* row_ptr = in.row_ptr.data();
+    if (!inline_form) {
+      row_ptr = reinterpret_cast<const int32_t*>(
+          b.constant(w->row_ptr(), DType::kS32, brs + 1, "weight.row_ptr"));
+    }
     b.require(row_ptr[0] == 0, "weight.row_ptr[0] must be 0, got ", row_ptr[0]);
     for (int i = 0; i < brs; ++i)
       b.require(row_ptr[i + 1] >= row_ptr[i], "weight.row_ptr must not decrease (at ", i + 1, ")");
     const int64_t nnz = row_ptr[brs];
     b.require(nnz <= static_cast<int64_t>(brs) * bcs, "weight.row_ptr declares ", nnz,
               " blocks, more than the ", static_cast<int64_t>(brs) * bcs, " of the matrix");
-    const auto* col = reinterpret_cast<const int32_t*>(
-        b.constant(w->col_idx(), DType::kS32, nnz, "weight.col_idx"));
-    const auto* values = reinterpret_cast<const int8_t*>(
-        b.constant(w->values(), DType::kS8, nnz * r * c, "weight.values (BSR blocks)"));
-    check_weight_quantization(b, values_tensor(w->values()), n);
+    const int32_t* col = in.col_idx.data();
+    const int8_t* values = in.values.data();
+    if (!inline_form) {
+      col = reinterpret_cast<const int32_t*>(
+          b.constant(w->col_idx(), DType::kS32, nnz, "weight.col_idx"));
+      values = reinterpret_cast<const int8_t*>(
+          b.constant(w->values(), DType::kS8, nnz * r * c, "weight.values (BSR blocks)"));
+      check_weight_quantization(b, values_tensor(w->values()), n);
+    }
     dense.assign(static_cast<size_t>(n) * k, 0);
     for (int br = 0; br < brs; ++br) {
       for (int j = row_ptr[br]; j < row_ptr[br + 1]; ++j) {
@@ -259,21 +274,25 @@ S8Weight load_s8_weight(const Build& b, int n, int k, int groups, bool want_dens
     b.require(bits == 1 || bits == 2 || bits == 4 || bits == 8,
               "weight.bits must be 1, 2, 4 or 8, got ", bits);
     const int entries = 1 << bits;
-    const size_t row_bytes = (static_cast<size_t>(k) * bits + 7) / 8;
-    const uint8_t* packed =
-        b.constant(w->indices(), DType::kU8, static_cast<int64_t>(row_bytes) * n, "weight.indices");
     const bool per_channel = w->per_channel_table();
-    const auto* table = reinterpret_cast<const int8_t*>(
-        b.constant(w->values(), DType::kS8, static_cast<int64_t>(per_channel ? n : 1) * entries,
-                   "weight.values (codebook table)"));
-    check_weight_quantization(b, values_tensor(w->values()), n);
-    std::vector<uint8_t> idx(static_cast<size_t>(n) * k);
-    const int per_byte = 8 / bits;
-    for (int i = 0; i < n; ++i) {
-      const uint8_t* row = packed + i * row_bytes;
-      for (int j = 0; j < k; ++j)
-        idx[static_cast<size_t>(i) * k + j] =
-            static_cast<uint8_t>((row[j / per_byte] >> ((j % per_byte) * bits)) & (entries - 1));
+    const int8_t* table = in.values.data();
+    std::vector<uint8_t> idx = std::move(in.idx);
+    if (!inline_form) {
+      const size_t row_bytes = (static_cast<size_t>(k) * bits + 7) / 8;
+      const uint8_t* packed = b.constant(w->indices(), DType::kU8,
+                                         static_cast<int64_t>(row_bytes) * n, "weight.indices");
+      table = reinterpret_cast<const int8_t*>(
+          b.constant(w->values(), DType::kS8, static_cast<int64_t>(per_channel ? n : 1) * entries,
+                     "weight.values (codebook table)"));
+      check_weight_quantization(b, values_tensor(w->values()), n);
+      idx.resize(static_cast<size_t>(n) * k);
+      const int per_byte = 8 / bits;
+      for (int i = 0; i < n; ++i) {
+        const uint8_t* row = packed + i * row_bytes;
+        for (int j = 0; j < k; ++j)
+          idx[static_cast<size_t>(i) * k + j] =
+              static_cast<uint8_t>((row[j / per_byte] >> ((j % per_byte) * bits)) & (entries - 1));
+      }
     }
     if (groups == 1 && !want_dense && allow_sparse &&
         codebook_path(bits, per_channel, true) != kScalar) {
@@ -308,6 +327,8 @@ S8Weight load_s8_weight(const Build& b, int n, int k, int groups, bool want_dens
 }
 
 std::vector<int32_t> load_bias(const Build& b, int n) {
+  std::vector<int32_t> inline_values;
+  if (inline_bias(b, n, &inline_values)) return inline_values;  // format 1.5
   if (b.op().bias() < 0) return std::vector<int32_t>(n, 0);
   const auto* v =
       reinterpret_cast<const int32_t*>(b.constant(b.op().bias(), DType::kS32, n, "bias (int32)"));

@@ -482,7 +482,159 @@ class Weight(object):
             return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
         return -1
 
-def WeightStart(builder): builder.StartObject(12)
+    # Format 1.5, inline int8 weights: the bytes of the weight sit in these vectors of the table
+    # itself, so it needs no tensors; `values`, `row_ptr`, `col_idx`, `indices`, `table` and
+    # `block_mask` are then absent (-1) and the loader decodes the weight into storage of its own
+    # (a pre-1.5 reader finds no tensor behind them and refuses the operator). Only for int8
+    # CONV2D / LINEAR weights, in one of three forms:
+    #  - BSR (packed): `block` [R, C]; `inline_block_mask` as `block_mask` above (one bit per block
+    #    of the ceil(n/R) x ceil(k/C) grid, row-major, low bits first, unused bits 0); then
+    #    `bits` in 1..8 with `inline_indices` (ceil(nnz * R * C * bits / 8) bytes, the bit stream
+    #    of the packed BSR `indices`) into `inline_table`, or `bits` 0 with `inline_values`, the
+    #    int8 blocks [nnz, R, C] (entries past the matrix edge 0);
+    #  - CODEBOOK: `inline_indices` as CODEBOOK `indices` (U8 [n, ceil(k * bits / 8)], `bits` in
+    #    {1, 2, 4, 8}) into `inline_table`.
+    # `inline_table`: E int8 entries per row, 1 <= E <= 2^bits, one row ([1, E]) or one per output
+    # channel ([n, E], `per_channel_table`); every index must be < E (the writer drops unused
+    # entries at the end). The weight scales are not stored (the Int8Stage carries them).
+    # Weight
+    def InlineBlockMask(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # Weight
+    def InlineBlockMaskAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # Weight
+    def InlineBlockMaskLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Weight
+    def InlineBlockMaskIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        return o == 0
+
+    # Weight
+    def InlineIndices(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # Weight
+    def InlineIndicesAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # Weight
+    def InlineIndicesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Weight
+    def InlineIndicesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        return o == 0
+
+    # Weight
+    def InlineTable(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # Weight
+    def InlineTableAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int8Flags, o)
+        return 0
+
+    # Weight
+    def InlineTableLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Weight
+    def InlineTableIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        return o == 0
+
+    # Weight
+    def InlineValues(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # Weight
+    def InlineValuesAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int8Flags, o)
+        return 0
+
+    # Weight
+    def InlineValuesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Weight
+    def InlineValuesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        return o == 0
+
+    # Format 1.5: the int32 bias of the operator ([n]) with an inline weight; `Operator.bias` is
+    # then -1.
+    # Weight
+    def InlineBias(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Weight
+    def InlineBiasAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int32Flags, o)
+        return 0
+
+    # Weight
+    def InlineBiasLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Weight
+    def InlineBiasIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        return o == 0
+
+def WeightStart(builder): builder.StartObject(17)
 def WeightAddFormat(builder, format): builder.PrependInt8Slot(0, format, 0)
 def WeightAddN(builder, n): builder.PrependInt32Slot(1, n, 0)
 def WeightAddK(builder, k): builder.PrependInt32Slot(2, k, 0)
@@ -496,6 +648,16 @@ def WeightAddBits(builder, bits): builder.PrependInt32Slot(8, bits, 0)
 def WeightAddPerChannelTable(builder, perChannelTable): builder.PrependBoolSlot(9, perChannelTable, 0)
 def WeightAddTable(builder, table): builder.PrependInt32Slot(10, table, -1)
 def WeightAddBlockMask(builder, blockMask): builder.PrependInt32Slot(11, blockMask, -1)
+def WeightAddInlineBlockMask(builder, inlineBlockMask): builder.PrependUOffsetTRelativeSlot(12, flatbuffers.number_types.UOffsetTFlags.py_type(inlineBlockMask), 0)
+def WeightStartInlineBlockMaskVector(builder, numElems): return builder.StartVector(1, numElems, 1)
+def WeightAddInlineIndices(builder, inlineIndices): builder.PrependUOffsetTRelativeSlot(13, flatbuffers.number_types.UOffsetTFlags.py_type(inlineIndices), 0)
+def WeightStartInlineIndicesVector(builder, numElems): return builder.StartVector(1, numElems, 1)
+def WeightAddInlineTable(builder, inlineTable): builder.PrependUOffsetTRelativeSlot(14, flatbuffers.number_types.UOffsetTFlags.py_type(inlineTable), 0)
+def WeightStartInlineTableVector(builder, numElems): return builder.StartVector(1, numElems, 1)
+def WeightAddInlineValues(builder, inlineValues): builder.PrependUOffsetTRelativeSlot(15, flatbuffers.number_types.UOffsetTFlags.py_type(inlineValues), 0)
+def WeightStartInlineValuesVector(builder, numElems): return builder.StartVector(1, numElems, 1)
+def WeightAddInlineBias(builder, inlineBias): builder.PrependUOffsetTRelativeSlot(16, flatbuffers.number_types.UOffsetTFlags.py_type(inlineBias), 0)
+def WeightStartInlineBiasVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def WeightEnd(builder): return builder.EndObject()
 
 

@@ -80,6 +80,7 @@ __all__ = [
     "FORMAT_VERSION_INT8",
     "FORMAT_VERSION_GATHER",
     "FORMAT_VERSION_FP32_REQUANT",
+    "FORMAT_VERSION_INLINE",
     "EomWriter",
     "NativeExportReport",
     "export_native",
@@ -101,6 +102,13 @@ FORMAT_VERSION_PACKED = (1, 3)
 #: Files with an int8 stage in XNNPACK's fp32 requantization (``Int8Stage.requantization`` FP32)
 #: are written as 1.4; their stages carry no multiplier / shift, so older readers refuse them.
 FORMAT_VERSION_FP32_REQUANT = (1, 4)
+#: Files with an inline int8 weight (its packed bytes in vectors of the Weight table, no tensors)
+#: are written as 1.5; older readers find no tensor behind the weight and refuse the operator.
+#: The exporter uses the form in every compact (1.3 or newer) file.
+FORMAT_VERSION_INLINE = (1, 5)
+#: Whether compact files store their int8 packed, block-sparse and codebook weights inline
+#: (format 1.5); False keeps the 1.3 tensors (tests of the older form switch it off).
+INLINE_WEIGHTS = True
 MAGIC = b"\x89EOM\r\n\x1a\n"
 ENDIAN_MARKER = 0x0A0B0C0D
 HEADER_SIZE = 64
@@ -147,6 +155,10 @@ def pack_file(model_bytes: bytes, data: bytes, version: tuple[int, int] = FORMAT
 # --------------------------------------------------------------------------------------------
 # The writer
 # --------------------------------------------------------------------------------------------
+
+
+#: The fields of a Weight table that name tensors.
+_WEIGHT_TENSORS = ("values", "row_ptr", "col_idx", "indices", "table", "block_mask")
 
 
 def _camel(name: str) -> str:
@@ -220,6 +232,61 @@ class EomWriter:
         self.tensors[t]["decoded"] = True
         return t
 
+    def drop_tensor(self, t: int) -> None:
+        """Leaves constant ``t`` (and its bytes) out of the file :meth:`finish` writes; the other
+        tensors are renumbered there. For a constant whose bytes moved inline into an operator
+        (format 1.5); nothing may still name it. Example: ``w.drop_tensor(bias)``."""
+        if not 0 <= t < len(self.tensors):
+            raise ValueError(f"EomWriter.drop_tensor: tensor {t} out of range")
+        if self.tensors[t]["buffer"] < 0 and not self.tensors[t].get("decoded"):
+            raise ValueError(f"EomWriter.drop_tensor: tensor {t} is not a constant")
+        self.tensors[t]["dropped"] = True
+
+    def _kept(self, inputs: list[int], outputs: list[int]):
+        """(tensors, chunks, operators, inputs, outputs) without the dropped tensors, every
+        tensor index and buffer renumbered; the writer's own lists when nothing was dropped."""
+        if not any(t.get("dropped") for t in self.tensors):
+            return self.tensors, self._chunks, self.operators, inputs, outputs
+        remap: dict[int, int] = {}
+        chunk_map: dict[int, int] = {}
+        tensors: list[dict[str, Any]] = []
+        chunks: list[bytes] = []
+        for i, t in enumerate(self.tensors):
+            if t.get("dropped"):
+                continue
+            remap[i] = len(tensors)
+            t = dict(t)
+            if t["buffer"] >= 0:
+                if t["buffer"] not in chunk_map:
+                    chunk_map[t["buffer"]] = len(chunks)
+                    chunks.append(self._chunks[t["buffer"]])
+                t["buffer"] = chunk_map[t["buffer"]]
+            tensors.append(t)
+
+        def idx(t: int, where: str) -> int:
+            if t < 0:
+                return t
+            if t not in remap:
+                raise ValueError(f"EomWriter: {where} names tensor {t}, which was dropped")
+            return remap[t]
+
+        operators = []
+        for op in self.operators:
+            op = dict(op)
+            where = f"operator `{op['name']}`"
+            op["inputs"] = [idx(t, where) for t in op["inputs"]]
+            op["outputs"] = [idx(t, where) for t in op["outputs"]]
+            op["bias"] = idx(op["bias"], where)
+            if op["weight"]:
+                op["weight"] = dict(op["weight"])
+                for key in _WEIGHT_TENSORS:
+                    if key in op["weight"]:
+                        op["weight"][key] = idx(op["weight"][key], where)
+            operators.append(op)
+        ins = [idx(t, "the graph inputs") for t in inputs]
+        outs = [idx(t, "the graph outputs") for t in outputs]
+        return tensors, chunks, operators, ins, outs
+
     def add_operator(
         self,
         op_type: int,
@@ -275,6 +342,8 @@ class EomWriter:
                 dt = np.float32 if arr.dtype.kind == "f" else np.int32
                 if kind == "LutOptions":
                     dt = np.int8
+                if kind == "Weight" and key.startswith("inline_"):
+                    dt = arr.dtype  # format 1.5: [ubyte] / [byte] / [int] as given
                 prepared[key] = self._vector(b, arr, dt)
             else:
                 prepared[key] = value
@@ -319,16 +388,17 @@ class EomWriter:
         """The whole file (header, FlatBuffer, data section) as bytes."""
         b = flatbuffers.Builder(1 << 16)
         self._shared = {}
+        tensors, chunks, operators, inputs, outputs = self._kept(inputs, outputs)
         # Format 1.3 files take its rules: buffers under 64 bytes 16-byte aligned, and an
         compact = tuple(version) >= FORMAT_VERSION_PACKED
         # all-zero per-channel zero-point vector written as one entry; the small buffers go into
         # the padding before a 64-byte boundary, or after the others.
         data = bytearray()
-        buffers: list[tuple[int, int]] = [(0, 0)] * len(self._chunks)
-        small = [compact and len(raw) < ALIGN for raw in self._chunks]
+        buffers: list[tuple[int, int]] = [(0, 0)] * len(chunks)
+        small = [compact and len(raw) < ALIGN for raw in chunks]
         holes: list[tuple[int, int]] = []  # [start, end) of the padding after a large buffer
-        for i in sorted(range(len(self._chunks)), key=lambda i: small[i]):
-            raw = self._chunks[i]
+        for i in sorted(range(len(chunks)), key=lambda i: small[i]):
+            raw = chunks[i]
             if small[i]:  # the first padding hole it fits (16-byte aligned), else the end
                 for h, (start, end) in enumerate(holes):
                     at = _align(start, 16)
@@ -351,7 +421,7 @@ class EomWriter:
             buffers[i] = (offset, len(raw))
         tensor_offsets = []
         graph_io = set(inputs) | set(outputs)
-        for i, t in enumerate(self.tensors):
+        for i, t in enumerate(tensors):
             name = None
             if self.tensor_names or i in graph_io:
                 name = self._string(b, t["name"])
@@ -377,7 +447,7 @@ class EomWriter:
                 self._shared[key] = fb.TensorEnd(b)
             tensor_offsets.append(self._shared[key])
         op_offsets = []
-        for op in self.operators:
+        for op in operators:
             name = self._string(b, op["name"])
             ins = self._vector(b, op["inputs"])
             outs = self._vector(b, op["outputs"])
@@ -640,6 +710,8 @@ class _Lowering:
         self.shared: set[fx.Node] = set()  # nodes with duplicates: nothing fuses into them
         self.uses_gather = False
         self.uses_packed = False
+        #: (weight dict, its inline fields): int8 weights that can be stored inline (format 1.5)
+        self.inline_forms: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self.uses_fp32_requant = False
 
     # -- preparation -----------------------------------------------------------------------------
@@ -2024,6 +2096,50 @@ class _QLowering(_Lowering):
         row.update(info)
         self.report_layers.append(row)
         fmt = info["format"]
+        wdef = self._qweight_tensors(path, fmt, info, arrays, mat, scales)
+        if fmt != "dense":
+            self.inline_forms.append((wdef, self._qweight_inline(fmt, info, arrays, n, k)))
+        return wdef
+
+    @staticmethod
+    def _qweight_inline(
+        fmt: str, info: dict[str, Any], arrays: dict[str, np.ndarray], n: int, k: int
+    ) -> dict[str, Any]:
+        """The Weight fields of an int8 BSR / packed BSR / codebook weight stored inline (format
+        1.5): the block mask, indices and table (its unused last entries dropped), or the int8
+        blocks, as vectors of the table. Example: a packed weight gives ``inline_block_mask``,
+        ``inline_indices`` and ``inline_table``."""
+        out: dict[str, Any] = {"format": fb.WeightFormat.BSR, "n": n, "k": k}
+        if fmt in ("bsr", "bsr_codebook"):
+            r, c = info["block"]
+            keep = np.zeros((-(-n // r), -(-k // c)), np.uint8)
+            rows = np.repeat(np.arange(keep.shape[0]), np.diff(arrays["row_ptr"]))
+            keep[rows, arrays["col_idx"]] = 1
+            out["block"] = [r, c]
+            out["inline_block_mask"] = _pack_flat(keep, 1)
+        if fmt == "bsr":
+            out["inline_values"] = arrays["values"].astype(np.int8).reshape(-1)
+            return out
+        if fmt == "codebook":
+            out["format"] = fb.WeightFormat.CODEBOOK
+        table = arrays["table"][:, : arrays["entries"]]
+        out["bits"] = info["bits"]
+        out["per_channel_table"] = bool(info["per_channel"])
+        out["inline_indices"] = arrays["packed"].astype(np.uint8).reshape(-1)
+        out["inline_table"] = np.ascontiguousarray(table, np.int8).reshape(-1)
+        return out
+
+    def _qweight_tensors(
+        self,
+        path: str,
+        fmt: str,
+        info: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        mat: np.ndarray,
+        scales: np.ndarray,
+    ) -> dict[str, Any]:
+        """The Weight table of the chosen format with its bytes in constant tensors."""
+        n, k = mat.shape
         if fmt == "dense":
             values = self.w.add_constant(
                 self._name(f"{path}.weight"), mat, self._wquant(scales, n, n)
@@ -2089,6 +2205,28 @@ class _QLowering(_Lowering):
             "bits": info["bits"],
             "per_channel_table": bool(info["per_channel"]),
         }
+
+    def use_inline_weights(self) -> None:
+        """Stores every int8 BSR, packed BSR and codebook weight inline (format 1.5): the
+        operator's Weight takes the inline fields and its int32 bias as ``inline_bias``, and the
+        constants they replace are dropped from the file. Example: called by ``export_native``
+        for compact files."""
+        forms = {id(wdef): inline for wdef, inline in self.inline_forms}
+        for op in self.w.operators:
+            wdef = op["weight"]
+            if not wdef or id(wdef) not in forms:
+                continue
+            for key in _WEIGHT_TENSORS:
+                if wdef.get(key, -1) >= 0:
+                    self.w.drop_tensor(wdef[key])
+            inline = dict(forms[id(wdef)])
+            bias = self.w.tensors[op["bias"]] if op["bias"] >= 0 else None
+            if bias is not None and bias["dtype"] == _DTYPES[np.dtype(np.int32)]:
+                raw = self.w._chunks[bias["buffer"]]
+                inline["inline_bias"] = np.frombuffer(raw, "<i4").astype(np.int32)
+                self.w.drop_tensor(op["bias"])
+                op["bias"] = -1
+            op["weight"] = inline
 
     @staticmethod
     def _wquant(scales: np.ndarray, n: int, rows: int) -> dict[str, Any] | None:
@@ -2191,6 +2329,7 @@ class _QLowering(_Lowering):
             if not np.array_equal(np.where(inside, decoded, 0), values):
                 continue  # never expected: the table holds every value of its rows
             packed = _pack_flat(bidx, bits)
+            entries = int(bidx.max()) + 1  # the table entries the stored values use
             keep = np.zeros((nbr, nbc), np.uint8)
             keep[block_row, col_idx] = 1
             mask = _pack_flat(keep, 1)
@@ -2205,7 +2344,7 @@ class _QLowering(_Lowering):
                     "per_channel": per_channel,
                     "stored_bytes": nbytes,
                 },
-                {**barr, "table": table, "packed": packed, "mask": mask},
+                {**barr, "table": table, "packed": packed, "mask": mask, "entries": entries},
             )
             if best is None or nbytes < best[0]:
                 best = cand
@@ -2231,7 +2370,7 @@ class _QLowering(_Lowering):
                     "per_channel": per_channel,
                     "stored_bytes": nbytes,
                 },
-                {"table": table, "packed": packed},
+                {"table": table, "packed": packed, "entries": int(idx.max()) + 1},
             )
             if best is None or nbytes < best[0]:
                 best = cand
@@ -2480,6 +2619,9 @@ def export_native(
         version = FORMAT_VERSION_PACKED
     if low.uses_fp32_requant:
         version = FORMAT_VERSION_FP32_REQUANT
+    if version >= FORMAT_VERSION_PACKED and INLINE_WEIGHTS and low.inline_forms:
+        low.use_inline_weights()  # compact files: int8 weights inline (format 1.5)
+        version = FORMAT_VERSION_INLINE
     meta = {
         "edgeopt.format": ".".join(map(str, version)),
         "edgeopt.inputs_layout": "NCHW",

@@ -712,7 +712,12 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_BITS = 20,
     VT_PER_CHANNEL_TABLE = 22,
     VT_TABLE = 24,
-    VT_BLOCK_MASK = 26
+    VT_BLOCK_MASK = 26,
+    VT_INLINE_BLOCK_MASK = 28,
+    VT_INLINE_INDICES = 30,
+    VT_INLINE_TABLE = 32,
+    VT_INLINE_VALUES = 34,
+    VT_INLINE_BIAS = 36
   };
   edgeopt::eom::WeightFormat format() const {
     return static_cast<edgeopt::eom::WeightFormat>(GetField<int8_t>(VT_FORMAT, 0));
@@ -761,6 +766,38 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   int32_t block_mask() const {
     return GetField<int32_t>(VT_BLOCK_MASK, -1);
   }
+  /// Format 1.5, inline int8 weights: the bytes of the weight sit in these vectors of the table
+  /// itself, so it needs no tensors; `values`, `row_ptr`, `col_idx`, `indices`, `table` and
+  /// `block_mask` are then absent (-1) and the loader decodes the weight into storage of its own
+  /// (a pre-1.5 reader finds no tensor behind them and refuses the operator). Only for int8
+  /// CONV2D / LINEAR weights, in one of three forms:
+  ///  - BSR (packed): `block` [R, C]; `inline_block_mask` as `block_mask` above (one bit per block
+  ///    of the ceil(n/R) x ceil(k/C) grid, row-major, low bits first, unused bits 0); then
+  ///    `bits` in 1..8 with `inline_indices` (ceil(nnz * R * C * bits / 8) bytes, the bit stream
+  ///    of the packed BSR `indices`) into `inline_table`, or `bits` 0 with `inline_values`, the
+  ///    int8 blocks [nnz, R, C] (entries past the matrix edge 0);
+  ///  - CODEBOOK: `inline_indices` as CODEBOOK `indices` (U8 [n, ceil(k * bits / 8)], `bits` in
+  ///    {1, 2, 4, 8}) into `inline_table`.
+  /// `inline_table`: E int8 entries per row, 1 <= E <= 2^bits, one row ([1, E]) or one per output
+  /// channel ([n, E], `per_channel_table`); every index must be < E (the writer drops unused
+  /// entries at the end). The weight scales are not stored (the Int8Stage carries them).
+  const flatbuffers::Vector<uint8_t> *inline_block_mask() const {
+    return GetPointer<const flatbuffers::Vector<uint8_t> *>(VT_INLINE_BLOCK_MASK);
+  }
+  const flatbuffers::Vector<uint8_t> *inline_indices() const {
+    return GetPointer<const flatbuffers::Vector<uint8_t> *>(VT_INLINE_INDICES);
+  }
+  const flatbuffers::Vector<int8_t> *inline_table() const {
+    return GetPointer<const flatbuffers::Vector<int8_t> *>(VT_INLINE_TABLE);
+  }
+  const flatbuffers::Vector<int8_t> *inline_values() const {
+    return GetPointer<const flatbuffers::Vector<int8_t> *>(VT_INLINE_VALUES);
+  }
+  /// Format 1.5: the int32 bias of the operator ([n]) with an inline weight; `Operator.bias` is
+  /// then -1.
+  const flatbuffers::Vector<int32_t> *inline_bias() const {
+    return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_INLINE_BIAS);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyField<int8_t>(verifier, VT_FORMAT, 1) &&
@@ -776,6 +813,16 @@ struct Weight FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyField<uint8_t>(verifier, VT_PER_CHANNEL_TABLE, 1) &&
            VerifyField<int32_t>(verifier, VT_TABLE, 4) &&
            VerifyField<int32_t>(verifier, VT_BLOCK_MASK, 4) &&
+           VerifyOffset(verifier, VT_INLINE_BLOCK_MASK) &&
+           verifier.VerifyVector(inline_block_mask()) &&
+           VerifyOffset(verifier, VT_INLINE_INDICES) &&
+           verifier.VerifyVector(inline_indices()) &&
+           VerifyOffset(verifier, VT_INLINE_TABLE) &&
+           verifier.VerifyVector(inline_table()) &&
+           VerifyOffset(verifier, VT_INLINE_VALUES) &&
+           verifier.VerifyVector(inline_values()) &&
+           VerifyOffset(verifier, VT_INLINE_BIAS) &&
+           verifier.VerifyVector(inline_bias()) &&
            verifier.EndTable();
   }
 };
@@ -820,6 +867,21 @@ struct WeightBuilder {
   void add_block_mask(int32_t block_mask) {
     fbb_.AddElement<int32_t>(Weight::VT_BLOCK_MASK, block_mask, -1);
   }
+  void add_inline_block_mask(flatbuffers::Offset<flatbuffers::Vector<uint8_t>> inline_block_mask) {
+    fbb_.AddOffset(Weight::VT_INLINE_BLOCK_MASK, inline_block_mask);
+  }
+  void add_inline_indices(flatbuffers::Offset<flatbuffers::Vector<uint8_t>> inline_indices) {
+    fbb_.AddOffset(Weight::VT_INLINE_INDICES, inline_indices);
+  }
+  void add_inline_table(flatbuffers::Offset<flatbuffers::Vector<int8_t>> inline_table) {
+    fbb_.AddOffset(Weight::VT_INLINE_TABLE, inline_table);
+  }
+  void add_inline_values(flatbuffers::Offset<flatbuffers::Vector<int8_t>> inline_values) {
+    fbb_.AddOffset(Weight::VT_INLINE_VALUES, inline_values);
+  }
+  void add_inline_bias(flatbuffers::Offset<flatbuffers::Vector<int32_t>> inline_bias) {
+    fbb_.AddOffset(Weight::VT_INLINE_BIAS, inline_bias);
+  }
   explicit WeightBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -844,8 +906,18 @@ inline flatbuffers::Offset<Weight> CreateWeight(
     int32_t bits = 0,
     bool per_channel_table = false,
     int32_t table = -1,
-    int32_t block_mask = -1) {
+    int32_t block_mask = -1,
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> inline_block_mask = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> inline_indices = 0,
+    flatbuffers::Offset<flatbuffers::Vector<int8_t>> inline_table = 0,
+    flatbuffers::Offset<flatbuffers::Vector<int8_t>> inline_values = 0,
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> inline_bias = 0) {
   WeightBuilder builder_(_fbb);
+  builder_.add_inline_bias(inline_bias);
+  builder_.add_inline_values(inline_values);
+  builder_.add_inline_table(inline_table);
+  builder_.add_inline_indices(inline_indices);
+  builder_.add_inline_block_mask(inline_block_mask);
   builder_.add_block_mask(block_mask);
   builder_.add_table(table);
   builder_.add_bits(bits);
@@ -874,8 +946,18 @@ inline flatbuffers::Offset<Weight> CreateWeightDirect(
     int32_t bits = 0,
     bool per_channel_table = false,
     int32_t table = -1,
-    int32_t block_mask = -1) {
+    int32_t block_mask = -1,
+    const std::vector<uint8_t> *inline_block_mask = nullptr,
+    const std::vector<uint8_t> *inline_indices = nullptr,
+    const std::vector<int8_t> *inline_table = nullptr,
+    const std::vector<int8_t> *inline_values = nullptr,
+    const std::vector<int32_t> *inline_bias = nullptr) {
   auto block__ = block ? _fbb.CreateVector<int32_t>(*block) : 0;
+  auto inline_block_mask__ = inline_block_mask ? _fbb.CreateVector<uint8_t>(*inline_block_mask) : 0;
+  auto inline_indices__ = inline_indices ? _fbb.CreateVector<uint8_t>(*inline_indices) : 0;
+  auto inline_table__ = inline_table ? _fbb.CreateVector<int8_t>(*inline_table) : 0;
+  auto inline_values__ = inline_values ? _fbb.CreateVector<int8_t>(*inline_values) : 0;
+  auto inline_bias__ = inline_bias ? _fbb.CreateVector<int32_t>(*inline_bias) : 0;
   return edgeopt::eom::CreateWeight(
       _fbb,
       format,
@@ -889,7 +971,12 @@ inline flatbuffers::Offset<Weight> CreateWeightDirect(
       bits,
       per_channel_table,
       table,
-      block_mask);
+      block_mask,
+      inline_block_mask__,
+      inline_indices__,
+      inline_table__,
+      inline_values__,
+      inline_bias__);
 }
 
 /// Convolution geometry; `pad` is [top, left, bottom, right] (zeros, or the zero point for S8).
