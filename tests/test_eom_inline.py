@@ -21,6 +21,8 @@ from optimizer.export import eom_fbs as fb
 from optimizer.export import native
 from optimizer.export.native import export_native
 from tests.test_eom_compact import HOST_BUILD, TARGET, _model_table, _shared_block_sparse
+from tests.test_native_cross import _cross_build, _qemu
+from tests.test_runtime_cross import ARCHES, _bench_under_qemu
 
 
 def _mixed(seed: int = 0):
@@ -334,3 +336,21 @@ def test_cpp_fuzz_of_the_inline_file(mixed):
         timeout=600,
     )
     assert out.returncode == 0 and " 0 failed" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module", params=sorted(ARCHES))
+def arm(request):
+    """(arch, build folder, qemu command) of a cross build (tests/test_runtime_cross.py's)."""
+    compiler, qemu, cpu = ARCHES[request.param]
+    return request.param, _cross_build(request.param, compiler), [_qemu(qemu), "-cpu", cpu]
+
+
+def test_inline_file_under_qemu_is_bit_exact_to_host(arm, mixed, tmp_path):
+    """The cross-built edgeopt-bench (aarch64, armv7 under qemu-user) decodes the inline weights
+    and computes the host runtime's outputs bit for bit."""
+    arch, build, qemu = arm
+    _, x, path, _, _, _ = mixed
+    _bench_under_qemu(qemu, build, path, x.numpy(), tmp_path)
+    want = runtime.load(path).run(x.numpy())
+    got = np.frombuffer((tmp_path / "y.bin").read_bytes(), np.float32).reshape(want.shape)
+    np.testing.assert_array_equal(got, want, err_msg=arch)
