@@ -2,11 +2,11 @@
 with clang, AddressSanitizer and UndefinedBehaviorSanitizer into build/fuzz, as `make fuzz` does).
 Seeds are valid files written by the exporters at test time (float, int8 with float islands in
 gemmlowp and fp32 requantization, float and int8 block-sparse and codebook weights, compact 1.3 with
-packed block-sparse codebook weights, a transformer with GATHER); the fuzzer mutates them for a
-bounded time and any crash, sanitizer report, leak or timeout fails the test. A twin binary with a
-planted heap overflow proves that a finding does fail it. The files in tests/data/fuzz are inputs
-the fuzzer once flagged: they replay cleanly under the sanitizers, and through the ordinary build
-give a clear ValueError or load and run."""
+packed block-sparse codebook weights, 1.5 with inline int8 weights, a transformer with GATHER);
+the fuzzer mutates them for a bounded time and any crash, sanitizer report, leak or timeout fails
+the test. A twin binary with a planted heap overflow proves that a finding does fail it. The files
+in tests/data/fuzz are inputs the fuzzer once flagged: they replay cleanly under the sanitizers,
+and through the ordinary build give a clear ValueError or load and run."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optimizer import runtime
+from optimizer.export import native
 from optimizer.export.native import export_native
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,7 @@ DICTIONARY = [
     b"\x89EOM\r\n\x1a\n",
     b"EOM1",
     b"\x0d\x0c\x0b\x0a",
+    b"\x01\x00\x05\x00",
     b"\x01\x00\x03\x00",
     b"\x01\x00\x02\x00",
     b"\x40\x00\x00\x00",
@@ -125,6 +127,7 @@ def seeds(tmp_path_factory) -> Path:
     from optimizer import BlockPruneConfig, WeightShareConfig, prune_blocks_, share_weights_
     from optimizer.quantize.ptq import Int8Config, quantize_
     from tests.test_eom_compact import TARGET, _quantized
+    from tests.test_eom_inline import _mixed
     from tests.zoo import Transformer
 
     d = tmp_path_factory.mktemp("seeds")
@@ -150,7 +153,12 @@ def seeds(tmp_path_factory) -> Path:
     export_native(mlp.eval(), (x,), d / "sparse_float.eom")
     export_native(quantize_(mlp, Int8Config(), calibration=[x]), (x,), d / "sparse_int8.eom")
     q, xq = _quantized()  # compact 1.3: conv with a packed BSR-codebook weight, then a linear
-    export_native(q, (xq,), d / "packed.eom", target=TARGET)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(native, "INLINE_WEIGHTS", False)
+        export_native(q, (xq,), d / "packed.eom", target=TARGET)
+    # format 1.5: inline packed BSR codebook, int8 BSR and codebook weights with inline biases
+    qi, xi = _mixed()
+    export_native(qi, (xi,), d / "inline.eom", target=TARGET)
     torch.manual_seed(0)
     tiny = Transformer(vocab=10, seq_len=4, dim=8, heads=2, hidden=8, num_classes=3).eval()
     export_native(tiny, (torch.randint(0, 10, (1, 4)),), d / "transformer.eom")
