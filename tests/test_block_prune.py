@@ -245,6 +245,23 @@ def test_default_filter_takes_linear_and_dense_conv_big_enough_for_a_block():
     assert sparsifier.paths == ["features.0", "features.2", "features.4"]
 
 
+def test_min_weights_leaves_small_layers_dense():
+    model = _model(CNN)
+    sizes = {
+        p: m.weight.numel()
+        for p, m in model.named_modules()
+        if p in ("features.0", "features.2", "features.4")
+    }
+    cut = sorted(sizes.values())[1]  # the smallest layer falls under it, the others do not
+    sparsifier = prune_blocks_(
+        model, BlockPruneConfig(block=(16, 4), sparsity=0.5, min_weights=cut)
+    )
+    assert sparsifier.paths == sorted(p for p, n in sizes.items() if n >= cut)
+    assert len(sparsifier.paths) == 2
+    small = min(sizes, key=sizes.get)
+    assert getattr(model.get_submodule(small), MASK_BUFFER, None) is None
+
+
 def _training_loop(model, sparsifier, opt, steps, check):
     torch.manual_seed(1)
     x, y = torch.randn(32, 50), torch.randint(0, 10, (32,))
@@ -474,6 +491,8 @@ def test_plain_callable_schedule_updates_every_step():
         ({"ignore": "fc1"}, TypeError, r"ignore must be a tuple of module paths"),
         ({"filter_fn": 3}, TypeError, r"filter_fn must be callable"),
         ({"schedule": 0.5}, TypeError, r"schedule must be callable"),
+        ({"min_weights": -1}, ValueError, r"min_weights must be >= 0"),
+        ({"min_weights": 1.5}, TypeError, r"min_weights must be an int"),
         (
             {"sparsity": 0.9, "schedule": PolynomialDecay(0.0, 0.8, 0, 10)},
             ValueError,

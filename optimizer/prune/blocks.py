@@ -72,6 +72,9 @@ class BlockPruneConfig:
         global_ranking: rank blocks over all layers (each layer's scores divided by its mean
             block magnitude) instead of pruning every layer to the target.
         max_layer_sparsity: with ``global_ranking``, no layer is pruned beyond this fraction.
+        min_weights: layers with fewer weights stay dense (the default filter only; ``filter_fn``
+            decides alone). Small layers, such as a first conv on one input channel or a
+            10-class head, save few bytes when pruned and cost the most accuracy.
 
     Example::
 
@@ -87,6 +90,7 @@ class BlockPruneConfig:
     conv_layout: str = "ohwi"
     global_ranking: bool = False
     max_layer_sparsity: float = 0.98
+    min_weights: int = 0
 
     def __post_init__(self) -> None:
         api = "BlockPruneConfig"
@@ -137,6 +141,10 @@ class BlockPruneConfig:
                 f"('classifier',), got {self.ignore!r}"
             )
         self.ignore = tuple(self.ignore)
+        if isinstance(self.min_weights, bool) or not isinstance(self.min_weights, int):
+            raise TypeError(f"`{api}`: min_weights must be an int, got {self.min_weights!r}")
+        if self.min_weights < 0:
+            raise ValueError(f"`{api}`: min_weights must be >= 0, got {self.min_weights}")
         if self.conv_layout not in CONV_LAYOUTS:
             raise ValueError(
                 f"`{api}`: unknown conv_layout; expected one of {CONV_LAYOUTS}, "
@@ -599,7 +607,10 @@ def _select(model: nn.Module, cfg: BlockPruneConfig) -> list[_Layer]:
                 )
             continue
         n, k = _to_matrix(w, _layout(m, cfg.conv_layout)).shape
-        chosen = cfg.filter_fn(m, path) if cfg.filter_fn is not None else n >= r and k >= c
+        if cfg.filter_fn is not None:
+            chosen = cfg.filter_fn(m, path)
+        else:
+            chosen = n >= r and k >= c and n * k >= cfg.min_weights
         if not chosen:
             continue
         if hasattr(m, "parametrizations") and "weight" in m.parametrizations:
@@ -622,8 +633,9 @@ def _select(model: nn.Module, cfg: BlockPruneConfig) -> list[_Layer]:
     if not layers:
         raise ValueError(
             f"`{api}`: no module to prune; expected at least one nn.Linear or nn.Conv2d "
-            f"(groups=1) with N >= {r} and K >= {c} that filter_fn accepts and ignore keeps, "
-            f"got none. Use a smaller block or check filter_fn / ignore"
+            f"(groups=1) with N >= {r}, K >= {c} and N * K >= min_weights ({cfg.min_weights}) "
+            f"that filter_fn accepts and ignore keeps, got none. Use a smaller block or check "
+            f"filter_fn / ignore / min_weights"
         )
     return layers
 
