@@ -412,6 +412,114 @@ void test_int8_gray(const Case& cs) {
             ")");
 }
 
+// Format 1.5: x [3, 20] -> QUANTIZE -> int8 LINEAR [24, 20] -> DEQUANTIZE with the weight stored
+// `form`: 0 dense tensors (the reference), 1 inline packed BSR (8 x 4 blocks, 3-bit indices into
+// a 6-entry table), 2 inline BSR int8 blocks, 3 inline CODEBOOK (4-bit). The matrix has zero
+// blocks and 6 distinct values (one of them 0), so every form holds it exactly.
+Case make_inline_case(int form) {
+  constexpr int kN = 24, kK = 20, kR = 8, kC = 4, kBrs = kN / kR, kBcs = kK / kC;
+  std::mt19937 rng(77);  // the same matrix for every form
+  const std::vector<int8_t> table = {-90, -31, 0, 17, 64, 127};
+  std::uniform_int_distribution<int> pick(0, 5), bv(-2000, 2000);
+  std::vector<uint8_t> keep(kBrs * kBcs);
+  for (int i = 0; i < kBrs * kBcs; ++i) keep[i] = (i * 7 + 3) % 5 < 3;  // 9 of 15 blocks
+  std::vector<uint8_t> idx(kN * kK, 2);                                 // table[2] == 0
+  std::vector<int8_t> dense(kN * kK, 0);
+  for (int i = 0; i < kN; ++i)
+    for (int j = 0; j < kK; ++j)
+      if (keep[(i / kR) * kBcs + j / kC]) {
+        idx[i * kK + j] = static_cast<uint8_t>(pick(rng));
+        dense[i * kK + j] = table[idx[i * kK + j]];
+      }
+  std::vector<int32_t> bias(kN), mult(kN, 1 << 30), shift(kN, -8);
+  for (auto& v : bias) v = bv(rng);
+  Builder b;
+  Case cs;
+  std::mt19937 xr(5);
+  std::normal_distribution<float> xd(0.0f, 2.0f);
+  for (int i = 0; i < 3 * kK; ++i) cs.input.push_back(xd(xr));
+  cs.out_elems = 3 * kN;
+  auto& f = b.fbb();
+  const int x = b.tensor("x", {3, kK});
+  const int xq = b.s8("xq", {3, kK}, 0.05f, 3);
+  const int yq = b.s8("yq", {3, kN}, 0.9f, -2);
+  const int y = b.tensor("y", {3, kN});
+  b.op(eom::OpType_QUANTIZE, "quant", {x}, {xq});
+  auto stage = eom::CreateInt8StageDirect(f, &mult, &shift, 3, -2, -128, 127);
+  // The mask, row-major over the block grid, and the stored values in [nnz, R, C] order.
+  std::vector<uint8_t> mask((kBrs * kBcs + 7) / 8, 0), bidx;
+  std::vector<int8_t> blocks;
+  for (int br = 0; br < kBrs; ++br)
+    for (int bc = 0; bc < kBcs; ++bc) {
+      if (!keep[br * kBcs + bc]) continue;
+      mask[(br * kBcs + bc) / 8] |= static_cast<uint8_t>(1u << ((br * kBcs + bc) % 8));
+      for (int r = 0; r < kR; ++r)
+        for (int c = 0; c < kC; ++c) {
+          bidx.push_back(idx[(br * kR + r) * kK + bc * kC + c]);
+          blocks.push_back(dense[(br * kR + r) * kK + bc * kC + c]);
+        }
+    }
+  std::vector<uint8_t> stream((bidx.size() * 3 + 7) / 8, 0);  // 3-bit little-endian bit stream
+  for (size_t e = 0; e < bidx.size(); ++e)
+    for (int bit = 0; bit < 3; ++bit)
+      if ((bidx[e] >> bit) & 1)
+        stream[(e * 3 + bit) / 8] |= static_cast<uint8_t>(1u << ((e * 3 + bit) % 8));
+  std::vector<uint8_t> rows(kN * kK / 2, 0);  // CODEBOOK: 4-bit, two a byte, low nibble first
+  for (int i = 0; i < kN; ++i)
+    for (int j = 0; j < kK; ++j)
+      rows[i * (kK / 2) + j / 2] |= static_cast<uint8_t>(idx[i * kK + j] << ((j % 2) * 4));
+  const std::vector<int32_t> blk = {kR, kC};
+  flatbuffers::Offset<eom::Weight> weight;
+  int bias_t = -1;
+  if (form == 0) {
+    const int wt = b.constant("w", {kN, kK}, dense, eom::DType_S8);
+    bias_t = b.constant("b", {kN}, bias, eom::DType_S32);
+    weight = eom::CreateWeightDirect(f, eom::WeightFormat_DENSE, kN, kK, wt);
+  } else if (form == 1) {
+    weight = eom::CreateWeightDirect(f, eom::WeightFormat_BSR, kN, kK, -1, &blk, -1, -1, -1, 3,
+                                     false, -1, -1, &mask, &stream, &table, nullptr, &bias);
+  } else if (form == 2) {
+    weight = eom::CreateWeightDirect(f, eom::WeightFormat_BSR, kN, kK, -1, &blk, -1, -1, -1, 0,
+                                     false, -1, -1, &mask, nullptr, nullptr, &blocks, &bias);
+  } else {
+    weight = eom::CreateWeightDirect(f, eom::WeightFormat_CODEBOOK, kN, kK, -1, nullptr, -1, -1, -1,
+                                     4, false, -1, -1, nullptr, &rows, &table, nullptr, &bias);
+  }
+  b.op(eom::OpType_LINEAR, "fc", {xq}, {yq}, weight, bias_t, eom::Activation_NONE,
+       eom::OpOptions_NONE, 0, stage);
+  b.op(eom::OpType_DEQUANTIZE, "dequant", {yq}, {y});
+  cs.file = b.finish({x}, {y});
+  return cs;
+}
+
+// Every inline form gives the dense file's bytes, on the scalar path and the best one.
+void test_inline_int8() {
+  const Case ref = make_inline_case(0);
+  std::vector<float> want;
+  {
+    auto m = rt::Model::from_bytes(ref.file.data(), ref.file.size());
+    want = run(*m, ref.input, ref.out_elems);
+  }
+  bool varied = false;
+  for (float v : want) varied = varied || v != want[0];
+  check(varied, "the inline test model's outputs are not all equal");
+  const char* names[] = {"", "packed BSR", "BSR int8", "CODEBOOK"};
+  for (int form = 1; form <= 3; ++form) {
+    const Case cs = make_inline_case(form);
+    check(cs.file.size() < ref.file.size(),
+          std::string("the inline ") + names[form] + " file is smaller than the dense one");
+    for (uint32_t paths : {static_cast<uint32_t>(kScalar), 0u}) {
+      force_paths(paths);
+      auto m = rt::Model::from_bytes(cs.file.data(), cs.file.size());
+      const auto y = run(*m, cs.input, cs.out_elems);
+      check(std::memcmp(y.data(), want.data(), y.size() * sizeof(float)) == 0,
+            std::string("inline ") + names[form] + " weight on " + m->layers()[1].kernel +
+                " equals the dense weight");
+    }
+    force_paths(0);
+  }
+}
+
 std::vector<float> run(rt::Model& m, const std::vector<float>& x, int out_elems) {
   std::vector<float> y(out_elems);
   m.run({x.data()}, {y.data()});
@@ -625,6 +733,8 @@ int main(int argc, char** argv) {
   test_int8(cs8);
   test_int8_gray(make_int8_gray_case());
   fuzz(cs8, iters / 2);
+  test_inline_int8();
+  fuzz(make_inline_case(1), iters / 4);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }
