@@ -334,7 +334,8 @@ class EomWriter:
         return self._shared[key]
 
     def _table(self, b: flatbuffers.Builder, kind: str, fields: dict[str, Any]) -> int:
-        """A table of the schema from a dict: lists become int32 (float32 for scales) vectors."""
+        """A table of the schema from a dict: lists become int32 (float32 for scales) vectors;
+        a Weight's ``inline_*`` arrays (format 1.5) keep their dtype (uint8, int8, int32)."""
         prepared = {}
         for key, value in fields.items():
             if isinstance(value, (list, tuple, np.ndarray)):
