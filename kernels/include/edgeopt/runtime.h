@@ -23,7 +23,7 @@ class ModelError : public std::runtime_error {
 // Format version this runtime reads: files with another major version are refused; a newer
 // minor version is read (fields are only appended).
 constexpr uint16_t kFormatMajor = 1;
-constexpr uint16_t kFormatMinor = 4;
+constexpr uint16_t kFormatMinor = 5;
 constexpr size_t kHeaderSize = 64;
 constexpr size_t kAlignment = 64;
 // Buffers under kAlignment bytes may be aligned to this only (format 1.3).
