@@ -134,6 +134,8 @@ def test_compact_layout_rules(packed):
 def test_compact_passes_keeps_settings_and_drops_traces():
     passes = [
         {"pass": "distill", "epochs": 3, "lr": 2e-4, "final_loss": 0.08, "steps": 66, "seed": 0},
+        {"pass": "fine_tune", "epochs": 2},
+        {"pass": "distill_blocks", "epochs": 1},
         {"pass": "share_weights", "clusters": 16, "modules": ["a"], "alpha_schedule": None},
         {"pass": "prune_blocks", "block": [16, 4], "sparsity": 0.5, "importance": "l1"},
         {"pass": "quantize_int8", "per_channel": True, "kept_float": [], "observer": "minmax"},
@@ -141,7 +143,7 @@ def test_compact_passes_keeps_settings_and_drops_traces():
     ]
     text = native._compact_passes(passes)
     assert text == (
-        '[{"pass":"distill","epochs":3},{"pass":"share_weights","clusters":16},'
+        '[{"pass":"share_weights","clusters":16},'
         '{"pass":"prune_blocks","block":[16,4],"sparsity":0.5},'
         '{"pass":"quantize_int8","per_channel":true},{"pass":"something_new"}]'
     )

@@ -1867,9 +1867,11 @@ def is_int8_model(model: nn.Module) -> bool:
 
 
 #: The settings each pass keeps in the file's ``edgeopt.passes``: what defines the stored
-#: weights (structure, sparsity, sharing, quantization). Training passes (distill, fine_tune,
-#: ...) keep their epochs; losses, steps, seeds, learning rates and module lists stay in the
-#: pipeline's report, not in the file (on a 10 kB model they were a twentieth of it).
+#: weights (structure, sparsity, sharing, quantization). Training passes (``_TRAINING_PASSES``)
+#: change weight values, not their form, and are left out; losses, steps, seeds, learning
+#: rates, module lists and the training history stay in the pipeline's report
+#: (``summary.json``), not in the file (on a 7 kB model they were a twentieth of it).
+_TRAINING_PASSES = ("distill", "fine_tune", "distill_blocks")
 _PASS_KEYS: dict[str, tuple[str, ...]] = {
     "prune_channels": ("ratio", "macs_reduction", "round_to"),
     "prune_layers": ("removed",),
@@ -1883,18 +1885,21 @@ _PASS_KEYS: dict[str, tuple[str, ...]] = {
 
 def _compact_passes(passes: list[Any]) -> str:
     """The ``edgeopt.passes`` metadata: each pass's name with the settings that define the
-    stored weights (``_PASS_KEYS``; other passes keep ``epochs``) as compact JSON; null or empty
-    settings are left out.
+    stored weights (``_PASS_KEYS``; passes it does not know keep their name) as compact JSON;
+    training passes, and null or empty settings, are left out.
 
-    Example: ``_compact_passes([{"pass": "distill", "epochs": 3, "final_loss": 0.1}])``
-    -> ``'[{"pass":"distill","epochs":3}]'``.
+    Example: ``_compact_passes([{"pass": "distill", "epochs": 3}, {"pass": "prune_blocks",
+    "block": [16, 4], "sparsity": 0.5, "importance": "l1"}])``
+    -> ``'[{"pass":"prune_blocks","block":[16,4],"sparsity":0.5}]'``.
     """
     out = []
     for p in passes:
         if not isinstance(p, dict):
             out.append(p)
             continue
-        keys = _PASS_KEYS.get(str(p.get("pass")), ("epochs",))
+        if p.get("pass") in _TRAINING_PASSES:
+            continue
+        keys = _PASS_KEYS.get(str(p.get("pass")), ())
         out.append(
             {"pass": p.get("pass")}
             | {k: p[k] for k in keys if p.get(k) is not None and p[k] != [] and p[k] != {}}
