@@ -1156,20 +1156,50 @@ class Conv2DS8 : public Op, public ConvGeometry {
   int padded_w() const { return PL + std::max(W, (OW - 1) * SW - PL + (KW - 1) * DW + 1); }
 
   // im2col from the padded copy (G == 1, DW == 1): KH copies of KW * C bytes per row, no tests.
+  // The common run lengths (KW = 3 over 1..128 channels) are compile-time copies; every size is a
+  // local, since the int8 stores may alias the operator's members and would force reloads.
   void im2col_padded(const int8_t* pad, int hp, int wp, int m0, int m1, int8_t* col) const {
-    const int plane = OH * OW;
-    const int run = KW * C;
-    const size_t kstep = static_cast<size_t>(DH) * wp * C;
-    int n = m0 / plane, oh = (m0 % plane) / OW, ow = (m0 % plane) % OW;
-    for (int m = m0; m < m1; ++m) {
-      int8_t* dst = col + static_cast<size_t>(m - m0) * K;
-      const int8_t* src = pad + ((static_cast<size_t>(n) * hp + oh * SH) * wp + ow * SW) * C;
-      for (int kh = 0; kh < KH; ++kh, dst += run, src += kstep) copy_bytes(dst, src, run);
-      if (++ow == OW) {
+    switch (KW * C) {
+      case 3: return im2col_padded_run<3>(pad, hp, wp, m0, m1, col);
+      case 9: return im2col_padded_run<9>(pad, hp, wp, m0, m1, col);
+      case 48: return im2col_padded_run<48>(pad, hp, wp, m0, m1, col);
+      case 72: return im2col_padded_run<72>(pad, hp, wp, m0, m1, col);
+      case 96: return im2col_padded_run<96>(pad, hp, wp, m0, m1, col);
+      case 144: return im2col_padded_run<144>(pad, hp, wp, m0, m1, col);
+      case 192: return im2col_padded_run<192>(pad, hp, wp, m0, m1, col);
+      case 288: return im2col_padded_run<288>(pad, hp, wp, m0, m1, col);
+      case 384: return im2col_padded_run<384>(pad, hp, wp, m0, m1, col);
+      default: return im2col_padded_run<0>(pad, hp, wp, m0, m1, col);
+    }
+  }
+  template <int kRun>  // KW * C, or 0: taken at run time
+  void im2col_padded_run(const int8_t* pad, int hp, int wp, int m0, int m1, int8_t* col) const {
+    const int ow_n = OW, oh_n = OH, kh_n = KH, c = C, sh = SH, sw = SW;
+    const int run = kRun > 0 ? kRun : KW * c;
+    const size_t k = static_cast<size_t>(K);
+    const size_t kstep = static_cast<size_t>(DH) * wp * c;
+    const size_t row_step = static_cast<size_t>(sh) * wp * c, px_step = static_cast<size_t>(sw) * c;
+    const int plane = oh_n * ow_n;
+    int n = m0 / plane, oh = (m0 % plane) / ow_n, ow = (m0 % plane) % ow_n;
+    const int8_t* row = pad + (static_cast<size_t>(n) * hp + static_cast<size_t>(oh) * sh) * wp * c;
+    for (int m = m0; m < m1; ++m, col += k) {
+      const int8_t* src = row + ow * px_step;
+      int8_t* dst = col;
+      for (int kh = 0; kh < kh_n; ++kh, dst += run, src += kstep) {
+        if constexpr (kRun > 0) {
+          std::memcpy(dst, src, kRun);
+        } else {
+          copy_bytes(dst, src, run);
+        }
+      }
+      if (++ow == ow_n) {
         ow = 0;
-        if (++oh == OH) {
+        if (++oh == oh_n) {
           oh = 0;
           ++n;
+          row = pad + static_cast<size_t>(n) * hp * wp * c;
+        } else {
+          row += row_step;
         }
       }
     }
