@@ -14,6 +14,7 @@
 
 namespace py = pybind11;
 using edgeopt::runtime::DType;
+using edgeopt::runtime::LayerInfo;
 using edgeopt::runtime::Model;
 using edgeopt::runtime::ModelError;
 using edgeopt::runtime::TensorSpec;
@@ -50,6 +51,20 @@ int dtype_num(DType t) {
                               py::dtype::of<int32_t>().num(), py::dtype::of<uint8_t>().num()};
   const int i = static_cast<int>(t);
   return i >= 0 && i < 4 ? nums[i] : -1;
+}
+
+// Whether a run is short enough (under ~1 M multiply-accumulates: microseconds) that run1
+// keeps the GIL. Cached per model for the calling thread (one lookup per call).
+bool small_model(const Model& m) {
+  thread_local const Model* last = nullptr;
+  thread_local bool small = false;
+  if (last != &m) {
+    int64_t macs = 0;
+    for (const LayerInfo& l : m.layers()) macs += l.macs;
+    small = macs < (int64_t{1} << 20);
+    last = &m;
+  }
+  return small;
 }
 
 py::dict spec_dict(const TensorSpec& s) {
@@ -207,7 +222,12 @@ PYBIND11_MODULE(_runtime, m) {
              thread_local std::vector<void*> outs(1);
              ins[0] = x.data();
              outs[0] = y.mutable_data();
-             {
+             if (small_model(mm)) {
+               // A run of a few microseconds keeps the GIL: releasing and taking it back costs
+               // a tenth of such a run, and other Python threads wait no longer than a
+               // bytecode's worth (the interpreter switches threads every 5 ms).
+               mm.run(ins, outs);
+             } else {
                py::gil_scoped_release nogil;
                mm.run(ins, outs);
              }
