@@ -6,10 +6,12 @@ and edgeopt-bench on the host, and the checked-in FlatBuffers code matching the 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -343,6 +345,61 @@ def test_int8_pools_and_lut_match_the_reference():
     table = rng.integers(-128, 128, 256).astype(np.int8)
     f = _unary_file(fb.OpType.LUT, x.shape, x.shape, ("LutOptions", {"table": table}), (0.1, -4))
     np.testing.assert_array_equal(runtime.loads(f).run(x), ar.lookup_s8(x, table))
+
+
+_POOL_SCRIPT = """
+import sys, numpy as np
+from optimizer import runtime
+from optimizer.export import eom_fbs as fb
+from optimizer.quantize import arithmetic as ar
+from tests.test_runtime import _unary_file
+rng = np.random.default_rng(5)
+kernels = set()
+for c in (5, 16, 51, 64):  # scalar only; one 16-lane block; 32 + 16 + a 3-channel tail; 2 x 32
+    x = rng.integers(-128, 128, (2, 7, 6, c)).astype(np.int8)
+    for k, s, p in (((3, 3), (2, 2), (1, 1)), ((2, 2), (2, 2), (0, 0)), ((3, 2), (1, 2), (1, 0))):
+        want = ar.max_pool2d_s8(x, k, s, p)
+        opts = {"kernel": k, "stride": s, "pad": [p[0], p[1], p[0], p[1]], "count_include_pad": 0}
+        rt = runtime.loads(_unary_file(fb.OpType.MAX_POOL2D, x.shape, want.shape,
+                                       ("Pool2DOptions", opts), (0.05, 3)))
+        np.testing.assert_array_equal(rt.run(x), want, err_msg=f"C={c} k={k} s={s} p={p}")
+        kernels.add(rt.layers[0]["kernel"])
+print(sorted(kernels))
+"""
+
+
+@pytest.mark.parametrize("path", ["scalar", "avx2"])
+def test_int8_max_pool_matches_the_reference_on_each_path(path):
+    """The generic and AVX2 max pools (32- and 16-channel vectors, scalar tail) against the
+    reference, paths chosen by EDGEOPT_PATHS in a fresh process."""
+    from optimizer import kernels
+
+    reason = kernels.unavailable_reason(path)
+    if reason is not None:
+        pytest.skip(reason)
+    env = dict(os.environ, EDGEOPT_PATHS=path)
+    out = subprocess.run(
+        [sys.executable, "-c", _POOL_SCRIPT], capture_output=True, text=True, env=env, cwd=ROOT,
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"s8_maxpool_direct__{'generic' if path == 'scalar' else path}" in out.stdout, out.stdout
+
+
+def test_int8_max_pool_applies_a_narrower_clamp_of_its_stage():
+    rng = np.random.default_rng(6)
+    x = rng.integers(-128, 128, (1, 4, 4, 40)).astype(np.int8)
+    w = native.EomWriter()
+    xi = w.add_tensor("x", x.shape, np.int8, _q(0.05, 3))
+    yi = w.add_tensor("y", (1, 2, 2, 40), np.int8, _q(0.05, 3))
+    opts = {"kernel": (2, 2), "stride": (2, 2), "pad": [0, 0, 0, 0], "count_include_pad": 0}
+    stage = {"input_zero_point": 3, "output_zero_point": 3, "qmin": -20, "qmax": 90}
+    w.add_operator(
+        fb.OpType.MAX_POOL2D, "pool", [xi], [yi], options=("Pool2DOptions", opts), int8=stage
+    )
+    got = runtime.loads(w.finish([xi], [yi], version=native.FORMAT_VERSION_INT8)).run(x)
+    want = np.clip(ar.max_pool2d_s8(x, (2, 2), (2, 2), (0, 0)), -20, 90)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_int8_quantize_and_dequantize_match_the_reference():

@@ -1697,15 +1697,44 @@ std::unique_ptr<Op> build_linear(Build& b) {
 // ---- Pooling ----------------------------------------------------------------------------------
 
 // out[c] = max over a rows x cols window (rows `ld` apart, cells C apart) of x[.., c].
+// The max of a rows x cols window, channels [0, C) of pixels `stride` bytes apart (stride = C
+// unless a vector kernel hands over its tail channels).
 void max_window(const int8_t* __restrict x, int rows, int cols, size_t ld, int C,
-                int8_t* __restrict out) {
+                int8_t* __restrict out, int stride = -1) {
+  const size_t px = static_cast<size_t>(stride < 0 ? C : stride);
   for (int c = 0; c < C; ++c) out[c] = -128;
   for (int i = 0; i < rows; ++i)
     for (int j = 0; j < cols; ++j) {
-      const int8_t* __restrict in = x + i * ld + static_cast<size_t>(j) * C;
+      const int8_t* __restrict in = x + i * ld + j * px;
       for (int c = 0; c < C; ++c) out[c] = in[c] > out[c] ? in[c] : out[c];
     }
 }
+
+#ifdef EO_RUNTIME_AVX2
+// max_window's vector twin: 32 channels per vpmaxsb (SSE2, the generic build's baseline, has no
+// signed byte max), the tail scalar.
+EO_AVX2 void max_window_avx2(const int8_t* __restrict x, int rows, int cols, size_t ld, int C,
+                             int8_t* __restrict out) {
+  int c = 0;
+  for (; c + 32 <= C; c += 32) {
+    __m256i m = _mm256_set1_epi8(-128);
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j)
+        m = _mm256_max_epi8(m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                   x + i * ld + static_cast<size_t>(j) * C + c)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), m);
+  }
+  for (; c + 16 <= C; c += 16) {
+    __m128i m = _mm_set1_epi8(-128);
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j)
+        m = _mm_max_epi8(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(
+                                x + i * ld + static_cast<size_t>(j) * C + c)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), m);
+  }
+  if (c < C) max_window(x + c, rows, cols, ld, C - c, out + c, C);
+}
+#endif
 
 // acc[c] = sum over `rows` rows of C int8 values (restrict: the int8 input cannot alias the
 // int32 sums, so the loop vectorizes).
@@ -1725,7 +1754,7 @@ inline int32_t rounded_average(int32_t acc, int32_t count) {
 
 class Pool2DS8 : public Op {
  public:
-  bool is_max, count_include_pad;
+  bool is_max, count_include_pad, avx2 = false;
   int N, H, W, C, OH, OW, KH, KW, SH, SW, PT, PL, PB, PR;
   int32_t qmin = -128, qmax = 127;
   void run(RunContext& ctx) override {
@@ -1748,8 +1777,21 @@ class Pool2DS8 : public Op {
           const int w0 = std::max(ws, 0), w1 = std::min(we, W);
           int8_t* out = y + (static_cast<size_t>(r) * OW + ow) * C;
           if (is_max) {
-            max_window(x + (static_cast<size_t>(n * H + h0) * W + w0) * C, h1 - h0, w1 - w0,
-                       static_cast<size_t>(W) * C, C, out);
+            const int8_t* win = x + (static_cast<size_t>(n * H + h0) * W + w0) * C;
+#ifdef EO_RUNTIME_AVX2
+            if (avx2) {
+              max_window_avx2(win, h1 - h0, w1 - w0, static_cast<size_t>(W) * C, C, out);
+            } else {
+              max_window(win, h1 - h0, w1 - w0, static_cast<size_t>(W) * C, C, out);
+            }
+#else
+            max_window(win, h1 - h0, w1 - w0, static_cast<size_t>(W) * C, C, out);
+#endif
+            if (qmin > -128 || qmax < 127) {  // a stage's narrower clamp (the exporter sets none)
+              for (int c = 0; c < C; ++c)
+                out[c] =
+                    static_cast<int8_t>(std::min<int32_t>(std::max<int32_t>(out[c], qmin), qmax));
+            }
           } else {
             for (int c = 0; c < C; ++c) acc[c] = 0;
             for (int ih = h0; ih < h1; ++ih)
@@ -1766,7 +1808,8 @@ class Pool2DS8 : public Op {
         }
       }
     });
-    info.kernel = is_max ? "s8_maxpool_direct__generic" : "s8_avgpool_direct__generic";
+    info.kernel = is_max ? (avx2 ? "s8_maxpool_direct__avx2" : "s8_maxpool_direct__generic")
+                         : "s8_avgpool_direct__generic";
   }
 };
 
@@ -1789,6 +1832,7 @@ std::unique_ptr<Op> build_pool(Build& b, bool is_max) {
   b.require(o != nullptr, "needs Pool2DOptions");
   auto op = std::make_unique<Pool2DS8>();
   op->is_max = is_max;
+  op->avx2 = use_avx2();
   op->count_include_pad = o->count_include_pad();
   op->N = static_cast<int>(x.shape[0]);
   op->H = static_cast<int>(x.shape[1]);
