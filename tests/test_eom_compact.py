@@ -9,11 +9,7 @@ runtime still reads."""
 
 from __future__ import annotations
 
-import random
 import struct
-import subprocess
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +20,9 @@ from optimizer import runtime
 from optimizer.export import eom_fbs as fb
 from optimizer.export import native
 from optimizer.export.native import export_native
+from tests.eom_fuzz import cpp_fuzz, mutate_and_load
 
 TARGET = "x86_64-avx512vnni"  # BSR block (16, 4)
-HOST_BUILD = Path(__file__).resolve().parents[1] / "build" / "host"
 
 
 def _shared_block_sparse(
@@ -218,44 +214,17 @@ def test_corrupted_packed_weights_are_refused(tmp_path, monkeypatch, mutate, mat
         runtime.loads(data)
 
 
-def _fix_crc(data: bytearray) -> None:
-    struct.pack_into("<I", data, 20, zlib.crc32(memoryview(data)[24:]) & 0xFFFFFFFF)
-
-
 def test_fuzzed_packed_files_give_value_error_or_load(packed):
     """Random byte mutations of the packed file (model table and data section, checksum made
     valid again) raise ValueError or load a model that runs."""
     _, x, path, _ = packed
-    good = path.read_bytes()
-    rng = random.Random(13)
-    refused = 0
-    for _ in range(400):
-        data = bytearray(good)
-        for _ in range(rng.randint(1, 3)):
-            data[rng.randrange(24, len(good))] = rng.randrange(256)
-        _fix_crc(data)
-        try:
-            rt = runtime.loads(bytes(data))
-        except ValueError as e:
-            assert str(e).startswith("edgeopt model: "), e
-            refused += 1
-            continue
-        rt.run(x.numpy())
+    refused = mutate_and_load(path.read_bytes(), x.numpy(), seed=13)
     assert refused > 100, refused
 
 
 def test_cpp_fuzz_of_the_packed_file(packed):
-    exe = HOST_BUILD / "edgeopt_test_runtime"
-    if not exe.exists():
-        pytest.fail(f"{exe} is missing: `make native` builds it (make test does this first)")
     _, _, path, _ = packed
-    out = subprocess.run(
-        [str(exe), "--model", str(path), "--fuzz", "2000"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0 and " 0 failed" in out.stdout, out.stdout + out.stderr
+    cpp_fuzz(path)
 
 
 def test_one_column_blocks_pack_a_linear_whose_pruned_columns_are_scattered(tmp_path):

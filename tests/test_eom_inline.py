@@ -6,10 +6,7 @@ a clear error naming the operator and the field."""
 
 from __future__ import annotations
 
-import random
 import struct
-import subprocess
-import zlib
 
 import numpy as np
 import pytest
@@ -20,7 +17,8 @@ from optimizer import runtime
 from optimizer.export import eom_fbs as fb
 from optimizer.export import native
 from optimizer.export.native import export_native
-from tests.test_eom_compact import HOST_BUILD, TARGET, _model_table, _shared_block_sparse
+from tests.eom_fuzz import cpp_fuzz, mutate_and_load
+from tests.test_eom_compact import TARGET, _model_table, _shared_block_sparse
 from tests.test_native_cross import _cross_build, _qemu
 from tests.test_runtime_cross import ARCHES, _bench_under_qemu
 
@@ -297,45 +295,18 @@ def test_a_float_operator_refuses_inline_fields(tmp_path, monkeypatch):
         runtime.loads(data)
 
 
-def _fix_crc(data: bytearray) -> None:
-    struct.pack_into("<I", data, 20, zlib.crc32(memoryview(data)[24:]) & 0xFFFFFFFF)
-
-
 def test_fuzzed_inline_files_give_value_error_or_load(mixed):
     """Random byte mutations of the inline file (checksum made valid again) raise ValueError or
     load a model that runs."""
     _, x, path, _, _, _ = mixed
-    good = path.read_bytes()
-    rng = random.Random(15)
-    refused = 0
-    for _ in range(400):
-        data = bytearray(good)
-        for _ in range(rng.randint(1, 3)):
-            data[rng.randrange(24, len(good))] = rng.randrange(256)
-        _fix_crc(data)
-        try:
-            rt = runtime.loads(bytes(data))
-        except ValueError as e:
-            assert str(e).startswith("edgeopt model: "), e
-            refused += 1
-            continue
-        rt.run(x.numpy())
+    refused = mutate_and_load(path.read_bytes(), x.numpy(), seed=15)
     # Most bytes are now inline weight values (any value loads): fewer mutations are refused.
     assert refused > 20, refused
 
 
 def test_cpp_fuzz_of_the_inline_file(mixed):
-    exe = HOST_BUILD / "edgeopt_test_runtime"
-    if not exe.exists():
-        pytest.fail(f"{exe} is missing: `make native` builds it (make test does this first)")
     _, _, path, _, _, _ = mixed
-    out = subprocess.run(
-        [str(exe), "--model", str(path), "--fuzz", "2000"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0 and " 0 failed" in out.stdout, out.stdout + out.stderr
+    cpp_fuzz(path)
 
 
 @pytest.fixture(scope="module", params=sorted(ARCHES))

@@ -12,7 +12,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from optimizer.export import eom_fbs as fb
 from optimizer.export import native
 from optimizer.export.native import export_native
 from optimizer.quantize import arithmetic as ar
+from tests.eom_fuzz import fix_crc
 from tests.zoo import ZOO
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +46,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
         out[f"{name}_int8"] = d / f"{name}_int8.eom"
         export_native(q, inputs, out[f"{name}_int8"])
     return out
-
-
-def _fix_crc(data: bytearray) -> bytearray:
-    struct.pack_into("<I", data, 20, zlib.crc32(memoryview(data)[24:]) & 0xFFFFFFFF)
-    return data
 
 
 def _x(rt: runtime.Runtime) -> np.ndarray:
@@ -179,7 +174,7 @@ def test_names_that_are_not_utf8_are_escaped(files):
     i = data.find(b"body.2")
     assert i > 0, "the MLP has an operator named body.2"
     data[i + 4] = 0xFF
-    rt = runtime.loads(bytes(_fix_crc(data)))
+    rt = runtime.loads(bytes(fix_crc(data)))
     names = [layer["name"] for layer in rt._m.layers]
     assert "body\\xff2" in names, names
     rt.profile(_x(rt), 1)
@@ -219,7 +214,7 @@ def test_bad_table_with_valid_checksum_is_refused(files):
     data = bytearray(files["mlp"].read_bytes())
     struct.pack_into("<Q", data, 40, 16)  # model table size
     with pytest.raises(ValueError, match="does not verify|section table"):
-        _load_bytes(_fix_crc(data))
+        _load_bytes(fix_crc(data))
 
 
 def test_fuzzed_files_give_value_error_or_load(files):
@@ -241,7 +236,7 @@ def test_fuzzed_files_give_value_error_or_load(files):
                 )
                 data[at] = rng.randrange(256)
             if rng.random() < 0.9:
-                _fix_crc(data)
+                fix_crc(data)
             try:
                 rt = _load_bytes(data)
             except ValueError as e:
