@@ -132,7 +132,9 @@ def bench_model(name: str, args, train_loader, test_loader) -> list[dict]:
         cfg = optimizer.ChannelPruneConfig(macs_reduction=target, importance=args.importance)
         optimizer.prune_channels_(pruned, (EXAMPLE,), cfg)
         if args.recalibrate:
-            optimizer.recalibrate_bn_(pruned, train_loader)
+            # A fresh loader: the shared one's shuffle state depends on what ran before, which
+            # made the pruned starting point (and every result after it) depend on --models.
+            optimizer.recalibrate_bn_(pruned, digits.loaders(batch_size=64, seed=0)[0])
         tp_pruned, tp_ratio = _tp_prune(base, base_macs / target, _classifier(base))
         for variant, m in (("ours, no training", pruned), ("TP, no training", tp_pruned)):
             acc = digits.evaluate(m.eval(), test_loader)
