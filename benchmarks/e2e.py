@@ -623,6 +623,10 @@ def bench_model(name: str, args: argparse.Namespace, data: tuple, train_loader: 
                 else:
                     per_col[col] = {"error": errors.get(col) or variants[col].error or "not run"}
             latency[str(threads)] = per_col
+        # The peers' sessions and interpreters (and their thread pools) go before the agreement
+        # rounds, so no idle pool of theirs shares the cores with ours.
+        runners = r = None  # noqa: F841
+        gc.collect()
         torch.set_num_threads(1)
         if args.agreement:
             jobs = [(variants[c], t) for t in args.threads for c in ("ours int8", "ours fp32")]
