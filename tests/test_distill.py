@@ -269,6 +269,35 @@ def test_same_seed_gives_bit_identical_weights(mlp_teacher, digits, optimizer):
     assert not same_weights(runs[0], runs[2])
 
 
+@pytest.mark.parametrize("api", ["distill_", "fine_tune_"])
+def test_same_seed_repeats_with_a_loader_that_has_its_own_generator(mlp_teacher, digits, api):
+    """A DataLoader made with generator= shuffles with its own RNG, which a global seed does
+    not reach: the same seed must still give the same result after the loader was iterated,
+    and the loader's generator is left as the call found it."""
+    torch.manual_seed(0)
+    start = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    gen = torch.Generator().manual_seed(5)
+    ds = TensorDataset(digits["x"], digits["y"])
+    loader = DataLoader(ds, batch_size=100, shuffle=True, generator=gen)
+    cfg = DistillConfig(epochs=2, seed=4, **QUIET)
+
+    def run() -> nn.Module:
+        student = copy.deepcopy(start)
+        if api == "distill_":
+            distill_(student, mlp_teacher, loader, cfg)
+        else:
+            fine_tune_(student, loader, cfg)
+        return student
+
+    first = run()
+    for _ in loader:  # the caller draws from the loader between the two calls
+        pass
+    state = gen.get_state()
+    second = run()
+    assert same_weights(first, second)
+    assert torch.equal(gen.get_state(), state), "the loader's generator was not restored"
+
+
 def test_teacher_is_not_modified(mlp_teacher, digits):
     teacher = copy.deepcopy(mlp_teacher).train()
     before = copy.deepcopy(teacher.state_dict())

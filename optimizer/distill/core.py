@@ -13,6 +13,7 @@ and shards the batches by rank (round-robin, unless the loader already uses a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import difflib
 import math
 import os
@@ -359,8 +360,8 @@ def distill_blocks_(
     cfg = replace(config, blockwise=True, blocks=pairs, features=())
 
     rank, world = _process_group(api)
-    with _ModeGuard(student, teacher):
-        _seed_everything(cfg.seed)
+    with _ModeGuard(student, teacher), _loader_rng_restored(data):
+        _seed_everything(cfg.seed, data)
         teacher.eval()
         s_dev, t_dev = _device_of(student), _device_of(teacher)
         s_cap = _Capture(student, [s for s, _ in pairs], inputs=True)
@@ -402,7 +403,7 @@ def distill_blocks_(
                 history = {u.key: h for u, h in zip(units, hist)}
             else:
                 for unit, (_, t) in zip(units, pairs):
-                    _seed_everything(cfg.seed)
+                    _seed_everything(cfg.seed, data)
                     hist, n, _ = _fit(
                         api, [unit], data, cfg, prepare_for([t]), rank, world, f"block {unit.key}"
                     )
@@ -464,8 +465,8 @@ def _train_end_to_end(
     hard_fn = cfg.hard_loss or F.cross_entropy
 
     rank, world = _process_group(api)
-    with _ModeGuard(student, teacher):
-        _seed_everything(cfg.seed)
+    with _ModeGuard(student, teacher), _loader_rng_restored(data):
+        _seed_everything(cfg.seed, data)
         s_dev = _device_of(student)
         t_dev = _device_of(teacher) if teacher is not None else s_dev
         if teacher is not None:
@@ -927,9 +928,41 @@ def _derived_seed(seed: int, *names: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(":".join(names).encode())) % (2**31)
 
 
-def _seed_everything(seed: int) -> None:
+def _loader_generators(data: Any) -> list[torch.Generator]:
+    """The ``torch.Generator`` objects a DataLoader shuffles with (its own, its sampler's, its
+    batch sampler's sampler's), each once; empty for other iterables."""
+    found: dict[int, torch.Generator] = {}
+    sampler = getattr(data, "sampler", None)
+    batch_sampler = getattr(data, "batch_sampler", None)
+    for owner in (data, sampler, getattr(batch_sampler, "sampler", None)):
+        g = getattr(owner, "generator", None) if owner is not None else None
+        if isinstance(g, torch.Generator):
+            found[id(g)] = g
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def _loader_rng_restored(data: Any) -> Iterator[None]:
+    """Restores the data loader's own shuffling generators when training ends: training
+    reseeds them (``_seed_everything``), and the caller's loader is left as it was."""
+    gens = _loader_generators(data)
+    states = [g.get_state() for g in gens]
+    try:
+        yield
+    finally:
+        for g, st in zip(gens, states):
+            g.set_state(st)
+
+
+def _seed_everything(seed: int, data: Any = None) -> None:
+    """Seeds Python, torch and numpy, and the shuffling generators of ``data`` (a DataLoader
+    made with ``generator=`` shuffles with its own, which the global seed does not reach: the
+    same seed then gave another data order, and another result, after the loader had been
+    iterated)."""
     random.seed(seed)
     torch.manual_seed(seed)
+    for g in _loader_generators(data):
+        g.manual_seed(seed)
     try:
         import numpy as np
     except ImportError:  # numpy is optional for this module
