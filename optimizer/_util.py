@@ -57,3 +57,9 @@ def eval_mode(model: Any) -> Iterator[Any]:
     finally:
         for m, t in modes.items():
             m.training = t
+
+
+def module_under(path: str, prefix: str) -> bool:
+    """Whether module ``path`` is ``prefix`` or inside it (``"a.b"`` is under ``"a"``, ``"ab"``
+    is not). Example: ``module_under("features.3.conv", "features.3") -> True``."""
+    return path == prefix or path.startswith(prefix + ".")

@@ -54,17 +54,12 @@ int dtype_num(DType t) {
 }
 
 // Whether a run is short enough (under ~1 M multiply-accumulates: microseconds) that run1
-// keeps the GIL. Cached per model for the calling thread (one lookup per call).
+// keeps the GIL. Summed per call: a small model has few layers, and a large one runs for far
+// longer than the sum takes.
 bool small_model(const Model& m) {
-  thread_local const Model* last = nullptr;
-  thread_local bool small = false;
-  if (last != &m) {
-    int64_t macs = 0;
-    for (const LayerInfo& l : m.layers()) macs += l.macs;
-    small = macs < (int64_t{1} << 20);
-    last = &m;
-  }
-  return small;
+  int64_t macs = 0;
+  for (const LayerInfo& l : m.layers()) macs += l.macs;
+  return macs < (int64_t{1} << 20);
 }
 
 py::dict spec_dict(const TensorSpec& s) {

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from optimizer._util import module_under
 from optimizer.graph.attention import MultiheadSelfAttention
 from optimizer.graph.profile import count_macs, count_params
 from optimizer.graph.record import get_record
@@ -376,7 +377,7 @@ def _energy_rank(frac: np.ndarray, energy: float) -> int:
 
 
 def _excluded(path: str, prefixes: list[str]) -> bool:
-    return any(path == p or path.startswith(p + ".") for p in prefixes)
+    return any(module_under(path, p) for p in prefixes)
 
 
 def _collect(

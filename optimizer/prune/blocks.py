@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from optimizer._util import module_under
 from optimizer.graph.record import get_record
 
 #: Name of the mask buffer on each pruned module (bool, the weight's shape; True = kept).
@@ -588,7 +589,7 @@ def _select(model: nn.Module, cfg: BlockPruneConfig) -> list[_Layer]:
     for path, m in model.named_modules():
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
             continue
-        if any(path == p or path.startswith(p + ".") for p in cfg.ignore):
+        if any(module_under(path, p) for p in cfg.ignore):
             continue
         w = getattr(m, "weight", None)
         if isinstance(w, nn.parameter.UninitializedParameter):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from optimizer._util import eval_mode
+from optimizer._util import eval_mode, module_under
 from optimizer.graph.dependency import DependencyGraph, Group, Member
 from optimizer.graph.record import get_record
 from optimizer.prune.importance import IMPORTANCES, group_scores
@@ -209,8 +209,7 @@ def _own_ratios(groups: list[Group], cfg: ChannelPruneConfig, ratio: float) -> d
             if m.role not in ("out", "heads"):
                 continue
             for path in cfg.ratios:
-                hit = m.module == path or m.module.startswith(path + ".")
-                if hit and (best is None or len(path) > len(best)):
+                if module_under(m.module, path) and (best is None or len(path) > len(best)):
                     best = path
         if best is not None:
             out[g.id] = cfg.ratios[best] * progress
@@ -227,7 +226,7 @@ def _check_ratio_paths(groups: list[Group], model: nn.Module, cfg: ChannelPruneC
          if m.role in ("out", "heads")}
     )  # fmt: skip
     for path in cfg.ratios:
-        if not any(p == path or p.startswith(path + ".") for p in prods):
+        if not any(module_under(p, path) for p in prods):
             raise ValueError(
                 f"ChannelPruneConfig: ratios[{path!r}] names no prunable layer; the layers whose "
                 f"output channels can be pruned are: {', '.join(prods) or '(none)'}"

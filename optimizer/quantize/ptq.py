@@ -73,6 +73,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from optimizer._util import module_under
 from optimizer.graph.record import ATTR, set_record
 from optimizer.quantize import modules as qm
 from optimizer.quantize.fold import float_graph, node_path
@@ -655,7 +656,7 @@ class _Analysis:
             names = [info.path, *n.meta.get("edgeopt_folded", []), *self.scopes(n)]
             if n.op == "call_module":
                 names.append(str(n.target))
-            hit = any(q == p or q.startswith(p + ".") for q in names for p in keep)
+            hit = any(module_under(q, p) for q in names for p in keep)
             if not hit and self.config.filter_fn is not None and n.op == "call_module":
                 hit = not self.config.filter_fn(self.fg.get_submodule(n.target), info.path)
             if hit:

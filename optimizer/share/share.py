@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from optimizer._util import module_under
 from optimizer.graph.record import get_record
 from optimizer.quantize import arithmetic
 from optimizer.share.cluster import DEFAULT_MAX_POINTS, METHODS, cluster_rows
@@ -431,7 +432,7 @@ def _select(model: nn.Module, cfg: WeightShareConfig, api: str) -> list[tuple[st
     chosen: list[tuple[str, nn.Module]] = []
     owners: dict[int, str] = {}
     for path, m in model.named_modules():
-        if any(path == p or path.startswith(p + ".") for p in cfg.ignore):
+        if any(module_under(path, p) for p in cfg.ignore):
             continue
         w = m.__dict__.get("_parameters", {}).get("weight")
         parametrized = hasattr(m, "parametrizations") and "weight" in m.parametrizations
