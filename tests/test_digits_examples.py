@@ -180,3 +180,31 @@ def test_shift_images_moves_each_image_by_at_most_one_pixel_with_zero_fill():
         moved += (dy, dx) != (0, 0)
         assert int((y[i] == 0).sum()) == 8 * (abs(dy) + abs(dx)) - abs(dy * dx)  # zero fill
     assert moved > 40  # 8 of 9 offsets move the image
+
+
+def test_shift_views_are_every_shift_once_with_the_batch_first():
+    import pytest
+    import torch
+
+    from optimizer.examples.digits import shift_views
+
+    x = torch.rand(3, 2, 8, 8) + 0.5
+    views = shift_views(x)
+    assert len(views) == 9 and views[0] is x
+    seen = set()
+    for v in views[1:]:
+        assert v.shape == x.shape
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if torch.equal(
+                    v[..., max(dy, 0) : 8 + min(dy, 0), max(dx, 0) : 8 + min(dx, 0)],
+                    x[..., max(-dy, 0) : 8 + min(-dy, 0), max(-dx, 0) : 8 + min(-dx, 0)],
+                ):
+                    seen.add((dy, dx))
+                    assert int((v == 0).sum()) == 3 * 2 * (8 * (abs(dy) + abs(dx)) - abs(dy * dx))
+    assert seen == {(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)} - {(0, 0)}
+    assert len(shift_views(x, 2)) == 25 and shift_views(x, 0) == [x]
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\].*\(8, 8\)"):
+        shift_views(torch.zeros(8, 8))
+    with pytest.raises(ValueError, match="max_shift must be >= 0"):
+        shift_views(x, -1)

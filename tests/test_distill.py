@@ -412,6 +412,91 @@ def test_augment_gives_student_and_teacher_the_same_augmented_inputs():
         DistillConfig(augment="shift")
 
 
+def test_teacher_views_average_the_teachers_logits(mlp_teacher, digits):
+    """The KD target is the mean of the teacher's logits over the views (one batched pass)."""
+    torch.manual_seed(3)
+    student = mlp(8)
+    x, y = digits["x"][:100], digits["y"][:100]
+    views = [x, x.flip(1), x * 0.5]
+    calls = []
+
+    def teacher_views(v):
+        calls.append(v.shape)
+        return [v, v.flip(1), v * 0.5]
+
+    with torch.no_grad():
+        s_logits = student(x)
+        mean_logits = torch.stack([mlp_teacher(v) for v in views]).mean(0)
+    expected = float(soft_kl_loss(s_logits, mean_logits, 2.0))
+    plain = float(soft_kl_loss(s_logits, mlp_teacher(x).detach(), 2.0))
+    cfg = DistillConfig(epochs=1, temperature=2.0, teacher_views=teacher_views, **QUIET)
+    result = distill_(student, mlp_teacher, [(x, y)], cfg)
+    assert calls == [(100, 64)]
+    assert result.components["kd"][0] == pytest.approx(expected, rel=1e-5)
+    assert abs(expected - plain) > 1e-3  # the views changed the target
+    entry = get_record(student)["passes"][-1]
+    assert "teacher_views" in entry["teacher_views"]
+
+
+def test_teacher_views_of_one_view_equal_plain_distillation(mlp_teacher, digits):
+    data = batches(digits["x"][:300], digits["y"][:300])
+    a, b = prune_hidden(mlp_teacher, 8), prune_hidden(mlp_teacher, 8)
+    distill_(a, mlp_teacher, data, DistillConfig(epochs=2, seed=1, mixup=0.2, **QUIET))
+    cfg = DistillConfig(epochs=2, seed=1, mixup=0.2, teacher_views=lambda v: [v], **QUIET)
+    distill_(b, mlp_teacher, data, cfg)
+    assert same_weights(a, b)
+
+
+def test_teacher_views_with_non_tensor_inputs_and_features(cnn_teacher, digits):
+    """Dict inputs go through the teacher one view at a time; feature targets use view 0."""
+
+    class DictNet(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image):
+            return self.net(image)
+
+    teacher, student = DictNet(copy.deepcopy(cnn_teacher)), DictNet(SmallCNN(8))
+    x, y = digits["x"][:64], digits["y"][:64]
+    seen = []
+    hook = teacher.net.block2.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    cfg = DistillConfig(
+        epochs=1,
+        features=[("net.block2", "net.block2")],
+        teacher_views=lambda d: [d, {"image": d["image"].flip(-1)}],
+        **QUIET,
+    )
+    result = distill_(student, teacher, [({"image": x}, y)], cfg)
+    hook.remove()
+    # one probe pass learns the adapter widths, then one teacher pass per view
+    assert seen == [64, 64, 64] and result.steps == 1 and "feature" in result.components
+
+
+def test_teacher_views_misuse_raises(mlp_teacher, digits):
+    data = batches(digits["x"][:100], digits["y"][:100])
+    with pytest.raises(TypeError, match="teacher_views must be a callable"):
+        DistillConfig(teacher_views=[1, 2])
+    with pytest.raises(ValueError, match="teacher_views=None with blockwise"):
+        DistillConfig(teacher_views=lambda v: [v], blockwise=True, blocks=[("0", "0")])
+    bad = DistillConfig(epochs=1, teacher_views=lambda v: v, **QUIET)
+    with pytest.raises(TypeError, match="non-empty list"):
+        distill_(mlp(8), mlp_teacher, data, bad)
+    empty = DistillConfig(epochs=1, teacher_views=lambda v: [], **QUIET)
+    with pytest.raises(TypeError, match="of length 0"):
+        distill_(mlp(8), mlp_teacher, data, empty)
+    short = DistillConfig(epochs=1, teacher_views=lambda v: [v, v[:10]], **QUIET)
+    with pytest.raises(ValueError, match=r"view 1 have shape \(10, 10\)"):
+        distill_(mlp(8), mlp_teacher, data, short)
+    # fine_tune_ has no teacher: the views are ignored, like alpha and temperature
+    a, b = mlp(8), mlp(8)
+    b.load_state_dict(a.state_dict())
+    fine_tune_(a, data, DistillConfig(epochs=1, **QUIET))
+    fine_tune_(b, data, DistillConfig(epochs=1, teacher_views=lambda v: [v, v], **QUIET))
+    assert same_weights(a, b)
+
+
 def test_max_steps_per_epoch_and_loader_without_length(mlp_teacher, digits):
     def stream():
         yield from batches(digits["x"], digits["y"], 50)

@@ -69,6 +69,13 @@ class DistillConfig:
             student and teacher see the same augmented inputs ("consistent teaching"), e.g.
             ``optimizer.examples.digits.shift_images``. Draw randomness from torch's generator so
             ``seed`` makes runs repeatable.
+        teacher_views: ``fn(inputs) -> [view, ...]``: the teacher's logits are averaged over
+            these views of each (augmented, mixed) batch, e.g. the nine one-pixel shifts of
+            ``optimizer.examples.digits.shift_views``. This is test-time augmentation of the
+            teacher: a stronger, smoother target at the cost of one teacher pass per view, the
+            student's cost unchanged. Averaging logits is averaging log-probabilities, so the
+            target is the views' normalised geometric mean at any ``temperature``. Feature
+            targets come from the first view (make it the batch itself). :func:`distill_` only.
 
     Example:
         >>> cfg = DistillConfig(epochs=5, temperature=4.0, alpha=0.9)
@@ -94,6 +101,7 @@ class DistillConfig:
     hard_loss: Callable | None = None
     mixup: float = 0.0
     augment: Callable | None = None
+    teacher_views: Callable | None = None
 
     def __post_init__(self) -> None:
         api = "DistillConfig"
@@ -101,6 +109,16 @@ class DistillConfig:
             raise TypeError(
                 f"{api}: augment must be a callable fn(inputs) -> inputs or None; got "
                 f"{type(self.augment).__name__}"
+            )
+        if self.teacher_views is not None and not callable(self.teacher_views):
+            raise TypeError(
+                f"{api}: teacher_views must be a callable fn(inputs) -> [view, ...] or None; got "
+                f"{type(self.teacher_views).__name__}"
+            )
+        if self.teacher_views is not None and self.blockwise:
+            raise ValueError(
+                f"{api}: teacher_views averages the teacher's logits, which blockwise=True does "
+                "not use; expected teacher_views=None with blockwise=True"
             )
         _check_int(api, "epochs", self.epochs, 0)
         _check_int(api, "seed", self.seed, 0)
@@ -279,8 +297,8 @@ def fine_tune_(
     """Trains ``model`` in place on the hard labels only: the baseline for :func:`distill_`.
 
     The loop, optimizer, schedule, seeding and epoch budget are those of :func:`distill_`
-    (``alpha``, ``temperature``, ``features`` and ``blocks`` are ignored), so with the same seed
-    ``distill_(..., alpha=0)`` gives bit-identical weights.
+    (``alpha``, ``temperature``, ``features``, ``blocks`` and ``teacher_views`` are ignored), so
+    with the same seed ``distill_(..., alpha=0)`` gives bit-identical weights.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(8, 3))
@@ -291,7 +309,7 @@ def fine_tune_(
     config = DistillConfig() if config is None else config
     if not isinstance(model, nn.Module):
         raise TypeError(f"fine_tune_: model must be a torch.nn.Module, got {type(model).__name__}")
-    cfg = replace(config, alpha=0.0, features=(), blockwise=False, blocks=())
+    cfg = replace(config, alpha=0.0, features=(), blockwise=False, blocks=(), teacher_views=None)
     return _train_end_to_end("fine_tune_", model, None, data, cfg)
 
 
@@ -515,10 +533,16 @@ def _train_end_to_end(
                 if cfg.mixup > 0:
                     inputs = _mixup(api, ctx, cfg.mixup)
                 if need_teacher:
+                    views = [inputs] if cfg.teacher_views is None else _views(api, cfg, inputs)
                     with torch.no_grad():
-                        t_out = _call(teacher, _to(inputs, t_dev))
-                    ctx["t_logits"] = _to(_logits(api, t_out, "teacher"), s_dev)
-                    ctx["t_feats"] = [_to(_first_tensor(t_cap.outputs[t]), s_dev) for _, t in pairs]
+                        t_out = _call(teacher, _to(views[0], t_dev))
+                        ctx["t_feats"] = [
+                            _to(_first_tensor(t_cap.outputs[t]), s_dev) for _, t in pairs
+                        ]
+                        t_logits = _logits(api, t_out, "teacher")
+                        if len(views) > 1:
+                            t_logits = _mean_view_logits(api, teacher, views, t_logits, t_dev)
+                    ctx["t_logits"] = _to(t_logits, s_dev)
                 return ctx
 
             def loss_fn(module: nn.Module, ctx: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -562,6 +586,9 @@ def _train_end_to_end(
     if teacher is not None:
         entry.update(temperature=cfg.temperature, alpha=cfg.alpha)
         entry.update(alpha_schedule=cfg.alpha_schedule)
+        if cfg.teacher_views is not None:
+            fn = cfg.teacher_views
+            entry["teacher_views"] = getattr(fn, "__qualname__", type(fn).__name__)
         entry.update(features=[list(p) for p in pairs], feature_weight=cfg.feature_weight)
     entry["final_loss"] = result.epoch_losses[-1] if result.epoch_losses else None
     get_record(student)["passes"].append(entry)
@@ -1058,6 +1085,40 @@ def _split(api: str, batch: Any, alpha: float) -> tuple[Any, Any]:
             "labels, or alpha=1 to learn from the teacher alone"
         )
     return inputs, targets
+
+
+def _views(api: str, cfg: DistillConfig, inputs: Any) -> list:
+    views = cfg.teacher_views(inputs)
+    if not isinstance(views, (list, tuple)) or not views:
+        raise TypeError(
+            f"{api}: teacher_views must return a non-empty list of inputs for the teacher; got "
+            f"{type(views).__name__}" + (" of length 0" if isinstance(views, (list, tuple)) else "")
+        )
+    return list(views)
+
+
+def _mean_view_logits(
+    api: str, teacher: nn.Module, views: list, first: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """Mean of the teacher's logits over ``views``, given the first view's ``first``.
+
+    Tensor views go through the teacher as one batch (the teacher is in eval mode, so a
+    sample's output does not depend on its batch); other inputs one call each."""
+    rest = views[1:]
+    if all(isinstance(v, torch.Tensor) and v.shape == rest[0].shape for v in rest):
+        out = _logits(api, _call(teacher, _to(torch.cat(rest), device)), "teacher")
+        n = first.shape[0]
+        per_view = list(out.split(n)) if out.shape[0] == n * len(rest) else [out]
+    else:
+        per_view = [_logits(api, _call(teacher, _to(v, device)), "teacher") for v in rest]
+    for i, z in enumerate(per_view, start=1):
+        if z.shape != first.shape:
+            raise ValueError(
+                f"{api}: teacher_views: the teacher's logits on view {i} have shape "
+                f"{tuple(z.shape)}, on view 0 {tuple(first.shape)}; expected every view to keep "
+                "the batch's shape"
+            )
+    return (first + sum(per_view)) / len(views)
 
 
 def _call(model: nn.Module, inputs: Any) -> Any:

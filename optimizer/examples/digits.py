@@ -41,6 +41,8 @@ __all__ = [
     "mobilenetv2_digits",
     "pretrained",
     "resnet_digits",
+    "shift_images",
+    "shift_views",
     "train",
     "vgg_digits",
 ]
@@ -339,6 +341,29 @@ def shift_images(
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]  # [N, 1, 1, W]
     idx = torch.arange(n)[:, None, None, None]
     return padded.permute(0, 2, 3, 1)[idx, rows, cols].squeeze(1).permute(0, 3, 1, 2).contiguous()
+
+
+def shift_views(x: torch.Tensor, max_shift: int = 1) -> list[torch.Tensor]:
+    """Every shift of the images ``x`` ([N, C, H, W]) by up to ``max_shift`` pixels in each
+    direction, zero-filled, the unshifted batch first: ``(2 * max_shift + 1) ** 2`` views.
+
+    For ``DistillConfig(teacher_views=shift_views)``: a teacher trained with
+    :func:`shift_images` then averages its logits over all the shifts it was trained on.
+
+    Example:
+        >>> views = shift_views(torch.ones(2, 1, 8, 8))
+        >>> len(views), bool(torch.equal(views[0], torch.ones(2, 1, 8, 8)))
+        (9, True)
+    """
+    if x.dim() != 4:
+        raise ValueError(f"shift_views: expected [N, C, H, W] images, got shape {tuple(x.shape)}")
+    if max_shift < 0:
+        raise ValueError(f"shift_views: max_shift must be >= 0, got {max_shift}")
+    s = max_shift
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (s, s, s, s))
+    offsets = [(dy, dx) for dy in range(-s, s + 1) for dx in range(-s, s + 1) if dy or dx]
+    return [x] + [padded[..., s + dy : s + dy + h, s + dx : s + dx + w] for dy, dx in offsets]
 
 
 def train(
