@@ -158,16 +158,14 @@ def bench_model(name: str, args, test_loader, pool=None) -> list[dict]:
             else:
                 results = list(pool.map(_recover, *zip(*jobs)))
             accs = [acc for acc, _, _ in results]
-            last = copy.deepcopy(start)
-            last.load_state_dict(results[-1][2])
-            row = _row(name, variant, target, last, accs, args, tp_ratio)
+            row = _row(name, variant, target, results[-1][2], accs, args, tp_ratio)
             row["train_s"] = statistics.fmean(t for _, t, _ in results)
             rows.append(row)
     return rows
 
 
 def _recover(variant: str, start: nn.Module, base: nn.Module, seed: int, args) -> tuple:
-    """One recovery run: (test accuracy, training seconds, trained state dict)."""
+    """One recovery run: (test accuracy, training seconds, the trained model with its record)."""
     torch.set_num_threads(args.threads)
     train_loader, test_loader = digits.loaders(batch_size=64, seed=0)
     m = copy.deepcopy(start)
@@ -190,7 +188,7 @@ def _recover(variant: str, start: nn.Module, base: nn.Module, seed: int, args) -
     else:
         optimizer.fine_tune_(m, train_loader, cfg)
     seconds = time.perf_counter() - t0
-    return digits.evaluate(m.eval(), test_loader), seconds, m.state_dict()
+    return digits.evaluate(m.eval(), test_loader), seconds, m
 
 
 def _row(name, variant, target, model, accs, args, tp_ratio) -> dict:
