@@ -350,8 +350,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     t0 = time.time()
-    for name in args.models:
-        digits.pretrained(name, epochs=args.teacher_epochs)  # train (and cache) before forking
     # Recovery runs go to worker processes (one torch thread each); latency is measured in
     # this process between them, with the workers idle.
     pool = None

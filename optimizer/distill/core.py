@@ -1102,13 +1102,14 @@ def _mean_view_logits(
 ) -> torch.Tensor:
     """Mean of the teacher's logits over ``views``, given the first view's ``first``.
 
-    Tensor views go through the teacher as one batch (the teacher is in eval mode, so a
-    sample's output does not depend on its batch); other inputs one call each."""
-    rest = views[1:]
-    if all(isinstance(v, torch.Tensor) and v.shape == rest[0].shape for v in rest):
+    Tensor views shaped like the first go through the teacher as one batch (the teacher is in
+    eval mode, so a sample's output does not depend on its batch); other inputs one call each."""
+    head, rest = views[0], views[1:]
+    if isinstance(head, torch.Tensor) and all(
+        isinstance(v, torch.Tensor) and v.shape == head.shape for v in rest
+    ):
         out = _logits(api, _call(teacher, _to(torch.cat(rest), device)), "teacher")
-        n = first.shape[0]
-        per_view = list(out.split(n)) if out.shape[0] == n * len(rest) else [out]
+        per_view = list(out.split(first.shape[0]))
     else:
         per_view = [_logits(api, _call(teacher, _to(v, device)), "teacher") for v in rest]
     for i, z in enumerate(per_view, start=1):
